@@ -1,0 +1,3 @@
+"""door-edge: the door gateway daemon (decisions, sync, vision, CLI)."""
+
+__version__ = "0.1.0"

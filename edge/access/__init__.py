@@ -1,0 +1,1 @@
+"""Access decisions (pure policy) and the door control glue."""

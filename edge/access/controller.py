@@ -1,0 +1,153 @@
+"""Glue on the event loop: card reads -> policy -> journal -> relay; door inputs -> door machine.
+
+Everything here runs in the asyncio loop's thread; drivers hand their observations over with
+`call_soon_threadsafe`. The order on the card path is fixed: decide, write the event to the journal
+(it survives a kill from that moment), then command the relay. Nothing on that path touches the
+network or waits on anything slower than a local SQLite commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Callable
+
+from drivers.pcsc import CardRead
+from drivers.relay import Output, SerialRelayLink
+from edge.access.door import DoorEvent, DoorMachine, Hold, Pulse
+from edge.access.policy import decide
+from edge.config import Door, GatewayConfig, ModbusRelay
+from edge.privacy import Tokenizer, short
+from edge.store.outbox import Event, Outbox
+from edge.store.whitelist import Whitelist
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DoorIO:
+    """Where a door's lock output is, and which board inputs are its contact, exit and fire."""
+
+    door: Door
+    link: SerialRelayLink
+    output: Output
+
+    def reads_inputs(self, port: str, unit: int) -> bool:
+        r = self.door.relay
+        return isinstance(r, ModbusRelay) and r.port == port and r.unit == unit
+
+
+def _bit(bits: int, index: int | None) -> bool | None:
+    return None if index is None else bool(bits >> index & 1)
+
+
+class Controller:
+    def __init__(self, cfg: GatewayConfig, whitelist: Whitelist, outbox: Outbox, tokenizer: Tokenizer,
+                 doors: dict[str, DoorIO], *, clock: Callable[[], float] = time.monotonic,
+                 wallclock: Callable[[], datetime] = datetime.now):
+        self.cfg = cfg
+        self.whitelist = whitelist
+        self.outbox = outbox
+        self.tokenizer = tokenizer
+        self.io = doors
+        self.machines = {d: DoorMachine(io.door) for d, io in doors.items()}
+        self._holidays: frozenset[date] = frozenset(cfg.holidays)
+        self._clock = clock
+        self._wallclock = wallclock
+        self.listeners: list[Callable[[Event], None]] = []
+        self.reads_by_reader: dict[str, str | None] = {}
+        self._links_down: set[str] = set()
+
+    # -- card path ------------------------------------------------------------------------------
+    def _door_for(self, reader_name: str) -> str | None:
+        if reader_name not in self.reads_by_reader:
+            door = next((r.door for r in self.cfg.readers if r.match in reader_name), None)
+            self.reads_by_reader[reader_name] = door
+        return self.reads_by_reader[reader_name]
+
+    def on_card(self, read: CardRead) -> Event | None:
+        door_id = self._door_for(read.reader)
+        if door_id is None:
+            log.warning("read on unmapped reader %s ignored", read.reader)
+            return None
+        io = self.io[door_id]
+        machine = self.machines[door_id]
+        token = self.tokenizer.token_raw(read.kind, read.uid)
+        entry = self.whitelist.lookup(token)
+        decision = decide(read.kind, entry, io.door, self._wallclock(), schedules=self.cfg.schedules,
+                          holidays=self._holidays, fire_active=machine.fire)
+        latency_ms = (time.monotonic_ns() - read.t_seen_ns) / 1e6
+        event = Event("access", decision.reason.value, door=door_id, kind=read.kind, token=short(token),
+                      decision="granted" if decision.granted else "denied", latency_ms=round(latency_ms, 3),
+                      mono_ns=read.t_seen_ns)
+        self.outbox.put(event)  # in the journal before the lock moves
+        if decision.granted:
+            self._apply(door_id, machine.grant(self._clock()))
+        log.info("door=%s kind=%s token=%s decision=%s reason=%s seq=%d", door_id, read.kind, event.token,
+                 event.decision, event.reason, event.seq)
+        self._notify(event)
+        return event
+
+    # -- door inputs ----------------------------------------------------------------------------
+    def on_inputs(self, port: str, unit: int, bits: int) -> None:
+        now = self._clock()
+        for door_id, io in self.io.items():
+            if not io.reads_inputs(port, unit):
+                continue
+            ins = io.door.inputs
+            actions = self.machines[door_id].inputs(now, contact=_bit(bits, ins.contact),
+                                                    exit_button=_bit(bits, ins.exit_button), fire=_bit(bits, ins.fire_alarm))
+            self._apply(door_id, actions)
+
+    def on_link(self, port: str, up: bool, detail: str) -> None:
+        if up and port not in self._links_down:
+            return  # first contact at start-up: nothing was lost
+        (self._links_down.discard if up else self._links_down.add)(port)
+        for door_id, io in self.io.items():
+            if io.link.port_name != port:
+                continue
+            machine = self.machines[door_id]
+            if up:
+                # back to the state the door should be in now
+                io.link.hold(io.output, machine.fire)
+            else:
+                # the state the link writes first, the moment it comes back
+                io.link.hold(io.output, machine.shutdown_state() or machine.fire)
+            reason = "relay_link_restored" if up else "relay_link_lost"
+            self._record(Event("system", reason, door=door_id, detail=f"{detail}; fail_mode={io.door.fail_mode}"))
+
+    def tick(self) -> None:
+        """Called a few times a second: held-open alarms."""
+        now = self._clock()
+        for door_id, machine in self.machines.items():
+            self._apply(door_id, machine.tick(now))
+
+    # -- shutdown -------------------------------------------------------------------------------
+    def final_states(self) -> dict[SerialRelayLink, dict[Output, bool]]:
+        """Each link's outputs in their fail mode (safe: released; secure: locked)."""
+        out: dict[SerialRelayLink, dict[Output, bool]] = {}
+        for door_id, io in self.io.items():
+            out.setdefault(io.link, {})[io.output] = self.machines[door_id].shutdown_state()
+        return out
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _apply(self, door_id: str, actions: list) -> None:
+        io = self.io[door_id]
+        for a in actions:
+            if isinstance(a, DoorEvent):
+                self._record(Event("door", a.reason, door=door_id))
+            elif isinstance(a, Pulse):
+                io.link.pulse(io.output, a.ms)
+            elif isinstance(a, Hold):
+                io.link.hold(io.output, a.released)
+
+    def _record(self, event: Event) -> None:
+        self.outbox.put(event)
+        log.info("door=%s event=%s seq=%d", event.door, event.reason, event.seq)
+        self._notify(event)
+
+    def _notify(self, event: Event) -> None:
+        for cb in self.listeners:
+            cb(event)

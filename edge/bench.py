@@ -1,0 +1,158 @@
+"""Benchmarks: each prints one JSON line of figures.
+
+`card`: swipes through the real parts. pcscd with the vpcd virtual readers, virtual cards on its
+TCP port, the daemon's App (reader thread, event loop, journal, relay thread) in this process, and
+the Modbus door board in a separate process on the far end of a pty, which timestamps each whole
+relay frame on the monotonic clock. `software_ms` runs from the reader thread seeing PRESENT to
+the board holding the complete frame; `present_to_relay_ms` adds pcscd's card polling (the card
+connecting to vpcd marks "present"), which real interrupt-driven readers do not have.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from drivers.virtual.rig import Rig, wait_until
+from drivers.virtual.vcard import VPCD_PORTS, CardProfile, VirtualCard
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))
+    return round(s[k], 3)
+
+
+class _BoardProcess:
+    """The door board in its own process, so its timestamps do not queue behind our GIL."""
+
+    def __init__(self, port: Path):
+        self.proc = subprocess.Popen([sys.executable, "-m", "drivers.virtual.boards", "modbus", "--port", str(port)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.on_times: list[int] = []
+        self.cond = threading.Condition()
+        assert self.proc.stdout is not None
+        first = json.loads(self.proc.stdout.readline())
+        assert first.get("ready")
+        self._reader = threading.Thread(target=self._read, name="board-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            rec = json.loads(line)
+            if rec.get("on"):
+                with self.cond:
+                    self.on_times.append(rec["t_ns"])
+                    self.cond.notify_all()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.flush()
+            try:
+                self.proc.wait(3)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def bench_card(swipes: int, *, root: Path) -> dict:
+    from edge.app import App
+
+    rig = Rig(root, pulse_ms=200, held_open_s=30, log_level="warning").start(board=False)
+    board = _BoardProcess(rig.root / "ttyBOARD")
+    rig.import_residents()
+    app = App(rig.config_path)
+    events: list = []
+    got = threading.Condition()
+
+    def on_event(e) -> None:
+        if e.type == "access":
+            with got:
+                events.append(e)
+                got.notify_all()
+
+    app.event_hooks.append(on_event)
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_until_complete, args=(app.run(),), name="app", daemon=True)
+    runner.start()
+    wait_until(lambda: app.parts is not None and app.parts.watcher is not None and len(app.parts.watcher.readers) == 2
+               and all(link.up for link in app.parts.links.values()), 15, "the daemon to see both readers and the board")
+    watcher = app.parts.watcher  # type: ignore[union-attr]
+    assert watcher is not None
+    names = sorted(watcher.readers)
+    profiles = [CardProfile.idcard("0102030405060708"), CardProfile.mifare("04A1B2C3"),
+                CardProfile.mifare("04A1B2C3"), CardProfile.mifare("04998877665544")]  # last: unknown -> denied
+    software: list[float] = []
+    present: list[float] = []
+    granted = denied = missed = 0
+    cards: list[VirtualCard | None] = [None, None]
+    try:
+        for i in range(swipes):
+            r = i % 2
+            if cards[r] is not None:
+                cards[r].remove()  # type: ignore[union-attr]
+                wait_until(lambda: not watcher.readers.get(names[r]), 3, "the reader to see the card leave")
+            card = VirtualCard(profiles[i % len(profiles)], port=VPCD_PORTS[r])
+            n_events, n_on = len(events), len(board.on_times)
+            t_insert = time.monotonic_ns()
+            card.insert()
+            cards[r] = card
+            with got:
+                ok = got.wait_for(lambda: len(events) > n_events, 3.0)
+            if not ok:
+                missed += 1
+                continue
+            ev = events[n_events]
+            if ev.decision != "granted":
+                denied += 1
+                continue
+            with board.cond:
+                ok = board.cond.wait_for(lambda: len(board.on_times) > n_on, 3.0)
+            if not ok:
+                missed += 1
+                continue
+            granted += 1
+            t_frame = board.on_times[n_on]
+            software.append((t_frame - ev.mono_ns) / 1e6)
+            present.append((t_frame - t_insert) / 1e6)
+    finally:
+        for c in cards:
+            if c is not None:
+                c.remove()
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        loop.call_soon_threadsafe(app.stop)
+        runner.join(10)
+        board.stop()
+        rig.clean()
+    return {"bench": "card", "swipes": swipes, "granted": granted, "denied": denied, "missed": missed,
+            "software_ms": {"p50": _pct(software, 50), "p99": _pct(software, 99)},
+            "present_to_relay_ms": {"p50": _pct(present, 50), "p99": _pct(present, 99)},
+            "rss_mb": round(rss_mb, 1)}
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.name == "card":
+        with tempfile.TemporaryDirectory(prefix="door-edge-bench-") as tmp:
+            result = bench_card(args.swipes, root=Path(tmp))
+    else:  # pragma: no cover - argparse restricts the names
+        raise SystemExit(2)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:22} {v}")
+    return 0 if result.get("missed", 0) == 0 else 1
+
+

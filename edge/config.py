@@ -1,0 +1,332 @@
+"""Gateway configuration: TOML on disk, pydantic models in memory.
+
+Every model forbids unknown keys so that an installer's typo fails at start, loudly, with the key's
+path. `load()` never raises pydantic's own errors to callers: it gathers every problem into
+`ConfigError`, each with a key path, the offending value and a fix an installer can act on.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from datetime import date, time
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+STANDARD_BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_RANGE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_port(value: str) -> str:
+    """Serial ports are absolute device paths or pyserial URLs (socket://, rfc2217://)."""
+    if "://" in value or value.startswith("/"):
+        return value
+    raise ValueError("a serial port must be an absolute device path or a pyserial URL")
+
+
+def _check_baud(value: int) -> int:
+    if value not in STANDARD_BAUDS:
+        raise ValueError(f"baud rate must be one of {', '.join(map(str, STANDARD_BAUDS))}")
+    return value
+
+
+class GatewaySection(_Model):
+    id: str = Field(title="Gateway id", description="Unique id of this gateway; also its MQTT client id and certificate CN.",
+                    pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    site: str = Field(title="Site", description="Name of the site (building, community) this gateway belongs to.", min_length=1)
+    state_dir: Path | None = Field(default=None, title="State directory",
+                                   description="Where the database and journal live. Default: $STATE_DIRECTORY, else /var/lib/door-edge.")
+    site_key_file: Path = Field(default=Path("site.key"), title="Site key file",
+                                description="32+ random bytes (raw or hex) shared with the central server; credentials are stored as HMAC tokens under this key. "
+                                            "A relative path is looked up in $CREDENTIALS_DIRECTORY, then next to the config file.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", title="Log level",
+                                                                     description="Verbosity of the daemon's log on stderr.")
+
+
+class PcscReader(_Model):
+    type: Literal["pcsc"] = Field(title="Reader type", description="`pcsc`: a PC/SC contactless reader served by pcscd.")
+    match: str = Field(title="Reader name match", description="Substring of the PC/SC reader name (see `pcsc_scan` or `door-edge diag`).", min_length=1)
+    door: str = Field(title="Door", description="Id of the door this reader opens (one of doors[].id).")
+    direction: Literal["in", "out"] = Field(default="in", title="Direction", description="`in` for the outside reader, `out` for the inside one.")
+
+
+class LcusRelay(_Model):
+    type: Literal["lcus"] = Field(title="Relay type", description="`lcus`: LCUS/CH340 USB relay, write-only, no inputs.")
+    port: str = Field(title="Serial port", description="Device path of the relay board, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...")
+    baud: int = Field(default=9600, title="Baud rate", description="Serial speed; LCUS boards run at 9600.")
+    channel: int = Field(default=1, ge=1, le=8, title="Channel", description="Relay channel on the board, 1-8.")
+
+    _port = field_validator("port")(classmethod(lambda cls, v: _check_port(v)))
+    _baud = field_validator("baud")(classmethod(lambda cls, v: _check_baud(v)))
+
+
+class ModbusRelay(_Model):
+    type: Literal["modbus"] = Field(title="Relay type", description="`modbus`: Modbus RTU relay/IO board (coils and discrete inputs).")
+    port: str = Field(title="Serial port", description="Device path of the RS485 adapter, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...")
+    baud: int = Field(default=9600, title="Baud rate", description="Serial speed of the board (8N1).")
+    unit: int = Field(default=1, ge=1, le=247, title="Unit address", description="Modbus slave address of the board, 1-247.")
+    coil: int = Field(default=0, ge=0, le=255, title="Lock coil", description="Coil number that releases the lock when on.")
+    rs485: bool = Field(default=False, title="Kernel RS485 mode", description="Let the kernel drive DE/RE (adapters without auto-direction).")
+
+    _port = field_validator("port")(classmethod(lambda cls, v: _check_port(v)))
+    _baud = field_validator("baud")(classmethod(lambda cls, v: _check_baud(v)))
+
+
+Relay = Annotated[Union[LcusRelay, ModbusRelay], Field(discriminator="type")]
+
+
+class DoorInputs(_Model):
+    contact: int | None = Field(default=None, ge=0, le=255, title="Door contact input",
+                                description="Discrete input of the door contact (on = door open).")
+    exit_button: int | None = Field(default=None, ge=0, le=255, title="Exit button input",
+                                    description="Discrete input of the request-to-exit button (on = pressed).")
+    fire_alarm: int | None = Field(default=None, ge=0, le=255, title="Fire alarm input",
+                                   description="Discrete input of the fire alarm panel (on = alarm): releases the door while on.")
+
+
+class Door(_Model):
+    id: str = Field(title="Door id", description="Short id used by readers, whitelists and events.", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    name: str = Field(default="", title="Name", description="Human name shown in diagnostics.")
+    mode: Literal["card"] = Field(default="card", title="Mode", description="How people are admitted: `card`.")
+    relay: Relay = Field(title="Relay", description="The lock relay of this door.")
+    pulse_ms: int = Field(default=3000, ge=100, le=60000, title="Pulse", description="How long the lock stays released after a grant, in ms.")
+    inputs: DoorInputs = Field(default_factory=DoorInputs, title="Inputs", description="Door inputs on the Modbus board (discrete input numbers).")
+    held_open_s: float = Field(default=30.0, gt=0, le=3600, title="Held-open alarm", description="Seconds a door may stand open before `held_open`.")
+    fail_mode: Literal["secure", "safe"] = Field(default="secure", title="Fail mode",
+                                                 description="`secure`: locked when the daemon stops; `safe`: released when it stops.")
+    schedule: str | None = Field(default=None, title="Schedule", description="Name of a schedule (schedules.NAME) when cards are accepted; none = always.")
+
+
+class Schedule(_Model):
+    mon: list[str] = Field(default_factory=list, title="Monday", description='Time ranges like "07:00-22:00".')
+    tue: list[str] = Field(default_factory=list, title="Tuesday", description='Time ranges like "07:00-22:00".')
+    wed: list[str] = Field(default_factory=list, title="Wednesday", description='Time ranges like "07:00-22:00".')
+    thu: list[str] = Field(default_factory=list, title="Thursday", description='Time ranges like "07:00-22:00".')
+    fri: list[str] = Field(default_factory=list, title="Friday", description='Time ranges like "07:00-22:00".')
+    sat: list[str] = Field(default_factory=list, title="Saturday", description='Time ranges like "07:00-22:00".')
+    sun: list[str] = Field(default_factory=list, title="Sunday", description='Time ranges like "07:00-22:00".')
+    holiday: list[str] = Field(default_factory=list, title="Holidays", description="Time ranges that apply on the dates listed in `holidays`.")
+
+    @field_validator(*DAYS, "holiday")
+    @classmethod
+    def _ranges(cls, ranges: list[str]) -> list[str]:
+        for r in ranges:
+            m = _RANGE.match(r)
+            if not m or (int(m[3]), int(m[4])) <= (int(m[1]), int(m[2])) or (m[3] == "24" and m[4] != "00"):
+                raise ValueError(f'"{r}" is not a time range like "07:00-22:00" (start before end, 24:00 allowed as end)')
+        return ranges
+
+    def windows(self, day: str) -> list[tuple[time, time | None]]:
+        """Parsed ranges for a day; an end of 24:00 is None (end of day)."""
+        out: list[tuple[time, time | None]] = []
+        for r in getattr(self, day):
+            a, b = r.split("-")
+            out.append((time.fromisoformat(a), None if b == "24:00" else time.fromisoformat(b)))
+        return out
+
+
+class GatewayConfig(_Model):
+    gateway: GatewaySection = Field(title="Gateway", description="Identity of this gateway and where it keeps state.")
+    readers: list[PcscReader] = Field(default_factory=list, title="Readers", description="Card readers and the door each opens.")
+    doors: list[Door] = Field(min_length=1, title="Doors", description="Doors and gates this gateway controls.")
+    schedules: dict[str, Schedule] = Field(default_factory=dict, title="Schedules", description="Named weekly schedules.")
+    holidays: list[date] = Field(default_factory=list, title="Holidays", description="Dates on which schedules use their `holiday` ranges.")
+
+    def door(self, door_id: str) -> Door:
+        return next(d for d in self.doors if d.id == door_id)
+
+    def state_dir(self) -> Path:
+        if self.gateway.state_dir is not None:
+            return self.gateway.state_dir
+        return Path(os.environ.get("STATE_DIRECTORY", "/var/lib/door-edge").split(":")[0])
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One configuration problem: where, what was there, what is wrong, and how to fix it."""
+
+    path: str
+    value: Any
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        shown = "(missing)" if self.value is _MISSING else repr(self.value)
+        return f"{self.path}: {self.message} (value: {shown}). Fix: {self.fix}"
+
+
+_MISSING = object()
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `problems` lists every reason."""
+
+    def __init__(self, source: str, problems: list[Problem]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _fix_for(err: dict[str, Any]) -> str:
+    loc = err["loc"]
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        parent = _parent_model(loc[:-1])
+        valid = sorted(parent.model_fields) if parent else []
+        guess = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        hint = f"did you mean '{guess[0]}'? " if guess else ""
+        return f"{hint}remove or rename it; valid keys here: {', '.join(valid)}"
+    if kind == "missing":
+        return "add this key (see config/gateway.example.toml)"
+    if kind in ("literal_error", "union_tag_invalid"):
+        expected = err.get("ctx", {}).get("expected") or err.get("ctx", {}).get("expected_tags", "")
+        return f"use one of {expected}"
+    parent = _parent_model(loc[:-1])
+    leaf = next((p for p in reversed(loc) if isinstance(p, str)), None)
+    if parent and leaf in parent.model_fields:
+        return parent.model_fields[leaf].description or "see config/gateway.example.toml"
+    return "see config/gateway.example.toml"
+
+
+_RELAY_TAGS: dict[str, type[BaseModel]] = {"lcus": LcusRelay, "modbus": ModbusRelay}
+
+
+def _inner_model(ann: Any) -> type[BaseModel] | None:
+    """First BaseModel inside an annotation such as `list[Door]` or `Door | None`."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in getattr(ann, "__args__", ()) or ():
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _parent_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model that owns the last key of `loc` (dict keys and list indexes are stepped over)."""
+    model: type[BaseModel] | None = GatewayConfig
+    in_dict = False
+    for part in loc:
+        if model is None:
+            return None
+        if isinstance(part, int) or in_dict:
+            in_dict = False
+            continue
+        if part in _RELAY_TAGS:
+            model = _RELAY_TAGS[part]
+            continue
+        if part not in model.model_fields:
+            return None
+        ann = model.model_fields[part].annotation
+        in_dict = getattr(ann, "__origin__", None) is dict
+        model = _inner_model(ann)
+    return model
+
+
+def _from_validation(exc: ValidationError) -> list[Problem]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if p not in ("lcus", "modbus"))
+        value = _MISSING if err["type"] == "missing" else err.get("input")
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        problems.append(Problem(_path(loc), value, msg, _fix_for(err)))
+    return problems
+
+
+def _cross_checks(cfg: GatewayConfig) -> list[Problem]:
+    """Checks across sections that single-field validation cannot see."""
+    problems: list[Problem] = []
+    door_ids = [d.id for d in cfg.doors]
+    for i, d in enumerate(cfg.doors):
+        if door_ids.index(d.id) != i:
+            problems.append(Problem(f"doors[{i}].id", d.id, "duplicate door id", "give every door its own id"))
+        if d.schedule is not None and d.schedule not in cfg.schedules:
+            problems.append(Problem(f"doors[{i}].schedule", d.schedule, "no such schedule",
+                                    f"define [schedules.{d.schedule}] or use one of: {', '.join(cfg.schedules) or '(none defined)'}"))
+        if isinstance(d.relay, LcusRelay) and any(v is not None for v in d.inputs.model_dump().values()):
+            problems.append(Problem(f"doors[{i}].inputs", d.inputs.model_dump(exclude_none=True),
+                                    "an LCUS relay has no inputs", "wire the inputs to a Modbus IO board (relay.type = \"modbus\") or remove them"))
+    seen: dict[tuple[str, int, int], int] = {}
+    bauds: dict[str, tuple[int, int]] = {}
+    for i, d in enumerate(cfg.doors):
+        r = d.relay
+        key = (r.port, getattr(r, "unit", 0), r.coil if isinstance(r, ModbusRelay) else r.channel)
+        if key in seen:
+            problems.append(Problem(f"doors[{i}].relay", r.model_dump(), f"same output as doors[{seen[key]}]",
+                                    "give each door its own coil/channel"))
+        seen.setdefault(key, i)
+        if r.port in bauds and bauds[r.port][0] != r.baud:
+            problems.append(Problem(f"doors[{i}].relay.baud", r.baud, f"port shared with doors[{bauds[r.port][1]}] at {bauds[r.port][0]} baud",
+                                    "boards on one port share one speed"))
+        bauds.setdefault(r.port, (r.baud, i))
+        other_types = {type(o.relay) for o in cfg.doors if o.relay.port == r.port}
+        if len(other_types) > 1 and bauds[r.port][1] == i:
+            problems.append(Problem(f"doors[{i}].relay.type", r.type, "LCUS and Modbus boards on the same port",
+                                    "put each board on its own serial port"))
+    for i, rd in enumerate(cfg.readers):
+        if rd.door not in door_ids:
+            problems.append(Problem(f"readers[{i}].door", rd.door, "no such door", f"use one of: {', '.join(door_ids)}"))
+    return problems
+
+
+def parse(data: dict[str, Any], source: str = "<config>") -> GatewayConfig:
+    try:
+        cfg = GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _from_validation(exc)) from None
+    problems = _cross_checks(cfg)
+    if problems:
+        raise ConfigError(source, problems)
+    return cfg
+
+
+def load(path: str | os.PathLike[str]) -> GatewayConfig:
+    """Read and validate a TOML config file; raise ConfigError listing every problem."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(p), [Problem("(file)", str(p), "file not found", "pass the path of an existing config file")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(p), [Problem("(file)", str(p), f"not valid TOML: {exc}", "fix the TOML syntax at the position shown")]) from None
+    cfg = parse(data, str(p))
+    if cfg.gateway.state_dir is not None and not cfg.gateway.state_dir.is_absolute():
+        cfg = cfg.model_copy(update={"gateway": cfg.gateway.model_copy(update={"state_dir": (p.parent / cfg.gateway.state_dir).resolve()})})
+    if not cfg.gateway.site_key_file.is_absolute():
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        cand = Path(creds) / cfg.gateway.site_key_file if creds else None
+        resolved = cand if cand is not None and cand.exists() else (p.parent / cfg.gateway.site_key_file).resolve()
+        cfg = cfg.model_copy(update={"gateway": cfg.gateway.model_copy(update={"site_key_file": resolved})})
+    return cfg
+
+
+def warnings(cfg: GatewayConfig) -> list[str]:
+    """Things that are valid but probably not what the installer meant (checked on this machine)."""
+    out = []
+    for i, d in enumerate(cfg.doors):
+        if "://" not in d.relay.port and not Path(d.relay.port).exists():
+            out.append(f"doors[{i}].relay.port: {d.relay.port} does not exist on this machine (is the board plugged in?)")
+    if not cfg.readers:
+        out.append("readers: no readers configured; only door inputs will be handled")
+    return out

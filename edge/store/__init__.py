@@ -1,0 +1,1 @@
+"""Local state in SQLite: whitelist and the durable event journal."""
