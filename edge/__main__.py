@@ -119,7 +119,7 @@ def _fmt_event(e) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.ts))
     cred = f" {e.kind} {e.token}" if e.kind else ""
     lat = f" {e.latency_ms:.2f}ms" if e.latency_ms is not None else ""
-    what = f"{e.decision} ({e.reason})" if e.decision else e.reason
+    what = (e.decision if e.reason == e.decision else f"{e.decision} ({e.reason})") if e.decision else e.reason
     return f"{e.seq:>7} {when} {e.door or '-':10} {what}{cred}{lat}"
 
 

@@ -80,6 +80,7 @@ class DoorMachine:
             else:
                 self.open_since = None
                 self.held_alarm = self.forced = False
+                self.authorised_until = 0.0  # one grant, one passage
                 out.append(DoorEvent("closed"))
         return out + self.tick(now)
 

@@ -1,0 +1,170 @@
+"""`door-edge demo`: the whole card door on virtual devices, with a scripted scene.
+
+It starts pcscd with the vpcd virtual readers, a Modbus door board on a pty, and the daemon as a
+real `door-edge run` process; then plays residents swiping, a stranger, an expired tenant, the
+exit button, a door held open and the fire alarm, printing the daemon's decision log as it comes
+and the relay timeline at the end. Everything it started, it stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from drivers.virtual.rig import Rig, wait_until
+from drivers.virtual.vcard import VPCD_PORTS, CardProfile, VirtualCard
+
+DEMO_ROOT = Path("/tmp/door-edge-demo")
+CONTACT, EXIT, FIRE = 0, 1, 2
+
+
+class Scene:
+    def __init__(self, rig: Rig, daemon: subprocess.Popen[str]):
+        from edge import config
+        from edge.store.db import open_db
+        from edge.store.outbox import Outbox
+
+        self.rig = rig
+        self.daemon = daemon
+        self.outbox = Outbox(open_db(config.load(rig.config_path).state_dir()))
+        self.seen = self.outbox.last_seq()
+        self.t0 = time.monotonic()
+
+    def say(self, text: str) -> None:
+        print(f"\n[{time.monotonic() - self.t0:6.2f}s] == {text}", flush=True)
+
+    def expect(self, reason: str, timeout: float = 5.0) -> None:
+        """Wait for the daemon to journal an event with this reason (and show it)."""
+        def found() -> bool:
+            for e in self.outbox.next_batch(self.seen):
+                self.seen = e.seq or self.seen
+                if e.reason == reason:
+                    return True
+            return False
+        wait_until(found, timeout, f"a '{reason}' event", step=0.02)
+
+    def swipe(self, card: CardProfile, reader: int, reason: str) -> None:
+        vc = VirtualCard(card, port=VPCD_PORTS[reader])
+        vc.insert()
+        try:
+            self.expect(reason)
+        finally:
+            vc.remove()
+
+    def set_input(self, index: int, on: bool) -> None:
+        assert self.rig.board is not None
+        self.rig.board.set_input(index, on)
+
+    def coil_is(self, on: bool, timeout: float = 5.0) -> None:
+        board = self.rig.board
+        assert board is not None
+        wait_until(lambda: board.coils[0] == on, timeout, f"the lock relay to turn {'on' if on else 'off'}", step=0.01)
+
+    def play(self) -> None:
+        self.say("Li Wei (resident) shows her ID card at the outside reader")
+        self.swipe(CardProfile.idcard("0102030405060708"), 0, "granted")
+        self.coil_is(True)
+        self.set_input(CONTACT, True)
+        self.expect("opened")
+        self.set_input(CONTACT, False)
+        self.expect("closed")
+        self.coil_is(False)
+
+        self.say("Zhang Min (resident) taps her IC card")
+        self.swipe(CardProfile.mifare("04A1B2C3"), 0, "granted")
+        self.coil_is(True)
+        self.coil_is(False)
+
+        self.say("a stranger tries an unknown IC card")
+        self.swipe(CardProfile.mifare("04778899AABBCC"), 0, "unknown_credential")
+
+        self.say("a former tenant whose lease ended tries his old card")
+        self.swipe(CardProfile.mifare("04D4E5F6"), 0, "expired")
+
+        self.say("someone inside presses the exit button, then props the door open")
+        self.set_input(EXIT, True)
+        self.expect("exit_button")
+        self.set_input(EXIT, False)
+        self.coil_is(True)
+        self.set_input(CONTACT, True)
+        self.expect("opened")
+        self.expect("held_open", timeout=10)
+        self.set_input(CONTACT, False)
+        self.expect("closed")
+
+        self.say("the door is forced open without a grant")
+        self.coil_is(False)
+        self.set_input(CONTACT, True)
+        self.expect("forced_open")
+        self.set_input(CONTACT, False)
+        self.expect("closed")
+
+        self.say("FIRE ALARM: the door is released and stays released")
+        self.set_input(FIRE, True)
+        self.expect("fire_release")
+        self.coil_is(True)
+        self.swipe(CardProfile.mifare("04778899AABBCC"), 1, "fire_release")
+        self.say("fire alarm cleared: the door locks again")
+        self.set_input(FIRE, False)
+        self.expect("fire_cleared")
+        self.coil_is(False)
+
+
+def _pump(stream, prefix: str) -> None:
+    for line in stream:
+        print(f"{prefix}{line.rstrip()}", flush=True)
+
+
+def main(args: argparse.Namespace | None = None) -> int:
+    for tool in ("pcscd", "socat"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            print(f"demo needs {tool}: run `make demo` (it installs the apt packages)", file=sys.stderr)
+            return 1
+    shutil.rmtree(DEMO_ROOT, ignore_errors=True)
+    rig = Rig(DEMO_ROOT, pulse_ms=1500, held_open_s=3.0)
+    daemon: subprocess.Popen[str] | None = None
+    rc = 1
+    try:
+        print("== starting pcscd (virtual readers), a Modbus door board on a pty, and the daemon", flush=True)
+        rig.start()
+        cfg = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
+        if cfg.exists():
+            rig.config_path.write_text(cfg.read_text())  # the shipped demo config, same paths
+        run = [sys.executable, "-m", "edge"]
+        print(f"$ door-edge whitelist import --config {rig.config_path} {rig.residents_path}", flush=True)
+        subprocess.run(run + ["whitelist", "import", "--config", str(rig.config_path), str(rig.residents_path)], check=True)
+        rig.residents_path.unlink()  # an installer's CSV is not kept on the gateway
+        daemon = subprocess.Popen(run + ["run", "--config", str(rig.config_path)], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=rig.env())
+        threading.Thread(target=_pump, args=(daemon.stderr, "   daemon| "), daemon=True).start()
+        board = rig.board
+        assert board is not None
+        wait_until(lambda: board.requests > 2, 15, "the daemon to poll the door board")
+        scene = Scene(rig, daemon)
+        # a card put down before the reader thread is watching is read when it first looks
+        scene.play()
+        print("\n== relay timeline (lock coil 0, as the board saw it)")
+        t_first = board.timeline[0].t_ns if board.timeline else 0
+        for w in board.timeline:
+            print(f"   +{(w.t_ns - t_first) / 1e9:7.3f}s  coil {w.coil} {'ON  (released)' if w.on else 'off (locked)'}")
+        print("\n== journal (door-edge events tail)", flush=True)
+        subprocess.run(run + ["events", "tail", "-n", "40", "--config", str(rig.config_path)], check=True)
+        rc = 0
+    except (TimeoutError, subprocess.CalledProcessError, RuntimeError) as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+    finally:
+        if daemon is not None and daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(20)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+        rig.stop()
+    print("\n== demo " + ("finished: everything it started has been stopped" if rc == 0 else "FAILED"), flush=True)
+    return rc
