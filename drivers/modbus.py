@@ -44,6 +44,10 @@ def transaction_timeout_s(req_len: int, resp_len: int, baud: int) -> float:
     return wire_time_s(req_len + resp_len, baud) + gaps + 0.05
 
 
+def _crc_ok(frame: bytes) -> bool:
+    return len(frame) >= 4 and crc16(frame[:-2]) == struct.unpack("<H", frame[-2:])[0]
+
+
 def _length(buf: bytearray, request: bool) -> int | None:
     """Expected frame length from its first bytes; None if the function code is unknown,
     0 if more bytes are needed to tell."""
@@ -89,9 +93,16 @@ class FrameParser:
                 self.stats.garbage_bytes += 1
                 continue
             if n == 0 or len(buf) < n:
-                break
+                # maybe a noise byte posed as a long frame's header: a whole valid frame further
+                # on proves it, so skip to that frame instead of waiting for bytes that never come
+                k = self._valid_frame_after(buf)
+                if k is None:
+                    break
+                del buf[:k]
+                self.stats.garbage_bytes += k
+                continue
             candidate = bytes(buf[:n])
-            if crc16(candidate[:-2]) == struct.unpack("<H", candidate[-2:])[0]:
+            if _crc_ok(candidate):
                 out.append(candidate)
                 del buf[:n]
                 self.stats.frames += 1
@@ -100,6 +111,15 @@ class FrameParser:
                 del buf[0]
                 self.stats.garbage_bytes += 1
         return out
+
+    def _valid_frame_after(self, buf: bytearray) -> int | None:
+        for k in range(1, len(buf) - 3):
+            if not 1 <= buf[k] <= 247:
+                continue
+            n = _length(buf[k:], self._request)
+            if n and k + n <= len(buf) and _crc_ok(bytes(buf[k:k + n])):
+                return k
+        return None
 
     def discard(self) -> int:
         """Drop a partial frame (after a silence longer than a frame gap); returns bytes dropped."""

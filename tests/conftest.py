@@ -1,0 +1,139 @@
+"""Fixtures that start the real parts (pcscd with vpcd, socat ptys, board emulators, the daemon)
+and stop them by PID. Waits are conditions with deadlines (`wait_until`), never fixed sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from drivers.virtual.pcscd import Pcscd
+from drivers.virtual.rig import Rig, wait_until
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def pcscd_service(tmp_path_factory):
+    """One pcscd for the session; tests that restart it use `.restart()`."""
+    svc = Pcscd(tmp_path_factory.mktemp("pcscd") / "pcscd.log").start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def pcscd(pcscd_service):
+    """pcscd running at the start of the test (restarted if an earlier test stopped it)."""
+    if pcscd_service.pid is None or not Path(f"/proc/{pcscd_service.pid}").exists():
+        pcscd_service.start()
+    return pcscd_service
+
+
+@pytest.fixture
+def rig(tmp_path, pcscd):
+    r = Rig(tmp_path / "rig", own_pcscd=False, pulse_ms=300, held_open_s=2.0).start()
+    r.import_residents()
+    yield r
+    r.stop()
+
+
+class AppThread:
+    """The daemon's App in a thread of the test process (no signals; stopped with .stop())."""
+
+    def __init__(self, config_path: Path):
+        from edge.app import App
+
+        self.app = App(config_path)
+        self.events: list = []
+        self.app.event_hooks.append(self.events.append)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self.app.run(),), name="app", daemon=True)
+
+    def start(self, readers: int = 2) -> "AppThread":
+        self.thread.start()
+        wait_until(lambda: self.app.parts is not None, 10, "the app to build")
+        parts = self.app.parts
+        assert parts is not None
+        if readers:
+            wait_until(lambda: parts.watcher is not None and len(parts.watcher.readers) >= readers, 10, "the readers")
+        wait_until(lambda: all(link.up for link in parts.links.values()), 10, "the relay link")
+        return self
+
+    def reasons(self) -> list[str]:
+        return [e.reason for e in list(self.events)]
+
+    def wait_event(self, reason: str, timeout: float = 5.0, count: int = 1) -> None:
+        wait_until(lambda: self.reasons().count(reason) >= count, timeout, f"{count} '{reason}' event(s)")
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.app.stop)
+            self.thread.join(15)
+
+
+@pytest.fixture
+def app(rig):
+    a = AppThread(rig.config_path).start()
+    yield a
+    a.stop()
+
+
+class Daemon:
+    """`door-edge run` as a real process."""
+
+    def __init__(self, config_path: Path, log_path: Path):
+        self.config_path = config_path
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "Daemon":
+        log = open(self.log_path, "ab")
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        env.pop("NOTIFY_SOCKET", None)
+        self.proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(self.config_path)],
+                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 25) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def daemon_factory(rig, tmp_path):
+    started: list[Daemon] = []
+
+    def make() -> Daemon:
+        d = Daemon(rig.config_path, tmp_path / f"daemon{len(started)}.log").start()
+        started.append(d)
+        return d
+
+    yield make
+    for d in started:
+        d.stop()
