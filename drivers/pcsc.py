@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 PNP = "\\\\?PnP?\\Notification"
 WAIT_MS = 1000
+RETRY_MS = 100        # a read that failed transiently is tried again this soon ...
+RETRY_FOR_S = 1.5     # ... while the card stays on the reader, for this long
 
 ATR_IDCARD_PREFIX = bytes.fromhex("3B88800 1D10386".replace(" ", ""))
 ATR_PART3_PREFIX = bytes.fromhex("3B8F8001804F0CA0000003 06".replace(" ", ""))
@@ -44,6 +46,9 @@ E_TIMEOUT = _hr(scard.SCARD_E_TIMEOUT)
 E_CANCELLED = _hr(scard.SCARD_E_CANCELLED)
 E_NO_READERS = _hr(scard.SCARD_E_NO_READERS_AVAILABLE)
 E_UNKNOWN_READER = _hr(scard.SCARD_E_UNKNOWN_READER)
+# pcscd still held the previous card's state (a quick swap, a reset): the card may well be there
+TRANSIENT = {_hr(scard.SCARD_E_NOT_TRANSACTED), _hr(scard.SCARD_W_RESET_CARD), _hr(scard.SCARD_W_UNPOWERED_CARD),
+             _hr(scard.SCARD_E_SHARING_VIOLATION), _hr(scard.SCARD_W_UNRESPONSIVE_CARD)}
 SERVICE_GONE = {_hr(scard.SCARD_E_NO_SERVICE), _hr(scard.SCARD_F_COMM_ERROR), _hr(scard.SCARD_E_SERVICE_STOPPED),
                 _hr(scard.SCARD_E_INVALID_HANDLE), _hr(scard.SCARD_F_INTERNAL_ERROR)}
 
@@ -156,10 +161,16 @@ class PcscWatcher(threading.Thread):
         states: dict[str, int] = {n: scard.SCARD_STATE_UNAWARE for n in names}
         pnp_state = scard.SCARD_STATE_UNAWARE
         self._publish_readers(states)
+        retry: dict[str, tuple[bytes, int, float]] = {}  # reader -> (ATR, first seen ns, give up at)
         while not self._stopping.is_set():
             self.heartbeat = time.monotonic()
+            for name, (atr, first_ns, give_up) in list(retry.items()):
+                if not self.readers.get(name) or time.monotonic() > give_up:
+                    del retry[name]
+                elif self._read(ctx, name, atr, first_ns):
+                    del retry[name]
             query = [(PNP, pnp_state)] + [(n, s) for n, s in states.items()]
-            hr, result = scard.SCardGetStatusChange(ctx, WAIT_MS, query)
+            hr, result = scard.SCardGetStatusChange(ctx, RETRY_MS if retry else WAIT_MS, query)
             seen_ns = time.monotonic_ns()
             code = _hr(hr)
             if code in (E_TIMEOUT, E_CANCELLED):
@@ -191,11 +202,12 @@ class PcscWatcher(threading.Thread):
                 was_present = bool(prev & scard.SCARD_STATE_PRESENT)
                 # the high word counts insertions/removals: +2 while we looked away = a new card
                 replaced = was_present and present and ((event >> 16) - (prev >> 16)) & 0xFFFF >= 2
-                if present and (not was_present or replaced):
-                    self._read(ctx, name, bytes(atr), seen_ns)
                 if present != self.readers.get(name):
                     self.readers[name] = present
                     self._on_status(name, "card" if present else "empty")
+                if present and (not was_present or replaced):
+                    if self._read(ctx, name, bytes(atr), seen_ns) is None:
+                        retry[name] = (bytes(atr), seen_ns, time.monotonic() + RETRY_FOR_S)
             if relist:
                 names = self._list(ctx)
                 if names is None:
@@ -214,7 +226,8 @@ class PcscWatcher(threading.Thread):
                 self._on_status(name, "empty")
                 log.info("reader found: %s", name)
 
-    def _read(self, ctx: int, name: str, atr: bytes, seen_ns: int) -> None:
+    def _read(self, ctx: int, name: str, atr: bytes, seen_ns: int) -> bool | None:
+        """Read one card: True when read, False when it cannot be, None when worth another try."""
         kind, apdu, known = classify(atr)
         if not known:
             self.counters["unknown_atr"] += 1
@@ -224,20 +237,21 @@ class PcscWatcher(threading.Thread):
         if _hr(hr) != OK:
             self.counters["connect_failed"] += 1
             log.info("card on %s left before it could be read (%08X)", name, _hr(hr))
-            return
+            return None if _hr(hr) in TRANSIENT else False
         try:
             hr, response = scard.SCardTransmit(card, proto, apdu)
             if _hr(hr) != OK:
                 self.counters["transmit_failed"] += 1
                 log.info("card on %s left mid-read (%08X)", name, _hr(hr))
-                return
+                return None if _hr(hr) in TRANSIENT else False
             try:
                 uid = parse_uid(kind, response)
             except ValueError as exc:
                 self.counters["bad_response"] += 1
                 log.warning("unusable answer from card on %s: %s", name, exc)
-                return
+                return False
         finally:
             scard.SCardDisconnect(card, scard.SCARD_LEAVE_CARD)
         self.counters["reads"] += 1
         self._on_read(CardRead(name, kind, uid, seen_ns))
+        return True

@@ -83,7 +83,7 @@ class SerialRelayLink(threading.Thread):
         self._desired: dict[Output, bool] = {}
         self._timers: list[_Timer] = []
         self._timer_token: dict[Output, int] = {}
-        self.up = False
+        self.up: bool | None = None  # unknown until the first open attempt
         self.stats = LinkStats()
         self.heartbeat = time.monotonic()
         self._backoff = Backoff(base_s=0.1, cap_s=5.0)
