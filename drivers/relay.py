@@ -66,6 +66,41 @@ class _Timer:
     token: int = field(compare=False)
 
 
+def open_port(name: str, baud: int) -> serial.Serial:
+    """A device path (opened exclusively) or a pyserial URL such as socket://host:port."""
+    if "://" in name:
+        port = serial.serial_for_url(name, baudrate=baud, timeout=0)
+    else:
+        port = serial.Serial(name, baudrate=baud, timeout=0, exclusive=True)
+    port.reset_input_buffer()
+    return port
+
+
+def exchange(port: serial.Serial, parser: modbus.FrameParser, request: bytes, timeout: float) -> bytes | None:
+    """Send one Modbus request and wait for the matching reply (or exception reply).
+
+    Stray bytes before the request are fed to the parser (and counted as garbage); answers from
+    other units are skipped. Raises SerialException/OSError when the port itself fails.
+    """
+    if port.in_waiting:
+        parser.feed(port.read(port.in_waiting))
+    parser.discard()
+    port.write(request)
+    deadline = time.monotonic() + timeout
+    fd = port.fileno()
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            break
+        data = port.read(port.in_waiting or 1)
+        if not data:
+            raise serial.SerialException("port closed under us")
+        for frame in parser.feed(data):
+            if frame[0] == request[0] and frame[1] in (request[1], request[1] | 0x80):
+                return frame
+    return None
+
+
 class SerialRelayLink(threading.Thread):
     """The port thread: queue in, transactions out, reconnects. Subclasses speak the board's protocol."""
 
@@ -120,13 +155,9 @@ class SerialRelayLink(threading.Thread):
 
     def _open(self) -> bool:
         try:
-            if "://" in self.port_name:
-                port = serial.serial_for_url(self.port_name, baudrate=self.baud, timeout=0)
-            else:
-                port = serial.Serial(self.port_name, baudrate=self.baud, timeout=0, exclusive=True)
+            port = open_port(self.port_name, self.baud)
             if self.rs485:
                 port.rs485_mode = serial.rs485.RS485Settings()
-            port.reset_input_buffer()
         except (serial.SerialException, OSError, ValueError) as exc:
             self._set_up(False, f"cannot open: {exc.__class__.__name__}")
             return False
@@ -279,15 +310,15 @@ class ModbusLink(SerialRelayLink):
             if port is None:
                 return None
             try:
-                if port.in_waiting:
-                    self.parser.feed(port.read(port.in_waiting))  # stray bytes: counted as garbage
-                self.parser.discard()
-                port.write(request)
                 t_written = time.monotonic_ns()
-                reply = self._await(request, time.monotonic() + timeout)
+                reply = exchange(port, self.parser, request, timeout)
             except (serial.SerialException, OSError) as exc:
                 self._lost(f"i/o error: {exc.__class__.__name__}")
                 return None
+            if reply is not None and reply[1] & 0x80:
+                self.stats.exceptions += 1
+                log.warning("relay unit %d exception code %d for function %d", reply[0], reply[2], request[1])
+                reply = None
             if reply is not None:
                 self._failing = 0
                 self._set_up(True, "answering")
@@ -297,28 +328,6 @@ class ModbusLink(SerialRelayLink):
         self._failing += 1
         if self._failing >= RETRIES:
             self._set_up(False, "board not answering")
-        return None
-
-    def _await(self, request: bytes, deadline: float) -> bytes | None:
-        port = self._port
-        assert port is not None
-        fd = port.fileno()
-        while (left := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select([fd], [], [], left)
-            if not ready:
-                break
-            data = port.read(port.in_waiting or 1)
-            if not data:
-                raise serial.SerialException("port closed under us")
-            for frame in self.parser.feed(data):
-                if frame[0] != request[0]:
-                    continue  # another unit's answer: not ours
-                if frame[1] == request[1] | 0x80:
-                    self.stats.exceptions += 1
-                    log.warning("relay unit %d exception code %d for function %d", frame[0], frame[2], request[1])
-                    return None
-                if frame[1] == request[1]:
-                    return frame
         return None
 
     def _write(self, out: Output, on: bool) -> bool:

@@ -1,0 +1,185 @@
+"""`door-edge diag`: what a field technician checks, each line with the likely fix when it fails.
+
+Checks run against the real parts: the config file, the site key, the state directory and its
+free space, the database (whitelist version, journal depth), pcscd and the configured readers
+(with card presence), each relay port and board (with the door inputs), and optionally a test
+pulse. Exit 0 when nothing failed, 1 otherwise; warnings do not fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import serial
+
+from drivers import modbus
+from drivers.relay import exchange, open_port
+from edge import config as config_mod
+
+MIN_FREE_MB = 200
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # ok | warn | fail
+    detail: str
+    fix: str = ""
+
+
+def _config(path: Path, out: list[Check]) -> config_mod.GatewayConfig | None:
+    try:
+        cfg = config_mod.load(path)
+    except config_mod.ConfigError as exc:
+        for p in exc.problems:
+            out.append(Check("config", "fail", f"{p.path}: {p.message}", p.fix))
+        return None
+    out.append(Check("config", "ok", f"{path}: {len(cfg.doors)} door(s), {len(cfg.readers)} reader(s)"))
+    for w in config_mod.warnings(cfg):
+        out.append(Check("config", "warn", w))
+    return cfg
+
+
+def _site_key(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
+    from edge.privacy import SiteKeyError, Tokenizer, load_key
+
+    try:
+        Tokenizer(load_key(cfg.gateway.site_key_file))
+        out.append(Check("site key", "ok", f"{cfg.gateway.site_key_file} readable"))
+    except SiteKeyError as exc:
+        out.append(Check("site key", "fail", str(exc), "create it with `door-edge keygen FILE` (same key as central)"))
+
+
+def _state(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
+    from edge.store.db import open_db
+    from edge.store.outbox import Outbox
+    from edge.store.whitelist import Whitelist
+
+    state = cfg.state_dir()
+    if not state.exists():
+        out.append(Check("state dir", "warn", f"{state} does not exist yet", "it is created at first start; or set gateway.state_dir"))
+        return
+    if not os.access(state, os.W_OK):
+        out.append(Check("state dir", "fail", f"{state} not writable by uid {os.getuid()}", "StateDirectory=door-edge in the unit, or chown"))
+        return
+    free_mb = shutil.disk_usage(state).free / 2**20
+    out.append(Check("disk", "ok" if free_mb >= MIN_FREE_MB else "fail", f"{free_mb:.0f} MB free under {state}",
+                     "" if free_mb >= MIN_FREE_MB else "free space: old logs, camera snapshots, or a bigger card"))
+    try:
+        conn = open_db(state)
+        wl, ob = Whitelist(conn), Outbox(conn)
+        out.append(Check("whitelist", "ok" if len(wl) else "warn", f"v{wl.version}, {len(wl)} credential(s)",
+                         "" if len(wl) else "import residents: `door-edge whitelist import FILE.csv`"))
+        out.append(Check("journal", "ok", f"{ob.depth()} event(s) kept, last seq {ob.last_seq()}"))
+        conn.close()
+    except Exception as exc:  # noqa: BLE001 - any database failure is this check's answer
+        out.append(Check("database", "fail", f"{exc.__class__.__name__}: {exc}", "check the state directory's disk; move a corrupt db aside"))
+
+
+def _readers(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
+    if not cfg.readers:
+        return
+    from smartcard import scard
+
+    hr, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+    if hr & 0xFFFFFFFF:
+        out.append(Check("pcscd", "fail", "cannot reach pcscd", "systemctl start pcscd.socket (apt-get install pcscd)"))
+        return
+    try:
+        hr, names = scard.SCardListReaders(ctx, [])
+        names = names if not hr & 0xFFFFFFFF else []
+        out.append(Check("pcscd", "ok", f"{len(names)} reader(s): {', '.join(names) or '-'}"))
+        for r in cfg.readers:
+            match = [n for n in names if r.match in n]
+            if not match:
+                out.append(Check(f"reader {r.match}", "fail", f"not connected (door {r.door})",
+                                 "plug the reader in, check `pcsc_scan`, or fix readers[].match"))
+                continue
+            hr, states = scard.SCardGetStatusChange(ctx, 0, [(match[0], scard.SCARD_STATE_UNAWARE)])
+            present = bool(states and states[0][1] & scard.SCARD_STATE_PRESENT)
+            out.append(Check(f"reader {r.match}", "ok", f"{match[0]} -> door {r.door} ({r.direction}); "
+                                                        f"{'card present' if present else 'no card'}"))
+    finally:
+        scard.SCardReleaseContext(ctx)
+
+
+def _relays(cfg: config_mod.GatewayConfig, out: list[Check], pulse: bool) -> None:
+    for d in cfg.doors:
+        r = d.relay
+        name = f"relay {d.id}"
+        try:
+            port = open_port(r.port, r.baud)
+        except (serial.SerialException, OSError) as exc:
+            busy = "lock" in str(exc).lower() or "busy" in str(exc).lower()
+            if busy:
+                out.append(Check(name, "warn", f"{r.port} in use (the daemon holds it)", "stop door-edge to probe the board"))
+            else:
+                out.append(Check(name, "fail", f"{r.port}: cannot open ({exc.__class__.__name__})",
+                                 "check the USB adapter and cable; ls -l /dev/serial/by-id; user in group dialout"))
+            continue
+        try:
+            if r.type == "lcus":
+                out.append(Check(name, "ok", f"{r.port} open (LCUS boards cannot answer; use --pulse and listen)"))
+                if pulse:
+                    port.write(bytes([0xA0, r.channel, 1, (0xA1 + r.channel) & 0xFF]))
+                    time.sleep(d.pulse_ms / 1000)
+                    port.write(bytes([0xA0, r.channel, 0, (0xA0 + r.channel) & 0xFF]))
+                continue
+            parser = modbus.FrameParser(request=False)
+            wired = {k: v for k, v in d.inputs.model_dump().items() if v is not None}
+            count = max(wired.values(), default=0) + 1
+            reply = exchange(port, parser, modbus.read_bits(r.unit, 0x02, 0, count),
+                             modbus.transaction_timeout_s(8, 5 + (count + 7) // 8, r.baud) * 3)
+            if reply is None or reply[1] & 0x80:
+                out.append(Check(name, "fail", f"unit {r.unit} on {r.port} does not answer at {r.baud} baud",
+                                 "check power, A/B wiring, the unit address and the baud rate"))
+                continue
+            bits = int.from_bytes(reply[3:3 + reply[2]], "little")
+            states = {k: bool(bits >> v & 1) for k, v in wired.items()}
+            out.append(Check(name, "ok", f"unit {r.unit} answers on {r.port}"))
+            if wired:
+                words = {"contact": ("open", "closed"), "exit_button": ("pressed", "released"), "fire_alarm": ("ALARM", "quiet")}
+                text = ", ".join(f"{k} {words[k][0] if v else words[k][1]}" for k, v in states.items())
+                bad = states.get("fire_alarm") or states.get("exit_button")
+                out.append(Check(f"inputs {d.id}", "warn" if bad else "ok", text,
+                                 "a held exit button or an active fire input: check the wiring" if bad else ""))
+            if pulse:
+                ok = exchange(port, parser, modbus.write_coil(r.unit, r.coil, True), 0.5) is not None
+                time.sleep(d.pulse_ms / 1000)  # long enough to hear the lock
+                exchange(port, parser, modbus.write_coil(r.unit, r.coil, False), 0.5)
+                out.append(Check(f"pulse {d.id}", "ok" if ok else "fail", f"coil {r.coil} pulsed" if ok else "write not confirmed",
+                                 "" if ok else "check the coil number and the board"))
+        except (serial.SerialException, OSError) as exc:
+            out.append(Check(name, "fail", f"{r.port}: i/o error {exc.__class__.__name__}", "check the adapter and cable"))
+        finally:
+            port.close()
+
+
+def run_checks(path: Path, *, pulse: bool = False) -> list[Check]:
+    out: list[Check] = []
+    cfg = _config(path, out)
+    if cfg is None:
+        return out
+    _site_key(cfg, out)
+    _state(cfg, out)
+    _readers(cfg, out)
+    _relays(cfg, out, pulse)
+    return out
+
+
+def main(path: Path, *, as_json: bool = False, pulse: bool = False) -> int:
+    checks = run_checks(path, pulse=pulse)
+    failed = any(c.status == "fail" for c in checks)
+    if as_json:
+        print(json.dumps({"ok": not failed, "checks": [asdict(c) for c in checks]}))
+    else:
+        for c in checks:
+            mark = {"ok": " ok ", "warn": "WARN", "fail": "FAIL"}[c.status]
+            print(f"[{mark}] {c.name:24} {c.detail}" + (f"\n       fix: {c.fix}" if c.fix and c.status != "ok" else ""))
+        print("\nall checks passed" if not failed else "\nsome checks FAILED: see the fixes above")
+    return 1 if failed else 0
