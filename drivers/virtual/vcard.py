@@ -67,6 +67,7 @@ class VirtualCard:
         self.port = port
         self.host = host
         self.apdus = 0
+        self.atr_requests = 0  # one per pcscd presence poll while the card lies on the reader
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
@@ -115,6 +116,7 @@ class VirtualCard:
                     return
                 if len(payload) == 1:
                     if payload[0] == 4:
+                        self.atr_requests += 1
                         self._send(sock, self.profile.atr)
                     continue  # power off/on/reset need no answer
                 self.apdus += 1
