@@ -104,8 +104,6 @@ def exchange(port: serial.Serial, parser: modbus.FrameParser, request: bytes, ti
 class SerialRelayLink(threading.Thread):
     """The port thread: queue in, transactions out, reconnects. Subclasses speak the board's protocol."""
 
-    protocol = "serial"
-
     def __init__(self, port: str, baud: int, listener: RelayListener, *, rs485: bool = False):
         super().__init__(name=f"relay:{os.path.basename(port)}", daemon=True)
         self.port_name = port
@@ -113,7 +111,6 @@ class SerialRelayLink(threading.Thread):
         self.rs485 = rs485
         self._listener = listener
         self._commands: queue.SimpleQueue[tuple[str, Output, int]] = queue.SimpleQueue()
-        self._stopping = threading.Event()
         self._port: serial.Serial | None = None
         self._desired: dict[Output, bool] = {}
         self._timers: list[_Timer] = []
@@ -138,9 +135,6 @@ class SerialRelayLink(threading.Thread):
             self.hold(out, on)
         self._commands.put(("stop", Output(0, 0), 0))
         self.join(timeout)
-
-    def watched_units(self) -> dict[int, int]:
-        return {}
 
     # -- the thread -----------------------------------------------------------------------------
     def run(self) -> None:
@@ -261,8 +255,6 @@ class SerialRelayLink(threading.Thread):
 class LcusLink(SerialRelayLink):
     """LCUS-1..8 CH340 relay boards: `A0 ch state sum`, no read-back, no inputs."""
 
-    protocol = "lcus"
-
     def _write(self, out: Output, on: bool) -> bool:
         frame = bytes([0xA0, out.index, int(on), (0xA0 + out.index + int(on)) & 0xFF])
         try:
@@ -280,8 +272,6 @@ class LcusLink(SerialRelayLink):
 class ModbusLink(SerialRelayLink):
     """Modbus RTU relay/IO boards: write coil (05) with echo check, discrete inputs (02) polled."""
 
-    protocol = "modbus"
-
     def __init__(self, port: str, baud: int, listener: RelayListener, *, inputs: dict[int, int] | None = None,
                  rs485: bool = False):
         super().__init__(port, baud, listener, rs485=rs485)
@@ -290,9 +280,6 @@ class ModbusLink(SerialRelayLink):
         self.parser = modbus.FrameParser(request=False)
         self._failing = 0
         self.last_write_ns = 0
-
-    def watched_units(self) -> dict[int, int]:
-        return dict(self._inputs)
 
     def _on_open(self) -> bool:
         self._last_bits.clear()

@@ -12,10 +12,9 @@ from enum import StrEnum
 from typing import Mapping
 
 from edge.config import DAYS, Door, Schedule
-from edge.store.whitelist import Entry
+from edge.store.whitelist import CARD_KINDS, Entry
 
-CARD_KINDS = frozenset({"idcard", "ic", "idno"})
-MODE_KINDS: dict[str, frozenset[str]] = {"card": CARD_KINDS}
+MODE_KINDS: dict[str, frozenset[str]] = {"card": frozenset(CARD_KINDS)}
 
 
 class Reason(StrEnum):

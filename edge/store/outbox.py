@@ -65,7 +65,6 @@ class Outbox:
     def __init__(self, conn: sqlite3.Connection):
         self._conn = conn
         self._lock = threading.Lock()
-        self.put_count = 0
         self.on_put: list = []  # callables(seq) run after each put (the flusher's doorbell)
 
     def put(self, event: Event) -> int:
@@ -76,7 +75,6 @@ class Outbox:
                 (event.id, event.ts, event.door, event.type, event.kind, event.token, event.decision,
                  event.reason, event.latency_ms, event.detail))
             event.seq = cur.lastrowid
-            self.put_count += 1
         for cb in self.on_put:
             cb(event.seq)
         return event.seq  # type: ignore[return-value]
