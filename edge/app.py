@@ -22,7 +22,7 @@ from drivers.pcsc import PcscWatcher
 from drivers.relay import LINK_TYPES, ModbusLink, Output, SerialRelayLink
 from edge import config as config_mod
 from edge.access.controller import Controller, DoorIO
-from edge.config import GatewayConfig, LcusRelay, ModbusRelay
+from edge.config import GatewayConfig, ModbusRelay
 from edge.health import Heartbeats, notify, watchdog_interval_s
 from edge.privacy import Tokenizer, load_key
 from edge.store.db import open_db
@@ -79,7 +79,6 @@ def build_links(cfg: GatewayConfig, listener) -> tuple[dict[str, SerialRelayLink
             links[r.port] = (ModbusLink(r.port, r.baud, listener, inputs=inputs.get(r.port), rs485=r.rs485)
                              if cls is ModbusLink else cls(r.port, r.baud, listener))
         out = Output(r.unit, r.coil) if isinstance(r, ModbusRelay) else Output(0, r.channel)
-        assert isinstance(r, (ModbusRelay, LcusRelay))
         outputs[d.id] = (links[r.port], out)
     return links, outputs
 
