@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
-APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev swig pcsc-tools socat
+APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev swig pcsc-tools socat mosquitto mosquitto-clients openssl
 STAMP := $(VENV)/.installed
 
 .PHONY: setup apt venv demo test bench clean

@@ -75,6 +75,12 @@ def _store(cfg: config_mod.GatewayConfig):
     return open_db(cfg.state_dir())
 
 
+def _whitelist_store(cfg: config_mod.GatewayConfig):
+    from edge.store.db import open_whitelist_db
+
+    return open_whitelist_db(cfg.state_dir())
+
+
 def cmd_whitelist_import(args: argparse.Namespace) -> int:
     from edge.privacy import SiteKeyError, Tokenizer, load_key
     from edge.store.whitelist import ImportError_, Whitelist, read_csv
@@ -89,7 +95,7 @@ def cmd_whitelist_import(args: argparse.Namespace) -> int:
     if unknown:
         print(f"import refused, nothing changed: door(s) {', '.join(unknown)} not in the config", file=sys.stderr)
         return 2
-    conn = _store(cfg)
+    conn = _whitelist_store(cfg)
     version = Whitelist(conn).replace(entries)
     conn.close()
     print(f"imported {len(entries)} credential(s) as whitelist v{version}; values were hashed, the CSV was not kept")
@@ -101,7 +107,7 @@ def cmd_whitelist_show(args: argparse.Namespace) -> int:
     from edge.store.whitelist import Whitelist
 
     cfg = _load(args.config)
-    conn = _store(cfg)
+    conn = _whitelist_store(cfg)
     wl = Whitelist(conn)
     if args.json:
         print(json.dumps({"version": wl.version, "count": len(wl), "by_kind": wl.counts()}))

@@ -16,7 +16,7 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from drivers.pcsc import PcscWatcher
 from drivers.relay import LINK_TYPES, ModbusLink, Output, SerialRelayLink
@@ -25,7 +25,10 @@ from edge.access.controller import Controller, DoorIO
 from edge.config import GatewayConfig, ModbusRelay
 from edge.health import Heartbeats, notify, watchdog_interval_s
 from edge.privacy import Tokenizer, load_key
-from edge.store.db import open_db
+from edge.store.db import open_db, open_whitelist_db
+
+if TYPE_CHECKING:
+    from edge.sync.service import SyncService
 from edge.store.outbox import Event, Flusher, Outbox
 from edge.store.whitelist import Whitelist
 
@@ -92,6 +95,7 @@ class Parts:
     links: dict[str, SerialRelayLink]
     controller: Controller
     watcher: PcscWatcher | None
+    sync: "SyncService | None" = None
     heartbeats: Heartbeats = field(default_factory=Heartbeats)
 
 
@@ -113,7 +117,7 @@ class App:
         tokenizer = Tokenizer(load_key(cfg.gateway.site_key_file))
         state = cfg.state_dir()
         conn = open_db(state)
-        whitelist = Whitelist(conn)
+        whitelist = Whitelist(open_whitelist_db(state))
         outbox = Outbox(conn)
         flusher = Flusher(state)
         outbox.on_put.append(flusher.notify)
@@ -129,7 +133,8 @@ class App:
         if cfg.readers:
             watcher = PcscWatcher(sorted({r.match for r in cfg.readers}),
                                   lambda read: loop.call_soon_threadsafe(controller.on_card, read))
-        parts = Parts(conn, whitelist, outbox, flusher, links, controller, watcher)
+        sync = self._build_sync(loop, whitelist, flusher, controller, links, watcher) if cfg.sync is not None else None
+        parts = Parts(conn, whitelist, outbox, flusher, links, controller, watcher, sync)
         hb = parts.heartbeats
         hb.add("loop", lambda: self._loop_beat)
         hb.add("journal", lambda: flusher.heartbeat)
@@ -137,14 +142,45 @@ class App:
             hb.add(f"relay:{port}", lambda link=link: link.heartbeat)
         if watcher is not None:
             hb.add("readers", lambda: watcher.heartbeat)
+        if sync is not None:
+            hb.add("sync", lambda: sync.heartbeat)
         flusher.start()
         for link in links.values():
             link.start()
         if watcher is not None:
             watcher.start()
+        if sync is not None:
+            sync.start()
         log.info("started: %d door(s), %d reader match(es), whitelist v%d with %d credential(s), journal seq %d",
                  len(doors), len(cfg.readers), whitelist.version, len(whitelist), outbox.last_seq())
         return parts
+
+    def _build_sync(self, loop: asyncio.AbstractEventLoop, whitelist: Whitelist, flusher: Flusher, controller: Controller,
+                    links: dict[str, SerialRelayLink], watcher: PcscWatcher | None) -> "SyncService":
+        from edge.sync.rpc import Op
+        from edge.sync.service import SyncService
+
+        def pulse(args: dict) -> dict:
+            door = args["door"]
+            if door not in controller.io:
+                raise ValueError(f"no door {door!r}; doors: {', '.join(controller.io)}")
+            loop.call_soon_threadsafe(controller.remote_pulse, door, str(args.get("req_id", "")))
+            return {"door": door, "pulsed_ms": controller.io[door].door.pulse_ms}
+
+        def health() -> dict:
+            readers = {"service_up": watcher.service_up, "readers": sorted(watcher.readers)} if watcher is not None else {}
+            return {"readers": readers, "relays": {port: {"up": link.up} for port, link in links.items()}}
+
+        def diag(args: dict) -> dict:
+            from edge.diag import runtime_checks
+
+            return {"checks": runtime_checks(self.cfg)}
+
+        sync = SyncService(self.cfg, whitelist, flusher, health=health, on_event=controller.notify_listeners,
+                           ops={"relay_pulse": Op(pulse, acting=True, help="test pulse of a door's lock (signed only)"),
+                                "diag": Op(diag, help="the technician checks that do not touch held devices")})
+        controller.stale = lambda: sync.is_stale
+        return sync
 
     def _teardown(self, parts: Parts, *, fail_mode: bool) -> None:
         if parts.watcher is not None:
@@ -153,6 +189,9 @@ class App:
         for link in parts.links.values():
             link.stop(final=finals.get(link))
         parts.flusher.stop()
+        if parts.sync is not None:
+            parts.sync.stop()  # `stopped` status, clean disconnect
+        parts.whitelist.close()
         parts.conn.close()
 
     def stop(self) -> None:
@@ -239,4 +278,7 @@ class App:
             return "starting"
         links = ", ".join(f"{port} {'up' if link.up else 'DOWN'}" for port, link in p.links.items())
         readers = "no pcscd" if p.watcher is not None and not p.watcher.service_up else f"{len(p.watcher.readers) if p.watcher else 0} reader(s)"
-        return f"{readers}; relays: {links}; whitelist v{p.whitelist.version}; journal seq {p.outbox.last_seq()}"
+        central = ""
+        if p.sync is not None:
+            central = f"; central {'connected' if p.sync.mqtt.connected else 'OFFLINE'}{', list STALE' if p.sync.is_stale else ''}"
+        return f"{readers}; relays: {links}; whitelist v{p.whitelist.version}; journal seq {p.outbox.last_seq()}{central}"

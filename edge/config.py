@@ -105,6 +105,9 @@ class Door(_Model):
     fail_mode: Literal["secure", "safe"] = Field(default="secure", title="Fail mode",
                                                  description="`secure`: locked when the daemon stops; `safe`: released when it stops.")
     schedule: str | None = Field(default=None, title="Schedule", description="Name of a schedule (schedules.NAME) when cards are accepted; none = always.")
+    when_stale: Literal["serve", "deny"] = Field(default="serve", title="When the whitelist is stale",
+                                                 description="`serve`: keep deciding from the last list and raise an alarm; `deny`: refuse every "
+                                                             "credential while central has been silent for longer than sync.stale_after_s.")
 
 
 class Schedule(_Model):
@@ -135,12 +138,36 @@ class Schedule(_Model):
         return out
 
 
+class SyncSection(_Model):
+    host: str = Field(title="Broker host", description="MQTT broker host name or address.", min_length=1)
+    port: int = Field(default=8883, ge=1, le=65535, title="Broker port", description="8883 for TLS, 1883 for a plain listener.")
+    tls: bool = Field(default=True, title="TLS", description="Mutual TLS with ca_file, cert_file and key_file; turn off only on a trusted loopback.")
+    ca_file: Path | None = Field(default=None, title="CA file", description="PEM CA certificate that signed the broker's certificate.")
+    cert_file: Path | None = Field(default=None, title="Client certificate", description="PEM certificate of this gateway (CN = gateway.id).")
+    key_file: Path | None = Field(default=None, title="Client key", description="PEM private key of this gateway; a relative path is looked up in $CREDENTIALS_DIRECTORY first.")
+    trusted_keys: list[Path] = Field(default_factory=lambda: [Path("central.pub")], min_length=1, title="Trusted signing keys",
+                                     description="PEM Ed25519 public keys of central (`door-edge central keygen`); two during a key rotation.")
+    keepalive_s: int = Field(default=30, ge=5, le=600, title="Keepalive", description="MQTT keepalive in seconds.")
+    session_expiry_s: int = Field(default=7 * 86400, ge=0, title="Session expiry",
+                                  description="How long the broker keeps this gateway's session (queued downlink messages) while it is offline.")
+    reconnect_max_s: float = Field(default=60.0, ge=1, le=3600, title="Reconnect backoff cap",
+                                   description="Longest wait between reconnect attempts (jittered exponential backoff).")
+    telemetry_s: float = Field(default=60.0, ge=1, le=3600, title="Telemetry interval", description="Seconds between telemetry messages.")
+    batch_max: int = Field(default=500, ge=1, le=5000, title="Event batch size", description="Most events per evt/access message.")
+    ack_timeout_s: float = Field(default=15.0, ge=1, le=600, title="Ack timeout", description="Resend a batch central has not acknowledged after this many seconds.")
+    journal_max_events: int = Field(default=500_000, ge=1000, title="Journal cap",
+                                    description="Most unacknowledged events kept; beyond it the oldest are dropped, counted and reported.")
+    stale_after_s: float = Field(default=3 * 86400, ge=0, title="Whitelist stale after",
+                                 description="Seconds without a signed head from central after which the list counts as stale (0: never).")
+
+
 class GatewayConfig(_Model):
     gateway: GatewaySection = Field(title="Gateway", description="Identity of this gateway and where it keeps state.")
     readers: list[PcscReader] = Field(default_factory=list, title="Readers", description="Card readers and the door each opens.")
     doors: list[Door] = Field(min_length=1, title="Doors", description="Doors and gates this gateway controls.")
     schedules: dict[str, Schedule] = Field(default_factory=dict, title="Schedules", description="Named weekly schedules.")
     holidays: list[date] = Field(default_factory=list, title="Holidays", description="Dates on which schedules use their `holiday` ranges.")
+    sync: SyncSection | None = Field(default=None, title="Sync", description="Central server over MQTT; without it the gateway runs standalone.")
 
     def door(self, door_id: str) -> Door:
         return next(d for d in self.doors if d.id == door_id)
@@ -284,6 +311,11 @@ def _cross_checks(cfg: GatewayConfig) -> list[Problem]:
         if len(other_types) > 1 and bauds[r.port][1] == i:
             problems.append(Problem(f"doors[{i}].relay.type", r.type, "LCUS and Modbus boards on the same port",
                                     "put each board on its own serial port"))
+    if cfg.sync is not None and cfg.sync.tls:
+        for key in ("ca_file", "cert_file", "key_file"):
+            if getattr(cfg.sync, key) is None:
+                problems.append(Problem(f"sync.{key}", _MISSING, "required when sync.tls is on",
+                                        "point it at the PEM file (see config/gateway.example.toml), or set sync.tls = false for a loopback broker"))
     for i, rd in enumerate(cfg.readers):
         if rd.door not in door_ids:
             problems.append(Problem(f"readers[{i}].door", rd.door, "no such door", f"use one of: {', '.join(door_ids)}"))
@@ -313,12 +345,24 @@ def load(path: str | os.PathLike[str]) -> GatewayConfig:
     cfg = parse(data, str(p))
     if cfg.gateway.state_dir is not None and not cfg.gateway.state_dir.is_absolute():
         cfg = cfg.model_copy(update={"gateway": cfg.gateway.model_copy(update={"state_dir": (p.parent / cfg.gateway.state_dir).resolve()})})
-    if not cfg.gateway.site_key_file.is_absolute():
-        creds = os.environ.get("CREDENTIALS_DIRECTORY")
-        cand = Path(creds) / cfg.gateway.site_key_file if creds else None
-        resolved = cand if cand is not None and cand.exists() else (p.parent / cfg.gateway.site_key_file).resolve()
-        cfg = cfg.model_copy(update={"gateway": cfg.gateway.model_copy(update={"site_key_file": resolved})})
+    cfg = cfg.model_copy(update={"gateway": cfg.gateway.model_copy(update={"site_key_file": credential_path(cfg.gateway.site_key_file, p.parent)})})
+    if cfg.sync is not None:
+        s = cfg.sync
+        cfg = cfg.model_copy(update={"sync": s.model_copy(update={
+            "ca_file": s.ca_file and credential_path(s.ca_file, p.parent),
+            "cert_file": s.cert_file and credential_path(s.cert_file, p.parent),
+            "key_file": s.key_file and credential_path(s.key_file, p.parent),
+            "trusted_keys": [credential_path(k, p.parent) for k in s.trusted_keys]})})
     return cfg
+
+
+def credential_path(path: Path, config_dir: Path) -> Path:
+    """A relative key or certificate path: $CREDENTIALS_DIRECTORY first (systemd LoadCredential=), then the config's folder."""
+    if path.is_absolute():
+        return path
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    cand = Path(creds) / path if creds else None
+    return cand if cand is not None and cand.exists() else (config_dir / path).resolve()
 
 
 def warnings(cfg: GatewayConfig) -> list[str]:

@@ -56,7 +56,7 @@ def _site_key(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
 
 
 def _state(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
-    from edge.store.db import open_db
+    from edge.store.db import open_db, open_whitelist_db
     from edge.store.outbox import Outbox
     from edge.store.whitelist import Whitelist
 
@@ -71,12 +71,13 @@ def _state(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
     out.append(Check("disk", "ok" if free_mb >= MIN_FREE_MB else "fail", f"{free_mb:.0f} MB free under {state}",
                      "" if free_mb >= MIN_FREE_MB else "free space: old logs, camera snapshots, or a bigger card"))
     try:
-        conn = open_db(state)
-        wl, ob = Whitelist(conn), Outbox(conn)
+        conn, wconn = open_db(state), open_whitelist_db(state)
+        wl, ob = Whitelist(wconn), Outbox(conn)
         out.append(Check("whitelist", "ok" if len(wl) else "warn", f"v{wl.version}, {len(wl)} credential(s)",
                          "" if len(wl) else "import residents: `door-edge whitelist import FILE.csv`"))
         out.append(Check("journal", "ok", f"{ob.depth()} event(s) kept, last seq {ob.last_seq()}"))
         conn.close()
+        wconn.close()
     except Exception as exc:  # noqa: BLE001 - any database failure is this check's answer
         out.append(Check("database", "fail", f"{exc.__class__.__name__}: {exc}", "check the state directory's disk; move a corrupt db aside"))
 
@@ -160,6 +161,104 @@ def _relays(cfg: config_mod.GatewayConfig, out: list[Check], pulse: bool) -> Non
             port.close()
 
 
+def _broker(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
+    """DNS, TCP, TLS handshake, MQTT authentication, a round trip on the gateway's own topic."""
+    import socket
+    import ssl
+    import uuid
+
+    from edge.sync import protocol
+    from edge.sync.mqtt import new_client, tls_context
+
+    s = cfg.sync
+    if s is None:
+        return
+    where = f"{s.host}:{s.port}"
+    try:
+        socket.getaddrinfo(s.host, s.port, type=socket.SOCK_STREAM)
+        out.append(Check("broker dns", "ok", f"{s.host} resolves"))
+    except OSError as exc:
+        out.append(Check("broker dns", "fail", f"{s.host}: {exc}", "check sync.host, the DNS server, or /etc/hosts"))
+        return
+    try:
+        sock = socket.create_connection((s.host, s.port), timeout=3)
+        out.append(Check("broker tcp", "ok", f"{where} accepts connections"))
+    except OSError as exc:
+        out.append(Check("broker tcp", "fail", f"{where}: {exc}",
+                         "is the broker running? is sync.port right (8883 TLS, 1883 plain)? is a firewall in the way?"))
+        return
+    if s.tls:
+        try:
+            ctx = tls_context(s)
+        except (OSError, ssl.SSLError) as exc:
+            sock.close()
+            out.append(Check("broker tls", "fail", f"cannot load the CA, certificate or key: {exc}",
+                             "check sync.ca_file, sync.cert_file and sync.key_file (readable by the service user?)"))
+            return
+        try:
+            with ctx.wrap_socket(sock, server_hostname=s.host) as tls:
+                out.append(Check("broker tls", "ok", f"{tls.version()} handshake, broker certificate verified"))
+        except (OSError, ssl.SSLError) as exc:
+            out.append(Check("broker tls", "fail", f"{exc.__class__.__name__}: {exc}",
+                             "sync.ca_file must be the CA that signed the broker's certificate, whose name must match sync.host"))
+            return
+        _cert_name(cfg, out)
+    else:
+        sock.close()
+        out.append(Check("broker tls", "warn", "TLS is off", "set sync.tls = true and give the gateway a certificate outside a lab"))
+    client = new_client(f"{cfg.gateway.id}-diag-{uuid.uuid4().hex[:6]}", s)
+    got: list[bytes] = []
+    connack: list = []
+    client.on_connect = lambda c, u, f, rc, p: connack.append(rc)
+    client.on_message = lambda c, u, m: got.append(m.payload)
+    try:
+        client.connect(s.host, s.port, keepalive=10)
+        _loop_until(client, lambda: bool(connack), 5)
+        if not connack or connack[0].is_failure:
+            out.append(Check("broker auth", "fail", f"broker refused: {connack[0] if connack else 'no answer'}",
+                             "the broker must accept this certificate (require_certificate, use_identity_as_username)"))
+            return
+        out.append(Check("broker auth", "ok", f"accepted as {cfg.gateway.id}"))
+        t = protocol.topic(cfg.gateway.id, protocol.LOOPBACK)
+        nonce = uuid.uuid4().hex.encode()
+        client.subscribe(t, qos=1)
+        t0 = time.monotonic()
+        info = client.publish(t, nonce, qos=1)
+        _loop_until(client, lambda: nonce in got, 3)
+        if nonce in got:
+            out.append(Check("broker round trip", "ok", f"{(time.monotonic() - t0) * 1000:.1f} ms on {t}"))
+        else:
+            out.append(Check("broker round trip", "fail", f"nothing came back on {t} (published: {info.is_published()})",
+                             "the broker's ACL must let the gateway use its own topics: see `door-edge central acl`"))
+    except (OSError, ssl.SSLError) as exc:
+        out.append(Check("broker auth", "fail", f"{exc.__class__.__name__}: {exc}", "see the TLS check above"))
+    finally:
+        client.disconnect()
+
+
+def _loop_until(client, cond, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        client.loop(timeout=0.05)
+
+
+def _cert_name(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    assert cfg.sync is not None and cfg.sync.cert_file is not None
+    cert = x509.load_pem_x509_certificate(cfg.sync.cert_file.read_bytes())
+    cn = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    days = (cert.not_valid_after_utc.timestamp() - time.time()) / 86400
+    if cn != [cfg.gateway.id]:
+        out.append(Check("gateway certificate", "fail", f"CN {cn} is not the gateway id {cfg.gateway.id!r}",
+                         "issue a certificate with CN = gateway.id: the broker's ACL keys on it"))
+    elif days < 30:
+        out.append(Check("gateway certificate", "warn" if days > 0 else "fail", f"expires in {days:.0f} day(s)", "renew the gateway certificate"))
+    else:
+        out.append(Check("gateway certificate", "ok", f"CN {cn[0]}, valid for {days:.0f} more day(s)"))
+
+
 def run_checks(path: Path, *, pulse: bool = False) -> list[Check]:
     out: list[Check] = []
     cfg = _config(path, out)
@@ -169,7 +268,18 @@ def run_checks(path: Path, *, pulse: bool = False) -> list[Check]:
     _state(cfg, out)
     _readers(cfg, out)
     _relays(cfg, out, pulse)
+    _broker(cfg, out)
     return out
+
+
+def runtime_checks(cfg: config_mod.GatewayConfig) -> list[dict]:
+    """The checks the running daemon can make on request (remote diagnostics): not the relay
+    ports, which it holds itself, and not the broker, which it is talking to."""
+    out: list[Check] = []
+    _site_key(cfg, out)
+    _state(cfg, out)
+    _readers(cfg, out)
+    return [asdict(c) for c in out]
 
 
 def main(path: Path, *, as_json: bool = False, pulse: bool = False) -> int:

@@ -25,8 +25,14 @@ def swipe(profile: CardProfile, reader: int = 0) -> VirtualCard:
 
 
 def journal(rig) -> list[tuple]:
-    conn = sqlite3.connect(rig.root / "state" / "door-edge.db")
+    """The daemon's journal rows (none before the daemon has created it)."""
+    path = rig.root / "state" / "door-edge.db"
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(path)
     try:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name='journal'").fetchone():
+            return []
         return conn.execute("SELECT seq, type, decision, reason, kind, token FROM journal ORDER BY seq").fetchall()
     finally:
         conn.close()

@@ -13,6 +13,7 @@ from edge.store.whitelist import Entry
 RELAY = {"type": "modbus", "port": "/dev/ttyUSB0"}
 LOBBY = Door(id="lobby", relay=RELAY)
 NIGHT_DOOR = Door(id="lobby", relay=RELAY, schedule="day")
+STRICT = Door(id="lobby", relay=RELAY, when_stale="deny")
 SCHEDULES = {"day": Schedule(mon=["07:00-22:00"], sat=["09:00-12:00", "14:00-24:00"], holiday=["10:00-11:00"]),
              "cleaners": Schedule(mon=["09:00-12:00"])}
 HOLIDAYS = frozenset({date(2026, 10, 1)})
@@ -24,7 +25,7 @@ def entry(kind="ic", doors=None, vf=None, vt=None, schedule=None) -> Entry:
 
 
 CASES = [
-    # (name, kind, entry, door, now, fire, granted, reason)
+    # (name, kind, entry, door, now, fire (True) or central silent too long ("stale"), granted, reason)
     ("known card", "ic", entry(), LOBBY, MON_NOON, False, True, Reason.GRANTED),
     ("ID card", "idcard", entry("idcard"), LOBBY, MON_NOON, False, True, Reason.GRANTED),
     ("unknown card", "ic", None, LOBBY, MON_NOON, False, False, Reason.UNKNOWN_CREDENTIAL),
@@ -46,12 +47,15 @@ CASES = [
     ("plate at a card door", "plate", entry("plate"), LOBBY, MON_NOON, False, False, Reason.MODE_NOT_ALLOWED),
     ("fire: unknown card still logged", "ic", None, LOBBY, MON_NOON, True, True, Reason.FIRE_RELEASE),
     ("fire beats expiry", "ic", entry(vt=datetime(2020, 1, 1)), LOBBY, MON_NOON, True, True, Reason.FIRE_RELEASE),
+    ("stale list, door denies when stale", "ic", entry(), STRICT, MON_NOON, "stale", False, Reason.WHITELIST_STALE),
+    ("stale list, door keeps serving", "ic", entry(), LOBBY, MON_NOON, "stale", True, Reason.GRANTED),
+    ("stale list, fire still releases", "ic", None, STRICT, MON_NOON, True, True, Reason.FIRE_RELEASE),
 ]
 
 
 @pytest.mark.parametrize("name,kind,ent,door,now,fire,granted,reason", CASES, ids=[c[0] for c in CASES])
 def test_decide(name, kind, ent, door, now, fire, granted, reason):
-    d = decide(kind, ent, door, now, schedules=SCHEDULES, holidays=HOLIDAYS, fire_active=fire)
+    d = decide(kind, ent, door, now, schedules=SCHEDULES, holidays=HOLIDAYS, fire_active=fire is True, stale=fire == "stale")
     assert (d.granted, d.reason) == (granted, reason)
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 import pytest
 
 from edge.privacy import Tokenizer
-from edge.store.db import open_db
+from edge.store.db import open_db, open_whitelist_db
 from edge.store.whitelist import ImportError_, Whitelist, read_csv
 
 KEY = bytes(range(32))
@@ -21,7 +21,7 @@ R-3,idno,110101199003074514,lobby,,2027-01-01T18:00,
 def test_import_hashes_and_stores_no_clear_values(tmp_path):
     src = tmp_path / "residents.csv"
     src.write_text(CSV)
-    conn = open_db(tmp_path / "state")
+    conn = open_whitelist_db(tmp_path / "state")
     wl = Whitelist(conn)
     version = wl.replace(read_csv(src, Tokenizer(KEY)))
     conn.close()
@@ -35,7 +35,7 @@ def test_lookup_after_reopen(tmp_path):
     src = tmp_path / "r.csv"
     src.write_text(CSV)
     t = Tokenizer(KEY)
-    conn = open_db(tmp_path)
+    conn = open_whitelist_db(tmp_path)
     Whitelist(conn).replace(read_csv(src, t))
     wl = Whitelist(conn)
     e = wl.lookup(t.token("ic", "04a1b2c3"))
@@ -49,14 +49,14 @@ def test_lookup_after_reopen(tmp_path):
 
 def test_replace_swaps_whole_list_and_bumps_version(tmp_path):
     t = Tokenizer(KEY)
-    conn = open_db(tmp_path)
+    conn = open_whitelist_db(tmp_path)
     wl = Whitelist(conn)
     (tmp_path / "a.csv").write_text(CSV)
     wl.replace(read_csv(tmp_path / "a.csv", t))
     (tmp_path / "b.csv").write_text("person,kind,value,doors,valid_from,valid_to\nR-9,ic,04FFFFFF,*,,\n")
     assert wl.replace(read_csv(tmp_path / "b.csv", t)) == 2
     assert len(wl) == 1 and wl.lookup(t.token("ic", "04A1B2C3")) is None
-    other = Whitelist(open_db(tmp_path))  # another process sees the new version
+    other = Whitelist(open_whitelist_db(tmp_path))  # another process sees the new version
     assert other.version == 2 and len(other) == 1
 
 

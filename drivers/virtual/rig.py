@@ -113,11 +113,11 @@ class Rig:
         """Load RESIDENTS_CSV into the rig's whitelist, as `door-edge whitelist import` does."""
         from edge import config
         from edge.privacy import Tokenizer, load_key
-        from edge.store.db import open_db
+        from edge.store.db import open_whitelist_db
         from edge.store.whitelist import Whitelist, read_csv
 
         cfg = config.load(self.config_path)
-        conn = open_db(cfg.state_dir())
+        conn = open_whitelist_db(cfg.state_dir())
         try:
             return Whitelist(conn).replace(read_csv(self.residents_path, Tokenizer(load_key(cfg.gateway.site_key_file))))
         finally:

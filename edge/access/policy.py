@@ -26,6 +26,7 @@ class Reason(StrEnum):
     OUTSIDE_SCHEDULE = "outside_schedule"
     MODE_NOT_ALLOWED = "mode_not_allowed"
     FIRE_RELEASE = "fire_release"
+    WHITELIST_STALE = "whitelist_stale"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +46,18 @@ def in_schedule(schedule: Schedule | None, holidays: frozenset[date], now: datet
 
 
 def decide(kind: str, entry: Entry | None, door: Door, now: datetime, *,
-           schedules: Mapping[str, Schedule], holidays: frozenset[date], fire_active: bool = False) -> Decision:
+           schedules: Mapping[str, Schedule], holidays: frozenset[date], fire_active: bool = False,
+           stale: bool = False) -> Decision:
     """Decide one credential presentation at one door.
 
     The order matters: fire release first (the door is open anyway, the read is still recorded),
-    then what the credential is, then where, then when.
+    then what the credential is, then where, then when. `stale`: central has been silent for longer
+    than allowed; doors marked `when_stale = "deny"` then refuse everyone.
     """
     if fire_active:
         return Decision(True, Reason.FIRE_RELEASE, entry.person if entry else None)
+    if stale and door.when_stale == "deny":
+        return Decision(False, Reason.WHITELIST_STALE)
     if kind not in MODE_KINDS.get(door.mode, frozenset()):
         return Decision(False, Reason.MODE_NOT_ALLOWED)
     if entry is None or entry.kind != kind:

@@ -12,20 +12,14 @@ import sqlite3
 from pathlib import Path
 
 DB_NAME = "door-edge.db"
+WHITELIST_DB = "whitelist.db"
 
+# The journal and the whitelist live in two files: SQLite has one writer per file, and a
+# 100,000-entry snapshot swap must never make the card path's journal write wait for the lock.
 _MIGRATIONS: list[str] = [
-    # 1: whitelist, meta, journal
+    # 1: meta, journal
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE credentials (
-        token      TEXT PRIMARY KEY,
-        kind       TEXT NOT NULL,
-        person     TEXT NOT NULL,
-        doors      TEXT NOT NULL,          -- JSON list of door ids, or "*" for every door
-        valid_from TEXT,                   -- ISO local datetime, NULL = no start
-        valid_to   TEXT,                   -- ISO local datetime, NULL = no end
-        schedule   TEXT                    -- name of a schedule in the config, NULL = always
-    );
     CREATE TABLE journal (
         seq        INTEGER PRIMARY KEY AUTOINCREMENT,
         id         TEXT NOT NULL UNIQUE,   -- UUIDv7
@@ -42,22 +36,51 @@ _MIGRATIONS: list[str] = [
     """,
 ]
 
+_WHITELIST_MIGRATIONS: list[str] = [
+    # 1: meta (whitelist_version), credentials, snapshot chunks staged until a list is complete
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE credentials (
+        token      TEXT PRIMARY KEY,
+        kind       TEXT NOT NULL,
+        person     TEXT NOT NULL,
+        doors      TEXT NOT NULL,          -- JSON list of door ids, or "*" for every door
+        valid_from TEXT,                   -- ISO local datetime, NULL = no start
+        valid_to   TEXT,                   -- ISO local datetime, NULL = no end
+        schedule   TEXT                    -- name of a schedule in the config, NULL = always
+    );
+    CREATE TABLE wl_stage (
+        snapshot TEXT NOT NULL,
+        idx      INTEGER NOT NULL,
+        version  INTEGER NOT NULL,
+        total    INTEGER NOT NULL,
+        sha256   TEXT NOT NULL,
+        rows     TEXT NOT NULL,            -- JSON list of wire rows
+        PRIMARY KEY (snapshot, idx)
+    );
+    """,
+]
 
-def open_db(state_dir: Path, *, name: str = DB_NAME) -> sqlite3.Connection:
-    """Open (creating and migrating) the gateway database; autocommit off, WAL on."""
+
+def open_db(state_dir: Path, *, name: str = DB_NAME, migrations: list[str] | None = None) -> sqlite3.Connection:
+    """Open (creating and migrating) a database; autocommit off, WAL on. Default: the journal's schema."""
     state_dir.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(state_dir / name, isolation_level=None, check_same_thread=False, timeout=10.0)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=10000")
-    migrate(conn)
+    migrate(conn, _MIGRATIONS if migrations is None else migrations)
     return conn
 
 
-def migrate(conn: sqlite3.Connection) -> None:
+def open_whitelist_db(state_dir: Path) -> sqlite3.Connection:
+    return open_db(state_dir, name=WHITELIST_DB, migrations=_WHITELIST_MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection, migrations: list[str]) -> None:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    for i, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+    for i, script in enumerate(migrations[version:], start=version + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
             # re-check under the write lock: another process may have migrated meanwhile
@@ -77,6 +100,20 @@ def migrate(conn: sqlite3.Connection) -> None:
 def checkpoint(conn: sqlite3.Connection) -> None:
     """fsync what has been committed (WAL synced, then copied into the database and synced)."""
     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+class Transaction:
+    """`with Transaction(conn):` BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
 def get_meta(conn: sqlite3.Connection, key: str, default: str | None = None) -> str | None:

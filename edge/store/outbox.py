@@ -89,6 +89,15 @@ class Outbox:
         with self._lock:
             return self._conn.execute("DELETE FROM journal WHERE seq <= ?", (upto_seq,)).rowcount
 
+    def drop_oldest(self, n: int) -> tuple[int, int, int]:
+        """Delete the `n` oldest events (the journal is over its cap): (count, first seq, last seq)."""
+        with self._lock:
+            row = self._conn.execute("SELECT min(seq), max(seq), count(*) FROM (SELECT seq FROM journal ORDER BY seq LIMIT ?)", (n,)).fetchone()
+            if not row[2]:
+                return 0, 0, 0
+            self._conn.execute("DELETE FROM journal WHERE seq <= ?", (row[1],))
+            return row[2], row[0], row[1]
+
     def depth(self) -> int:
         return self._conn.execute("SELECT count(*) FROM journal").fetchone()[0]
 
@@ -120,6 +129,9 @@ class Flusher(threading.Thread):
         self._wake.set()
 
     def run(self) -> None:
+        # what an earlier run left (perhaps killed before its fsync) is made durable first
+        self._pending = self._conn.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0]
+        self._flush()
         while not self._halt.is_set():
             self._wake.wait(1.0)
             self.heartbeat = time.monotonic()

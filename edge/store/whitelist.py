@@ -7,7 +7,9 @@ new version lands, so a swipe never sees half a list and never waits on the data
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import re
 import sqlite3
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -15,10 +17,13 @@ from pathlib import Path
 from typing import Iterable
 
 from edge.privacy import Tokenizer
-from edge.store.db import get_meta, set_meta
+from edge.store.db import Transaction, get_meta, set_meta
 
 CSV_COLUMNS = ("person", "kind", "value", "doors", "valid_from", "valid_to")
 CARD_KINDS = ("idcard", "ic", "idno")
+LIST_KINDS = CARD_KINDS + ("plate",)
+_TOKEN = re.compile(r"^[0-9a-f]{64}$")
+_MOD = 1 << 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +55,11 @@ def _parse_when(text: str, *, end: bool) -> datetime | None:
     return datetime.fromisoformat(text)
 
 
-def _row(entry: Entry) -> tuple[str, str, str, str, str | None, str | None, str | None]:
+Row = tuple[str, str, str, str, str | None, str | None, str | None]
+
+
+def to_row(entry: Entry) -> Row:
+    """The canonical row of an entry: the database row, the wire row and what the state hash covers."""
     return (entry.token, entry.kind, entry.person,
             "*" if entry.doors is None else json.dumps(sorted(entry.doors)),
             entry.valid_from.isoformat() if entry.valid_from else None,
@@ -58,10 +67,40 @@ def _row(entry: Entry) -> tuple[str, str, str, str, str | None, str | None, str 
             entry.schedule)
 
 
-def _entry(row: tuple) -> Entry:
+def from_row(row: tuple) -> Entry:
     token, kind, person, doors, vf, vt, sched = row
     return Entry(token, kind, person, None if doors == "*" else frozenset(json.loads(doors)),
                  datetime.fromisoformat(vf) if vf else None, datetime.fromisoformat(vt) if vt else None, sched)
+
+
+def checked_entry(row: Row) -> Entry:
+    """`from_row` for rows from the network: ValueError naming what is wrong (never the values)."""
+    token, kind, person = row[0], row[1], row[2]
+    if not _TOKEN.match(token):
+        raise ValueError("token is not 64 lower-case hex digits")
+    if kind not in LIST_KINDS:
+        raise ValueError(f"kind {kind[:16]!r} is not one of {', '.join(LIST_KINDS)}")
+    if not person.strip():
+        raise ValueError("person is empty")
+    try:
+        entry = from_row(row)
+    except (ValueError, TypeError, json.JSONDecodeError):
+        raise ValueError("doors or validity dates do not parse") from None
+    if entry.doors is not None and not all(isinstance(d, str) for d in entry.doors):
+        raise ValueError("doors must be a list of door ids")
+    return entry
+
+
+def row_hash(row: Row) -> int:
+    return int.from_bytes(hashlib.sha256(json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode()).digest(), "big")
+
+
+def state_hash(rows: Iterable[Row]) -> str:
+    """Order-independent hash of a whole list (the sum of the rows' SHA-256 mod 2^256).
+
+    Additive, so a delta updates it in O(changes) on both sides; both sides hash `to_row(entry)`.
+    """
+    return format(sum(row_hash(r) for r in rows) % _MOD, "064x")
 
 
 def read_csv(path: Path, tokenizer: Tokenizer) -> list[Entry]:
@@ -107,14 +146,20 @@ class Whitelist:
     def __init__(self, conn: sqlite3.Connection):
         self._conn = conn
         self._index: dict[str, Entry] = {}
+        self._hash = 0
         self.version = 0
         self.reload()
 
     def reload(self) -> None:
         rows = self._conn.execute("SELECT token, kind, person, doors, valid_from, valid_to, schedule FROM credentials").fetchall()
-        index = {r[0]: _entry(r) for r in rows}
+        index = {r[0]: from_row(r) for r in rows}
+        self._hash = sum(row_hash(tuple(r)) for r in rows) % _MOD
         self.version = int(get_meta(self._conn, "whitelist_version", "0") or 0)
         self._index = index
+
+    @property
+    def sha256(self) -> str:
+        return format(self._hash, "064x")
 
     def stored_version(self) -> int:
         """The version in the database, which another process (the CLI) may have changed."""
@@ -135,21 +180,86 @@ class Whitelist:
     def entries(self) -> Iterable[Entry]:
         return self._index.values()
 
-    def replace(self, entries: Iterable[Entry], version: int | None = None) -> int:
-        """Store a complete new list in one transaction, then swap the in-memory index."""
+    def replace(self, entries: Iterable[Entry], version: int | None = None,
+                conn: sqlite3.Connection | None = None) -> int:
+        """Store a complete new list in one transaction, then swap the in-memory index.
+
+        `conn`: the caller's own connection (the sync thread has one, so a long write never sits
+        inside a transaction of the loop thread's connection).
+        """
         new = {e.token: e for e in entries}
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            current = int(get_meta(conn, "whitelist_version", "0") or 0)
+        rows = [to_row(e) for e in new.values()]
+        with Transaction(conn or self._conn) as c:
+            current = int(get_meta(c, "whitelist_version", "0") or 0)
             version = current + 1 if version is None else version
-            conn.execute("DELETE FROM credentials")
-            conn.executemany("INSERT INTO credentials VALUES (?,?,?,?,?,?,?)", (_row(e) for e in new.values()))
-            set_meta(conn, "whitelist_version", str(version))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            c.execute("DELETE FROM credentials")
+            c.executemany("INSERT INTO credentials VALUES (?,?,?,?,?,?,?)", rows)
+            set_meta(c, "whitelist_version", str(version))
+        self._hash = sum(row_hash(r) for r in rows) % _MOD
         self._index = new
         self.version = version
         return version
+
+    def apply_delta(self, upserts: list[Entry], deletes: list[str], version: int,
+                    conn: sqlite3.Connection | None = None, *, expect_sha256: str | None = None) -> None:
+        """Apply changes as one transaction, then swap in a patched copy of the index.
+
+        With `expect_sha256`, nothing is written unless the result hashes to it (HashMismatch).
+        """
+        index = dict(self._index)
+        h = self._hash
+        for token in deletes:
+            old = index.pop(token, None)
+            if old is not None:
+                h -= row_hash(to_row(old))
+        for e in upserts:
+            old = index.get(e.token)
+            if old is not None:
+                h -= row_hash(to_row(old))
+            index[e.token] = e
+            h += row_hash(to_row(e))
+        h %= _MOD
+        if expect_sha256 is not None and format(h, "064x") != expect_sha256:
+            raise HashMismatch(f"the result would hash to {format(h, '064x')[:12]}, not {expect_sha256[:12]}")
+        with Transaction(conn or self._conn) as c:
+            c.executemany("DELETE FROM credentials WHERE token=?", [(t,) for t in deletes])
+            c.executemany("INSERT OR REPLACE INTO credentials VALUES (?,?,?,?,?,?,?)", [to_row(e) for e in upserts])
+            set_meta(c, "whitelist_version", str(version))
+        self._hash = h
+        self._index = index
+        self.version = version
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class HashMismatch(ValueError):
+    """A change that would not produce the list its sender signed."""
+
+
+# -- snapshot staging ------------------------------------------------------------------------------
+def stage_chunk(conn: sqlite3.Connection, snapshot: str, index: int, version: int, total: int, sha256: str, rows_json: str) -> int:
+    """Keep one chunk on disk (idempotent; other snapshots are dropped); return how many are staged."""
+    with Transaction(conn) as c:
+        c.execute("DELETE FROM wl_stage WHERE snapshot != ?", (snapshot,))
+        c.execute("INSERT OR REPLACE INTO wl_stage VALUES (?,?,?,?,?,?)", (snapshot, index, version, total, sha256, rows_json))
+        return c.execute("SELECT count(*) FROM wl_stage WHERE snapshot=?", (snapshot,)).fetchone()[0]
+
+
+def staged(conn: sqlite3.Connection) -> tuple[str, int, int, int] | None:
+    """The partly staged snapshot, if any: (snapshot id, version, total, next missing chunk)."""
+    row = conn.execute("SELECT snapshot, version, total FROM wl_stage LIMIT 1").fetchone()
+    if row is None:
+        return None
+    have = {r[0] for r in conn.execute("SELECT idx FROM wl_stage WHERE snapshot=?", (row[0],))}
+    nxt = next(i for i in range(row[2] + 1) if i not in have)
+    return row[0], row[1], row[2], nxt
+
+
+def staged_rows(conn: sqlite3.Connection, snapshot: str) -> Iterable[list]:
+    for (rows_json,) in conn.execute("SELECT rows FROM wl_stage WHERE snapshot=? ORDER BY idx", (snapshot,)):
+        yield from json.loads(rows_json)
+
+
+def clear_stage(conn: sqlite3.Connection) -> None:
+    conn.execute("DELETE FROM wl_stage")

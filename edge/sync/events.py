@@ -1,0 +1,99 @@
+"""Events up: drain the journal to central in seq order, one batch in flight, delete on `evt/ack`.
+
+Only events the journal's flusher has made durable (`seq <= durable_seq`) are sent, so central never
+holds an event the gateway could lose in a power cut and then re-number. An event leaves the
+journal only when central says it has committed it (`evt/ack`, not the broker's PUBACK). A batch
+unacknowledged after `ack_timeout_s`, or in flight when the connection drops, is sent again:
+central inserts-or-ignores on (gateway, event id), so a resend is harmless.
+
+The journal is capped: past `journal_max_events` the oldest events are dropped, and the drop
+itself becomes an event (`journal_overflow`, with the count and the seq range) and a counter in
+telemetry, so central learns exactly what it will never see.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from edge.store.outbox import Event, Outbox
+from edge.sync import protocol
+from edge.sync.protocol import EventBatch, EvtAck, Rejected
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InFlight:
+    first: int
+    last: int
+    sent_at: float
+
+
+class EventDrain:
+    def __init__(self, outbox: Outbox, durable: Callable[[], int], send: Callable[[str, bytes], bool], *,
+                 batch_max: int, ack_timeout_s: float, cap: int):
+        self.outbox = outbox
+        self._durable = durable
+        self._send = send
+        self.batch_max = batch_max
+        self.ack_timeout_s = ack_timeout_s
+        self.cap = cap
+        self.inflight: InFlight | None = None
+        self.acked_seq = 0
+        self.sent = self.batches = self.resends = self.acks = self.dropped = 0
+        self.bad_acks = 0
+
+    def step(self, now: float) -> None:
+        """Send the next batch if none is in flight; resend one that timed out."""
+        if self.inflight is not None:
+            if now - self.inflight.sent_at < self.ack_timeout_s:
+                return
+            self.resends += 1
+            log.warning("events %d..%d not acknowledged in %.0fs; sending again", self.inflight.first, self.inflight.last, self.ack_timeout_s)
+            self.inflight = None
+        batch = self.outbox.next_batch(0, self.batch_max, upto=self._durable())
+        if not batch:
+            return
+        first, last = batch[0].seq or 0, batch[-1].seq or 0
+        msg = EventBatch(first=first, last=last, events=[e.as_dict() for e in batch])
+        if self._send("evt/access", msg.dumps()):
+            self.inflight = InFlight(first, last, now)
+            self.sent += len(batch)
+            self.batches += 1
+
+    def on_ack(self, payload: bytes, now: float) -> None:
+        ack = protocol.load(EvtAck, payload)
+        if self.inflight is None or ack.upto < self.inflight.first:
+            return  # an ack for a batch already acknowledged (a resend's twin)
+        if ack.upto > self.inflight.last:
+            self.bad_acks += 1
+            raise Rejected("ack_beyond_sent", f"ack up to {ack.upto}, sent up to {self.inflight.last}")
+        self.outbox.ack(ack.upto)
+        self.acked_seq = max(self.acked_seq, ack.upto)
+        self.acks += 1
+        if ack.upto == self.inflight.last:
+            self.inflight = None
+            self.step(now)
+
+    def reconnected(self) -> None:
+        """What was in flight may be lost with the old connection: send it again now."""
+        self.inflight = None
+
+    def enforce_cap(self) -> Event | None:
+        depth = self.outbox.depth()
+        if depth <= self.cap:
+            return None
+        n, first, last = self.outbox.drop_oldest(depth - self.cap + max(1, self.cap // 100))
+        self.dropped += n
+        event = Event("system", "journal_overflow", detail=f"dropped {n} oldest unsent events, seq {first}..{last}")
+        self.outbox.put(event)
+        log.error("journal over its cap of %d events: dropped %d (seq %d..%d), reported to central", self.cap, n, first, last)
+        return event
+
+    def stats(self) -> dict:
+        return {"depth": self.outbox.depth(), "last_seq": self.outbox.last_seq(), "durable_seq": self._durable(),
+                "acked_seq": self.acked_seq, "sent": self.sent, "batches": self.batches, "resends": self.resends,
+                "dropped": self.dropped, "bad_acks": self.bad_acks,
+                "inflight": None if self.inflight is None else [self.inflight.first, self.inflight.last]}
