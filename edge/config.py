@@ -14,9 +14,11 @@ import tomllib
 from dataclasses import dataclass
 from datetime import date, time
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+M = TypeVar("M", bound=BaseModel)
 
 STANDARD_BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -211,11 +213,11 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _fix_for(err: dict[str, Any]) -> str:
+def _fix_for(err: dict[str, Any], root: type[BaseModel]) -> str:
     loc = err["loc"]
     kind = err["type"]
     if kind == "extra_forbidden":
-        parent = _parent_model(loc[:-1])
+        parent = _parent_model(loc[:-1], root)
         valid = sorted(parent.model_fields) if parent else []
         guess = difflib.get_close_matches(str(loc[-1]), valid, n=1)
         hint = f"did you mean '{guess[0]}'? " if guess else ""
@@ -225,7 +227,7 @@ def _fix_for(err: dict[str, Any]) -> str:
     if kind in ("literal_error", "union_tag_invalid"):
         expected = err.get("ctx", {}).get("expected") or err.get("ctx", {}).get("expected_tags", "")
         return f"use one of {expected}"
-    parent = _parent_model(loc[:-1])
+    parent = _parent_model(loc[:-1], root)
     leaf = next((p for p in reversed(loc) if isinstance(p, str)), None)
     if parent and leaf in parent.model_fields:
         return parent.model_fields[leaf].description or "see config/gateway.example.toml"
@@ -246,9 +248,9 @@ def _inner_model(ann: Any) -> type[BaseModel] | None:
     return None
 
 
-def _parent_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+def _parent_model(loc: tuple[Any, ...], root: type[BaseModel]) -> type[BaseModel] | None:
     """The model that owns the last key of `loc` (dict keys and list indexes are stepped over)."""
-    model: type[BaseModel] | None = GatewayConfig
+    model: type[BaseModel] | None = root
     in_dict = False
     for part in loc:
         if model is None:
@@ -267,7 +269,7 @@ def _parent_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return model
 
 
-def _from_validation(exc: ValidationError) -> list[Problem]:
+def _from_validation(exc: ValidationError, root: type[BaseModel]) -> list[Problem]:
     problems = []
     for err in exc.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if p not in ("lcus", "modbus"))
@@ -277,7 +279,7 @@ def _from_validation(exc: ValidationError) -> list[Problem]:
             msg = "unknown key"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
-        problems.append(Problem(_path(loc), value, msg, _fix_for(err)))
+        problems.append(Problem(_path(loc), value, msg, _fix_for(err, root)))
     return problems
 
 
@@ -323,26 +325,34 @@ def _cross_checks(cfg: GatewayConfig) -> list[Problem]:
 
 
 def parse(data: dict[str, Any], source: str = "<config>") -> GatewayConfig:
-    try:
-        cfg = GatewayConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(source, _from_validation(exc)) from None
+    cfg = validate(GatewayConfig, data, source)
     problems = _cross_checks(cfg)
     if problems:
         raise ConfigError(source, problems)
     return cfg
 
 
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(path), [Problem("(file)", str(path), "file not found", "pass the path of an existing config file")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [Problem("(file)", str(path), f"not valid TOML: {exc}", "fix the TOML syntax at the position shown")]) from None
+
+
+def validate(model: type[M], data: dict[str, Any], source: str) -> M:
+    """`model.model_validate` with every error turned into a Problem (key path, value, fix)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _from_validation(exc, model)) from None
+
+
 def load(path: str | os.PathLike[str]) -> GatewayConfig:
     """Read and validate a TOML config file; raise ConfigError listing every problem."""
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(str(p), [Problem("(file)", str(p), "file not found", "pass the path of an existing config file")]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(p), [Problem("(file)", str(p), f"not valid TOML: {exc}", "fix the TOML syntax at the position shown")]) from None
-    cfg = parse(data, str(p))
+    cfg = parse(read_toml(p), str(p))
     if cfg.gateway.state_dir is not None and not cfg.gateway.state_dir.is_absolute():
         cfg = cfg.model_copy(update={"gateway": cfg.gateway.model_copy(update={"state_dir": (p.parent / cfg.gateway.state_dir).resolve()})})
     cfg = cfg.model_copy(update={"gateway": cfg.gateway.model_copy(update={"site_key_file": credential_path(cfg.gateway.site_key_file, p.parent)})})

@@ -86,6 +86,7 @@ class Rig:
     fail_mode: str = "secure"
     log_level: str = "info"
     own_pcscd: bool = True
+    extra_toml: str = ""  # appended to the config, e.g. a [sync] section from drivers.virtual.site
     pcscd: Pcscd | None = None
     pty: PtyPair | None = None
     board: ModbusBoard | None = None
@@ -104,7 +105,7 @@ class Rig:
 
         self.root.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(CONFIG_TEMPLATE.format(root=self.root, pulse_ms=self.pulse_ms, held_open_s=self.held_open_s,
-                                                           fail_mode=self.fail_mode, log_level=self.log_level))
+                                                           fail_mode=self.fail_mode, log_level=self.log_level) + self.extra_toml)
         if not (self.root / "site.key").exists():
             generate_key(self.root / "site.key")
         self.residents_path.write_text(RESIDENTS_CSV)
