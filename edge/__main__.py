@@ -1,4 +1,4 @@
-"""`door-edge` command line: run, config check, keygen, whitelist, events, diag, bench, demo.
+"""`door-edge` command line: run, config check, keygen, whitelist, events, diag, bench, demo, central.
 
 Exit codes: 0 fine, 1 something is wrong (diag found a fault, a run failed), 2 the input is wrong
 (bad config, bad CSV, bad arguments).
@@ -86,6 +86,10 @@ def cmd_whitelist_import(args: argparse.Namespace) -> int:
     from edge.store.whitelist import ImportError_, Whitelist, read_csv
 
     cfg = _load(args.config)
+    if cfg.sync is not None and not args.force:
+        print("import refused: this gateway takes its list from central (sync is configured); publish there with "
+              "`door-edge central publish`, or pass --force to replace it locally until central's next version", file=sys.stderr)
+        return 2
     try:
         entries = read_csv(args.csv, Tokenizer(load_key(cfg.gateway.site_key_file)))
     except (ImportError_, SiteKeyError, FileNotFoundError) as exc:
@@ -96,7 +100,8 @@ def cmd_whitelist_import(args: argparse.Namespace) -> int:
         print(f"import refused, nothing changed: door(s) {', '.join(unknown)} not in the config", file=sys.stderr)
         return 2
     conn = _whitelist_store(cfg)
-    version = Whitelist(conn).replace(entries)
+    # under central, a local list is version 0: the next head makes the gateway resync from central
+    version = Whitelist(conn).replace(entries, 0 if cfg.sync is not None else None)
     conn.close()
     print(f"imported {len(entries)} credential(s) as whitelist v{version}; values were hashed, the CSV was not kept")
     return 0
@@ -169,6 +174,103 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo_main(args)
 
 
+def _central(args: argparse.Namespace, *, serve: bool, connect: bool = True):
+    from edge.sync.central import Central, load_config
+
+    try:
+        cfg = load_config(args.config)
+    except config_mod.ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    central = Central(cfg, client_id=f"central-{os.getpid()}" if not serve else "central")
+    if not connect:
+        return central
+    try:
+        return central.connect(serve=serve)
+    except (OSError, ConnectionError) as exc:
+        print(f"central: cannot reach the broker {cfg.broker.host}:{cfg.broker.port}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def cmd_central_keygen(args: argparse.Namespace) -> int:
+    from edge.sync.protocol import generate_signing_key
+
+    private, public = args.dir / "signing.key", args.dir / "signing.pub"
+    try:
+        kid = generate_signing_key(private, public)
+    except FileExistsError:
+        print(f"{private} exists; it is never overwritten (rotate by adding a new key to the gateways first)", file=sys.stderr)
+        return 2
+    print(f"wrote {private} (keep it on central only) and {public} (key id {kid}); give every gateway the .pub file")
+    return 0
+
+
+def cmd_central_publish(args: argparse.Namespace) -> int:
+    from edge.store.whitelist import ImportError_
+
+    central = _central(args, serve=False)
+    try:
+        result = central.publish_csv(args.residents)
+    except (ImportError_, FileNotFoundError) as exc:
+        print(f"publish refused, nothing changed: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        time.sleep(0.5)  # let paho hand the last messages to the broker
+        central.close()
+    print(f"list v{result.version}: {result.upserts} upserted, {result.deletes} deleted, sent as {result.mode}")
+    return 0
+
+
+def cmd_central_serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from edge.health import setup_logging
+
+    setup_logging("info")
+    central = _central(args, serve=True)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    print(f"central serving list v{central.version} to {', '.join(central.cfg.central.gateways)}", flush=True)
+    done.wait()
+    central.close()
+    return 0
+
+
+def cmd_central_status(args: argparse.Namespace) -> int:
+    central = _central(args, serve=False, connect=False)
+    rows = central.gateways()
+    events = {gw: central.event_count(gw) for gw in central.cfg.central.gateways}
+    central.db.close()
+    if args.json:
+        print(json.dumps({"version": central.version, "gateways": rows, "events": events}))
+        return 0
+    for r in rows:
+        print(f"{r['gw']:16} {r['state'] or '-':8} conn {r['conn'] or 0:<4} list v{r['applied_version'] or 0:<6} "
+              f"events {events.get(r['gw'], 0):<8} {('last reject: ' + r['last_reject']) if r['last_reject'] else ''}")
+    return 0
+
+
+def cmd_central_cmd(args: argparse.Namespace) -> int:
+    central = _central(args, serve=True)
+    kv = dict(a.split("=", 1) for a in args.arg)
+    resp = central.call(args.gateway, args.op, kv, signed=args.sign, timeout=args.timeout)
+    central.close()
+    if resp is None:
+        print(f"no answer from {args.gateway} in {args.timeout}s (offline? see `central status`)", file=sys.stderr)
+        return 1
+    print(json.dumps(resp.model_dump()))
+    return 0 if resp.ok else 1
+
+
+def cmd_central_acl(args: argparse.Namespace) -> int:
+    from edge.sync.protocol import mosquitto_acl
+
+    print(mosquitto_acl(args.central_user), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="door-edge", description="Door and gate access gateway.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -191,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     wl = sub.add_parser("whitelist", help="the local whitelist").add_subparsers(dest="sub", required=True)
     imp = with_config(wl.add_parser("import", help="replace the whitelist with a residents CSV (values are hashed)"))
     imp.add_argument("csv", type=Path)
+    imp.add_argument("--force", action="store_true", help="import even though central manages the list")
     imp.set_defaults(func=cmd_whitelist_import)
     show = with_config(wl.add_parser("show", help="version and counts (tokens only)"))
     show.add_argument("--entries", action="store_true", help="list entries by shortened token")
@@ -210,10 +313,37 @@ def build_parser() -> argparse.ArgumentParser:
     dg.set_defaults(func=cmd_diag)
 
     bn = sub.add_parser("bench", help="benchmarks; one JSON line of figures")
-    bn.add_argument("name", choices=["card"])
+    bn.add_argument("name", choices=["card", "sync"])
     bn.add_argument("--swipes", type=int, default=200)
     bn.add_argument("--json", action="store_true")
     bn.set_defaults(func=cmd_bench)
+
+    ce = sub.add_parser("central", help="the reference central server").add_subparsers(dest="sub", required=True)
+    ck = ce.add_parser("keygen", help="create the Ed25519 signing key pair (signing.key, signing.pub)")
+    ck.add_argument("--dir", type=Path, default=Path("."))
+    ck.set_defaults(func=cmd_central_keygen)
+
+    def central_cfg(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", "-c", type=Path, default=Path("central.toml"), help="central config (default ./central.toml)")
+        return p
+
+    cp = central_cfg(ce.add_parser("publish", help="make a residents CSV the new signed list and push it"))
+    cp.add_argument("--residents", type=Path, required=True)
+    cp.set_defaults(func=cmd_central_publish)
+    central_cfg(ce.add_parser("serve", help="answer list requests, ingest and acknowledge events")).set_defaults(func=cmd_central_serve)
+    cs = central_cfg(ce.add_parser("status", help="each gateway's state, applied list version and events"))
+    cs.add_argument("--json", action="store_true")
+    cs.set_defaults(func=cmd_central_status)
+    cc = central_cfg(ce.add_parser("cmd", help="remote diagnostics on a gateway"))
+    cc.add_argument("--gateway", "-g", required=True)
+    cc.add_argument("--op", required=True, help="ping, diag, journal_stats, whitelist_status, whitelist_resync, relay_pulse")
+    cc.add_argument("--arg", action="append", default=[], help="KEY=VALUE (e.g. door=lobby)")
+    cc.add_argument("--sign", action="store_true", help="sign the command (needed by relay_pulse)")
+    cc.add_argument("--timeout", type=float, default=10.0)
+    cc.set_defaults(func=cmd_central_cmd)
+    ca = ce.add_parser("acl", help="print the mosquitto ACL: each gateway limited to its own topics")
+    ca.add_argument("--central-user", default="central")
+    ca.set_defaults(func=cmd_central_acl)
 
     dm = sub.add_parser("demo", help="the whole door on virtual devices, with a scripted scene")
     dm.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary one)")

@@ -9,12 +9,15 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
 
+from drivers.virtual.broker import Mosquitto
 from drivers.virtual.pcscd import Pcscd
 from drivers.virtual.rig import Rig, wait_until
+from drivers.virtual.site import Site
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -137,3 +140,59 @@ def daemon_factory(rig, tmp_path):
     yield make
     for d in started:
         d.stop()
+
+
+@pytest.fixture(scope="session")
+def broker_service(tmp_path_factory):
+    """One mosquitto for the session (plain and mutual-TLS listeners on free ports)."""
+    b = Mosquitto(tmp_path_factory.mktemp("mosquitto"), tls=True).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def broker(broker_service):
+    """The broker, running at the start of the test (restarted if an earlier test stopped it)."""
+    if not broker_service.running:
+        broker_service.start()
+    return broker_service
+
+
+class SyncedRig:
+    """A rig whose gateway (own id per test) syncs with the central reference on the broker."""
+
+    def __init__(self, root: Path, broker: Mosquitto, *, tls: bool = False, sync_extra: str = "", **rig_kw):
+        gw = f"gw-{uuid.uuid4().hex[:8]}"
+        self.rig = Rig(root / "rig", own_pcscd=False, pulse_ms=300, held_open_s=2.0, gw=gw, **rig_kw)
+        self.site = Site(root / "site", self.rig.root / "site.key", gateways=[gw], tls=tls)
+        self.site.start(broker)
+        self.rig.extra_toml = self.site.gateway_sync_toml(gw, extra=sync_extra)
+        self.gw = gw
+        self.central = None
+
+    def start(self, *, board: bool = True) -> "SyncedRig":
+        self.rig.start(board=board)
+        return self
+
+    def connect_central(self, **kw):
+        self.central = self.site.central(**kw)
+        return self.central
+
+    def stop(self) -> None:
+        if self.central is not None:
+            self.central.close()
+        self.rig.stop()
+
+
+@pytest.fixture
+def synced_factory(tmp_path, pcscd, broker):
+    made: list[SyncedRig] = []
+
+    def make(**kw) -> SyncedRig:
+        s = SyncedRig(tmp_path / f"s{len(made)}", broker, **kw).start()
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.stop()

@@ -46,7 +46,7 @@ class Mosquitto:
     def _write_config(self) -> None:
         lines = ["per_listener_settings true", "persistence true", f"persistence_location {self.root}/",
                  f"log_dest file {self.root}/mosquitto.log", "log_type error", "log_type warning", "log_type notice",
-                 "max_queued_messages 100000", "",
+                 "max_queued_messages 100000", "set_tcp_nodelay true", "",
                  f"listener {self.port} 127.0.0.1", "allow_anonymous true", ""]
         if os.geteuid() == 0:
             lines.insert(0, "user root")  # else it drops to `mosquitto`, which cannot read our 0600 keys

@@ -20,7 +20,7 @@ CONFIG_TEMPLATE = """\
 holidays = []
 
 [gateway]
-id = "gw-rig"
+id = "{gw}"
 site = "rig"
 state_dir = "{root}/state"
 site_key_file = "{root}/site.key"
@@ -45,6 +45,7 @@ mode = "card"
 pulse_ms = {pulse_ms}
 held_open_s = {held_open_s}
 fail_mode = "{fail_mode}"
+when_stale = "{when_stale}"
 
 [doors.relay]
 type = "modbus"
@@ -86,6 +87,8 @@ class Rig:
     fail_mode: str = "secure"
     log_level: str = "info"
     own_pcscd: bool = True
+    gw: str = "gw-rig"
+    when_stale: str = "serve"
     extra_toml: str = ""  # appended to the config, e.g. a [sync] section from drivers.virtual.site
     pcscd: Pcscd | None = None
     pty: PtyPair | None = None
@@ -105,7 +108,8 @@ class Rig:
 
         self.root.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(CONFIG_TEMPLATE.format(root=self.root, pulse_ms=self.pulse_ms, held_open_s=self.held_open_s,
-                                                           fail_mode=self.fail_mode, log_level=self.log_level) + self.extra_toml)
+                                                           fail_mode=self.fail_mode, log_level=self.log_level,
+                                                           gw=self.gw, when_stale=self.when_stale) + self.extra_toml)
         if not (self.root / "site.key").exists():
             generate_key(self.root / "site.key")
         self.residents_path.write_text(RESIDENTS_CSV)

@@ -36,7 +36,7 @@ from edge.privacy import Tokenizer, load_key
 from edge.store.db import Transaction, get_meta, open_db, set_meta
 from edge.store.whitelist import Entry, read_csv, row_hash, to_row
 from edge.sync import protocol
-from edge.sync.mqtt import connect_properties, new_client
+from edge.sync.mqtt import connect_properties, new_client, no_delay
 from edge.sync.protocol import (CmdReq, CmdResp, EventBatch, EvtAck, Rejected, Signer, Status, WlAck, WlChunk,
                                 WlDelta, WlHead, WlReq)
 
@@ -106,12 +106,17 @@ class Central:
         self._resp_cond = threading.Condition()
         self._halt = threading.Event()
         self._head_thread: threading.Thread | None = None
+        self._serve = False
 
     # -- connection -----------------------------------------------------------------------------
     def connect(self, *, serve: bool = True, timeout: float = 10.0) -> "Central":
         self._serve = serve
         b = self.cfg.broker
-        self.client.connect(b.host, b.port, keepalive=b.keepalive_s, clean_start=True, properties=connect_properties(0))
+        # serving: a session the broker keeps through our restarts, so events sent meanwhile wait for us
+        self.client.reconnect_delay_set(1, 5)
+        self.client.connect(b.host, b.port, keepalive=b.keepalive_s,
+                            clean_start=paho.MQTT_CLEAN_START_FIRST_ONLY if serve else True,
+                            properties=connect_properties(3600 if serve else 0))
         self.client.loop_start()
         if not self.connected.wait(timeout):
             raise ConnectionError(f"central: no CONNACK from {b.host}:{b.port} in {timeout}s")
@@ -124,6 +129,7 @@ class Central:
         if reason_code.is_failure:
             log.error("central: broker refused: %s", reason_code)
             return
+        no_delay(client)
         if self._serve:
             client.subscribe([(f"{protocol.PREFIX}/+/{n}", protocol.QOS[n]) for n in protocol.UP])
         self.connected.set()
@@ -294,6 +300,14 @@ class Central:
             cur = self.db.execute("SELECT * FROM gateways ORDER BY gw")
             names = [d[0] for d in cur.description]
             return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    def gateway(self, gw: str) -> dict[str, Any]:
+        """What central knows about one gateway (empty if nothing yet)."""
+        return next((g for g in self.gateways() if g["gw"] == gw), {})
+
+    def event_count(self, gw: str) -> int:
+        with self._lock:
+            return self.db.execute("SELECT count(*) FROM events WHERE gw=?", (gw,)).fetchone()[0]
 
     def events(self, gw: str) -> list[dict[str, Any]]:
         with self._lock:

@@ -42,6 +42,7 @@ class EventDrain:
         self.cap = cap
         self.inflight: InFlight | None = None
         self.acked_seq = 0
+        self.sent_upto = 0  # highest seq ever sent: central cannot acknowledge beyond it
         self.sent = self.batches = self.resends = self.acks = self.dropped = 0
         self.bad_acks = 0
 
@@ -60,20 +61,21 @@ class EventDrain:
         msg = EventBatch(first=first, last=last, events=[e.as_dict() for e in batch])
         if self._send("evt/access", msg.dumps()):
             self.inflight = InFlight(first, last, now)
+            self.sent_upto = max(self.sent_upto, last)
             self.sent += len(batch)
             self.batches += 1
 
     def on_ack(self, payload: bytes, now: float) -> None:
         ack = protocol.load(EvtAck, payload)
-        if self.inflight is None or ack.upto < self.inflight.first:
-            return  # an ack for a batch already acknowledged (a resend's twin)
-        if ack.upto > self.inflight.last:
+        if ack.upto > self.sent_upto:
             self.bad_acks += 1
-            raise Rejected("ack_beyond_sent", f"ack up to {ack.upto}, sent up to {self.inflight.last}")
+            raise Rejected("ack_beyond_sent", f"ack up to {ack.upto}, sent up to {self.sent_upto}")
+        if ack.upto <= self.acked_seq:
+            return  # the twin of an ack already handled (a resent batch)
         self.outbox.ack(ack.upto)
-        self.acked_seq = max(self.acked_seq, ack.upto)
+        self.acked_seq = ack.upto
         self.acks += 1
-        if ack.upto == self.inflight.last:
+        if self.inflight is not None and ack.upto >= self.inflight.last:
             self.inflight = None
             self.step(now)
 

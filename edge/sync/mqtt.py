@@ -15,6 +15,7 @@ attempt gets a fresh will carrying the connection counter it will have.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -61,6 +62,17 @@ def new_client(client_id: str, s: SyncSection, *, clean_start: bool = False) -> 
     client.max_inflight_messages_set(MAX_INFLIGHT)
     client.max_queued_messages_set(0)
     return client
+
+
+def no_delay(client: paho.Client) -> None:
+    """TCP_NODELAY on the client's socket: acks and small batches are request/response traffic,
+    and Nagle plus delayed ACK would add ~40 ms to every exchange (measured: drain 570/s -> see bench)."""
+    sock = client.socket()
+    raw = getattr(sock, "_sock", sock)  # paho may wrap the socket
+    try:
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass
 
 
 def connect_properties(session_expiry_s: int) -> Properties:
@@ -137,6 +149,7 @@ class Connection(threading.Thread):
             self.counters.last_error = f"CONNACK {reason_code}"
             log.error("broker refused the connection: %s (check the certificate, its CN and the ACL)", reason_code)
             return
+        no_delay(client)
         self.connected = True
         self.counters.connects += 1
         self._backoff.reset()
