@@ -145,7 +145,12 @@ def bench_card(swipes: int, *, root: Path) -> dict:
 def main(args: argparse.Namespace) -> int:
     if args.name == "card":
         with tempfile.TemporaryDirectory(prefix="door-edge-bench-") as tmp:
-            result = bench_card(args.swipes, root=Path(tmp))
+            result = bench_card(args.swipes, root=Path(tmp), sync=args.sync)
+    elif args.name == "sync":
+        from edge.bench_sync import bench_sync
+
+        with tempfile.TemporaryDirectory(prefix="door-edge-bench-") as tmp:
+            result = bench_sync(Path(tmp))
     else:  # pragma: no cover - argparse restricts the names
         raise SystemExit(2)
     if args.json:
@@ -153,6 +158,6 @@ def main(args: argparse.Namespace) -> int:
     else:
         for k, v in result.items():
             print(f"{k:22} {v}")
-    return 0 if result.get("missed", 0) == 0 else 1
+    return 0 if result.get("missed", 0) == 0 and result.get("lost", 0) == 0 else 1
 
 

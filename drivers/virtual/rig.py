@@ -26,18 +26,7 @@ state_dir = "{root}/state"
 site_key_file = "{root}/site.key"
 log_level = "{log_level}"
 
-[[readers]]
-type = "pcsc"
-match = "Virtual PCD 00 00"
-door = "lobby"
-direction = "in"
-
-[[readers]]
-type = "pcsc"
-match = "Virtual PCD 00 01"
-door = "lobby"
-direction = "out"
-
+{readers}
 [[doors]]
 id = "lobby"
 name = "Lobby"
@@ -58,6 +47,20 @@ coil = 0
 contact = 0
 exit_button = 1
 fire_alarm = 2
+"""
+
+READERS = """\
+[[readers]]
+type = "pcsc"
+match = "Virtual PCD 00 00"
+door = "lobby"
+direction = "in"
+
+[[readers]]
+type = "pcsc"
+match = "Virtual PCD 00 01"
+door = "lobby"
+direction = "out"
 """
 
 # Residents of the demo and the tests: fictitious people, fictitious numbers.
@@ -89,6 +92,7 @@ class Rig:
     own_pcscd: bool = True
     gw: str = "gw-rig"
     when_stale: str = "serve"
+    readers: bool = True  # False: no card readers (benchmarks that need no pcscd)
     extra_toml: str = ""  # appended to the config, e.g. a [sync] section from drivers.virtual.site
     pcscd: Pcscd | None = None
     pty: PtyPair | None = None
@@ -109,7 +113,8 @@ class Rig:
         self.root.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(CONFIG_TEMPLATE.format(root=self.root, pulse_ms=self.pulse_ms, held_open_s=self.held_open_s,
                                                            fail_mode=self.fail_mode, log_level=self.log_level,
-                                                           gw=self.gw, when_stale=self.when_stale) + self.extra_toml)
+                                                           gw=self.gw, when_stale=self.when_stale,
+                                                           readers=READERS if self.readers else "") + self.extra_toml)
         if not (self.root / "site.key").exists():
             generate_key(self.root / "site.key")
         self.residents_path.write_text(RESIDENTS_CSV)

@@ -55,7 +55,7 @@ _WHITELIST_MIGRATIONS: list[str] = [
         version  INTEGER NOT NULL,
         total    INTEGER NOT NULL,
         sha256   TEXT NOT NULL,
-        rows     TEXT NOT NULL,            -- JSON list of wire rows
+        rows     TEXT NOT NULL,            -- the chunk as received: a signed envelope
         PRIMARY KEY (snapshot, idx)
     );
     """,

@@ -92,7 +92,14 @@ def checked_entry(row: Row) -> Entry:
 
 
 def row_hash(row: Row) -> int:
-    return int.from_bytes(hashlib.sha256(json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode()).digest(), "big")
+    """SHA-256 of a row's canonical bytes: fields joined by NUL, each present field marked by SOH
+    (so None and "" differ). Integrity only: the signature on what carries the hash is the security."""
+    canon = "\x00".join("" if f is None else "\x01" + f for f in row)
+    return int.from_bytes(hashlib.sha256(canon.encode()).digest(), "big")
+
+
+def hash_sum(rows: Iterable[Row]) -> int:
+    return sum(row_hash(r) for r in rows) % _MOD
 
 
 def state_hash(rows: Iterable[Row]) -> str:
@@ -100,7 +107,7 @@ def state_hash(rows: Iterable[Row]) -> str:
 
     Additive, so a delta updates it in O(changes) on both sides; both sides hash `to_row(entry)`.
     """
-    return format(sum(row_hash(r) for r in rows) % _MOD, "064x")
+    return format(hash_sum(rows), "064x")
 
 
 def read_csv(path: Path, tokenizer: Tokenizer) -> list[Entry]:
@@ -153,7 +160,7 @@ class Whitelist:
     def reload(self) -> None:
         rows = self._conn.execute("SELECT token, kind, person, doors, valid_from, valid_to, schedule FROM credentials").fetchall()
         index = {r[0]: from_row(r) for r in rows}
-        self._hash = sum(row_hash(tuple(r)) for r in rows) % _MOD
+        self._hash = hash_sum(tuple(r) for r in rows)
         self.version = int(get_meta(self._conn, "whitelist_version", "0") or 0)
         self._index = index
 
@@ -181,7 +188,7 @@ class Whitelist:
         return self._index.values()
 
     def replace(self, entries: Iterable[Entry], version: int | None = None,
-                conn: sqlite3.Connection | None = None) -> int:
+                conn: sqlite3.Connection | None = None, *, known_hash: int | None = None) -> int:
         """Store a complete new list in one transaction, then swap the in-memory index.
 
         `conn`: the caller's own connection (the sync thread has one, so a long write never sits
@@ -195,7 +202,7 @@ class Whitelist:
             c.execute("DELETE FROM credentials")
             c.executemany("INSERT INTO credentials VALUES (?,?,?,?,?,?,?)", rows)
             set_meta(c, "whitelist_version", str(version))
-        self._hash = sum(row_hash(r) for r in rows) % _MOD
+        self._hash = hash_sum(rows) if known_hash is None else known_hash
         self._index = new
         self.version = version
         return version
@@ -238,11 +245,11 @@ class HashMismatch(ValueError):
 
 
 # -- snapshot staging ------------------------------------------------------------------------------
-def stage_chunk(conn: sqlite3.Connection, snapshot: str, index: int, version: int, total: int, sha256: str, rows_json: str) -> int:
+def stage_chunk(conn: sqlite3.Connection, snapshot: str, index: int, version: int, total: int, sha256: str, blob: str) -> int:
     """Keep one chunk on disk (idempotent; other snapshots are dropped); return how many are staged."""
     with Transaction(conn) as c:
         c.execute("DELETE FROM wl_stage WHERE snapshot != ?", (snapshot,))
-        c.execute("INSERT OR REPLACE INTO wl_stage VALUES (?,?,?,?,?,?)", (snapshot, index, version, total, sha256, rows_json))
+        c.execute("INSERT OR REPLACE INTO wl_stage VALUES (?,?,?,?,?,?)", (snapshot, index, version, total, sha256, blob))
         return c.execute("SELECT count(*) FROM wl_stage WHERE snapshot=?", (snapshot,)).fetchone()[0]
 
 
@@ -256,9 +263,10 @@ def staged(conn: sqlite3.Connection) -> tuple[str, int, int, int] | None:
     return row[0], row[1], row[2], nxt
 
 
-def staged_rows(conn: sqlite3.Connection, snapshot: str) -> Iterable[list]:
-    for (rows_json,) in conn.execute("SELECT rows FROM wl_stage WHERE snapshot=? ORDER BY idx", (snapshot,)):
-        yield from json.loads(rows_json)
+def staged_chunk(conn: sqlite3.Connection, snapshot: str, index: int) -> str:
+    """The chunk as it was received (a signed envelope)."""
+    row = conn.execute("SELECT rows FROM wl_stage WHERE snapshot=? AND idx=?", (snapshot, index)).fetchone()
+    return row[0] if row else ""
 
 
 def clear_stage(conn: sqlite3.Connection) -> None:

@@ -34,7 +34,7 @@ from edge import config as config_mod
 from edge.config import SyncSection, _Model, credential_path
 from edge.privacy import Tokenizer, load_key
 from edge.store.db import Transaction, get_meta, open_db, set_meta
-from edge.store.whitelist import Entry, read_csv, row_hash, to_row
+from edge.store.whitelist import Entry, Row, read_csv, row_hash, to_row
 from edge.sync import protocol
 from edge.sync.mqtt import connect_properties, new_client, no_delay
 from edge.sync.protocol import (CmdReq, CmdResp, EventBatch, EvtAck, Rejected, Signer, Status, WlAck, WlChunk,
@@ -89,6 +89,10 @@ class Published:
     mode: str  # delta | snapshot | unchanged
 
 
+def _json(row: Row) -> str:
+    return json.dumps(row, separators=(",", ":"), ensure_ascii=False)
+
+
 class Central:
     def __init__(self, cfg: CentralConfig, *, client_id: str = "central"):
         self.cfg = cfg
@@ -113,7 +117,7 @@ class Central:
         self._serve = serve
         b = self.cfg.broker
         # serving: a session the broker keeps through our restarts, so events sent meanwhile wait for us
-        self.client.reconnect_delay_set(1, 5)
+        self.client.reconnect_delay_set(0.5, 2)  # type: ignore[arg-type]  # one central: no herd to spread
         self.client.connect(b.host, b.port, keepalive=b.keepalive_s,
                             clean_start=paho.MQTT_CLEAN_START_FIRST_ONLY if serve else True,
                             properties=connect_properties(3600 if serve else 0))
@@ -169,27 +173,39 @@ class Central:
         return self.publish_entries(read_csv(path, self.tokenizer))
 
     def publish_entries(self, entries: Iterable[Entry]) -> Published:
-        """Make `entries` the new list: a new version, a changelog record, delta + head to every gateway."""
-        new = {e.token: json.dumps(to_row(e), separators=(",", ":"), ensure_ascii=False) for e in entries}
+        """Make `entries` the whole new list (what `publish --residents` does): diff, then `apply_changes`."""
+        new = {e.token: to_row(e) for e in entries}
+        with self._lock:
+            old = dict(self.db.execute("SELECT token, row FROM entries"))
+            return self._commit([(t, r) for t, r in new.items() if old.get(t) != _json(r)], [t for t in old if t not in new], old)
+
+    def apply_changes(self, upserts: Iterable[Entry] = (), deletes: Iterable[str] = ()) -> Published:
+        """Change some entries (a backend's "resident added / moved out"): a new version, pushed at once."""
+        return self._commit([(e.token, to_row(e)) for e in upserts], list(deletes))
+
+    def _commit(self, changed: list[tuple[str, Row]], deletes: list[str], old: dict[str, str] | None = None) -> Published:
+        """One new version from row changes; `old`: the current rows when the caller has read them all."""
         with self._lock, Transaction(self.db) as db:
-            old = dict(db.execute("SELECT token, row FROM entries"))
-            upserts = [(t, r) for t, r in new.items() if old.get(t) != r]
-            deletes = [t for t in old if t not in new]
             base = self.version
+            if old is None:
+                old = {t: r for t in [t for t, _ in changed] + deletes
+                       for (r,) in db.execute("SELECT row FROM entries WHERE token=?", (t,))}
+            upserts = [(t, row, j) for t, row in changed if old.get(t) != (j := _json(row))]
+            deletes = [t for t in deletes if t in old]
             if not upserts and not deletes:
                 result = Published(base, 0, 0, "unchanged")
             else:
                 version = base + 1
                 h = int(get_meta(db, "hash", "0") or 0)
-                for t, r in upserts:
+                for t, row, _ in upserts:
                     if t in old:
                         h -= row_hash(tuple(json.loads(old[t])))
-                    h += row_hash(tuple(json.loads(r)))
+                    h += row_hash(row)
                 for t in deletes:
                     h -= row_hash(tuple(json.loads(old[t])))
                 db.executemany("DELETE FROM entries WHERE token=?", [(t,) for t in deletes])
-                db.executemany("INSERT OR REPLACE INTO entries VALUES (?,?)", upserts)
-                db.executemany("INSERT INTO changes VALUES (?,?,?)", [(version, t, r) for t, r in upserts] + [(version, t, None) for t in deletes])
+                db.executemany("INSERT OR REPLACE INTO entries VALUES (?,?)", [(t, j) for t, _, j in upserts])
+                db.executemany("INSERT INTO changes VALUES (?,?,?)", [(version, t, j) for t, _, j in upserts] + [(version, t, None) for t in deletes])
                 keep_from = version - self.cfg.central.changelog_versions
                 db.execute("DELETE FROM changes WHERE version <= ?", (keep_from,))
                 set_meta(db, "changelog_from", str(max(int(get_meta(db, "changelog_from", "0") or 0), keep_from)))
@@ -197,10 +213,11 @@ class Central:
                 set_meta(db, "hash", str(h % _MOD))
                 small = len(upserts) + len(deletes) <= self.cfg.central.delta_max_ops
                 result = Published(version, len(upserts), len(deletes), "delta" if small else "snapshot")
-        for gw in self.cfg.central.gateways:
-            if result.mode == "delta":
-                self._publish(gw, "wl/delta", self._delta(gw, base))
-            self._publish(gw, "wl/head", self.head(gw), retain=True)
+        if result.mode != "unchanged":
+            for gw in self.cfg.central.gateways:
+                if result.mode == "delta":
+                    self._publish(gw, "wl/delta", self._delta(gw, base))
+                self._publish(gw, "wl/head", self.head(gw), retain=True)
         log.info("central: list v%d (%s: %d upserted, %d deleted)", result.version, result.mode, result.upserts, result.deletes)
         return result
 

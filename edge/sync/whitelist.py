@@ -16,7 +16,6 @@ Rules (DESIGN.md section 5):
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -49,6 +48,7 @@ class WhitelistSync:
         self.applied: Counter[str] = Counter()
         self.head: WlHead | None = None
         self._pending: tuple[str, float] | None = None
+        self._parsed: tuple[str, dict[int, list]] = ("", {})  # chunks of the snapshot being staged, parsed once
         heard = get_meta(conn, "central_heard_ts")
         if heard is None:  # first start with sync: the staleness clock starts now
             heard = str(clock())
@@ -71,7 +71,7 @@ class WhitelistSync:
             elif name in ("wl/delta", "wl/resp") and kind == "delta":
                 self._on_delta(protocol.load(WlDelta, body))
             elif name == "wl/resp" and kind == "snapshot":
-                self._on_chunk(protocol.load(WlChunk, body))
+                self._on_chunk(protocol.load(WlChunk, body), payload)
             else:
                 raise Rejected("malformed", f"{str(kind)[:16]!r} on {name}")
         except Rejected as r:
@@ -123,7 +123,7 @@ class WhitelistSync:
         log.info("whitelist v%d applied (delta: %d upserted, %d deleted)", d.to, len(upserts), len(d.deletes))
         self._done()
 
-    def _on_chunk(self, c: WlChunk) -> None:
+    def _on_chunk(self, c: WlChunk, envelope: bytes) -> None:
         if c.version <= self.list.version:
             raise Rejected("stale", f"snapshot v{c.version}, local v{self.list.version}")
         st = store.staged(self._conn)
@@ -133,25 +133,35 @@ class WhitelistSync:
             raise Rejected("malformed", f"chunk {c.index} of {c.total}")
         self._heard(c.ts)
         try:
-            for r in c.rows:
-                checked_entry(r)
+            parsed = [checked_entry(r) for r in c.rows]
         except ValueError as exc:
             raise Rejected("malformed", str(exc)) from None
         if self._pending is not None:
             self._pending = (self._pending[0], self._mono())  # progress: not timed out
-        have = store.stage_chunk(self._conn, c.snapshot, c.index, c.version, c.total, c.sha256, json.dumps(c.rows))
+        # staged as received: still signed on disk, re-verified if a restart has to read it back
+        have = store.stage_chunk(self._conn, c.snapshot, c.index, c.version, c.total, c.sha256, envelope.decode())
+        if self._parsed[0] != c.snapshot:
+            self._parsed = (c.snapshot, {})
+        self._parsed[1][c.index] = parsed
         if have < c.total:
             return
-        entries = [store.from_row(r) for r in store.staged_rows(self._conn, c.snapshot)]
-        got = store.state_hash(store.to_row(e) for e in entries)
-        if got != c.sha256 or len(entries) != c.count:
+        entries = [e for i in range(c.total)
+                   for e in (self._parsed[1].get(i) or self._read_staged(c.snapshot, i))]
+        self._parsed = ("", {})
+        h = store.hash_sum(store.to_row(e) for e in entries)
+        if format(h, "064x") != c.sha256 or len(entries) != c.count:
             store.clear_stage(self._conn)
             raise Rejected("hash_mismatch", f"snapshot v{c.version}: {len(entries)} entries do not hash to central's list")
-        self.list.replace(entries, c.version, conn=self._conn)
+        self.list.replace(entries, c.version, conn=self._conn, known_hash=h)
         store.clear_stage(self._conn)
         self.applied["snapshot"] += 1
         log.info("whitelist v%d swapped in (snapshot of %d entries in %d chunk(s))", c.version, len(entries), c.total)
         self._done()
+
+    def _read_staged(self, snapshot: str, index: int) -> list:
+        blob = store.staged_chunk(self._conn, snapshot, index)
+        chunk = protocol.load(WlChunk, self.keyring.open(blob.encode(), self.gw))
+        return [checked_entry(r) for r in chunk.rows]
 
     def _done(self) -> None:
         if self.head is None or self.list.version >= self.head.version:
