@@ -1,7 +1,9 @@
 """`door-edge bench sync`: the sync protocol's figures through a real mosquitto on loopback.
 
-The daemon's App runs in this process (no card readers; the Modbus door board on a pty), the
-central reference in this process too, each with its own MQTT connection through the broker.
+The daemon's App runs in this process (no card readers; the Modbus door board on a pty); the
+central reference runs as `door-edge central serve` in its own process, as on a real server (it
+answers list requests, ingests and acknowledges events), and this process publishes list changes
+through a second central connection.
 
 - `snapshot_s`: central publishes a 100,000-entry list (too big for a delta, so the gateway asks
   and gets signed chunks) -> the new list decides a swipe on the gateway.
@@ -47,9 +49,10 @@ def bench_sync(root: Path, *, entries: int = 100_000, deltas: int = 100, outage_
 
     rig = Rig(root / "rig", readers=False, log_level="warning", gw="gw-bench")
     site = Site(root / "site", rig.root / "site.key", gateways=[rig.gw]).start()
-    rig.extra_toml = site.gateway_sync_toml(rig.gw, extra="ack_timeout_s = 5\n")
+    rig.extra_toml = site.gateway_sync_toml(rig.gw)
     rig.start()
-    central = site.central(chunk=5000, delta_max=5000)
+    server = site.central_process(chunk=5000, delta_max=5000)  # answers requests, ingests and acks events
+    central = site.central(serve=False, client_id="central-publisher", chunk=5000, delta_max=5000)
     app = App(rig.config_path)
     loop = asyncio.new_event_loop()
     runner = threading.Thread(target=loop.run_until_complete, args=(app.run(),), name="app", daemon=True)
@@ -93,8 +96,8 @@ def bench_sync(root: Path, *, entries: int = 100_000, deltas: int = 100, outage_
         wait_until(lambda: parts.flusher.durable_seq >= last_seq, 10, "the journal on disk")
         t_restart = time.perf_counter()
         site.broker.start()  # type: ignore[union-attr]
-        wait_until(lambda: parts.sync.mqtt.connected and central.client.is_connected(), 30,  # type: ignore[union-attr]
-                   "the gateway and central to reconnect", step=0.001)
+        wait_until(lambda: parts.sync.mqtt.connected and central.gateway(rig.gw).get("state") == "online"  # type: ignore[union-attr]
+                   and central.client.is_connected(), 30, "the gateway and central to reconnect", step=0.001)
         t_connected = time.perf_counter()
         wait_until(lambda: parts.sync.drain.acked_seq >= last_seq, 60, "central to acknowledge every event", step=0.001)  # type: ignore[union-attr]
         t_done = time.perf_counter()
@@ -112,5 +115,7 @@ def bench_sync(root: Path, *, entries: int = 100_000, deltas: int = 100, outage_
         loop.call_soon_threadsafe(app.stop)
         runner.join(15)
         central.close()
+        server.terminate()
+        server.wait(10)
         rig.stop()
         site.stop()

@@ -5,6 +5,8 @@ benchmarks, so all three run the protocol the same way.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,10 +72,22 @@ class Site:
                                                 broker=self._broker_toml("central", self.tls if tls is None else tls)))
         return path
 
-    def central(self, *, serve: bool = True, **kw):
+    def central(self, *, serve: bool = True, client_id: str = "central", **kw):
         from edge.sync.central import Central, load_config
 
-        return Central(load_config(self.central_config(**kw))).connect(serve=serve)
+        return Central(load_config(self.central_config(**kw)), client_id=client_id).connect(serve=serve)
+
+    def central_process(self, **kw) -> subprocess.Popen[str]:
+        """`door-edge central serve` in its own process (as on a real server); ready when it says so."""
+        path = self.central_config(**kw)
+        proc = subprocess.Popen([sys.executable, "-m", "edge", "central", "serve", "--config", str(path)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=open(self.root / "central.log", "ab"), text=True)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if "serving" not in line:
+            proc.kill()
+            raise RuntimeError(f"central serve did not start: {line!r}; see {self.root / 'central.log'}")
+        return proc
 
     def stop(self) -> None:
         if self.broker is not None:

@@ -136,6 +136,8 @@ class Central:
         no_delay(client)
         if self._serve:
             client.subscribe([(f"{protocol.PREFIX}/+/{n}", protocol.QOS[n]) for n in protocol.UP])
+            if not flags.session_present:
+                self._nudge()
         self.connected.set()
 
     def close(self) -> None:
@@ -177,20 +179,21 @@ class Central:
         new = {e.token: to_row(e) for e in entries}
         with self._lock:
             old = dict(self.db.execute("SELECT token, row FROM entries"))
-            return self._commit([(t, r) for t, r in new.items() if old.get(t) != _json(r)], [t for t in old if t not in new], old)
+            changed = [(t, r, j) for t, r in new.items() if old.get(t) != (j := _json(r))]
+            return self._commit(changed, [t for t in old if t not in new], old)
 
     def apply_changes(self, upserts: Iterable[Entry] = (), deletes: Iterable[str] = ()) -> Published:
         """Change some entries (a backend's "resident added / moved out"): a new version, pushed at once."""
-        return self._commit([(e.token, to_row(e)) for e in upserts], list(deletes))
+        return self._commit([(e.token, r, _json(r)) for e in upserts for r in [to_row(e)]], list(deletes))
 
-    def _commit(self, changed: list[tuple[str, Row]], deletes: list[str], old: dict[str, str] | None = None) -> Published:
+    def _commit(self, changed: list[tuple[str, Row, str]], deletes: list[str], old: dict[str, str] | None = None) -> Published:
         """One new version from row changes; `old`: the current rows when the caller has read them all."""
         with self._lock, Transaction(self.db) as db:
             base = self.version
             if old is None:
-                old = {t: r for t in [t for t, _ in changed] + deletes
+                old = {t: r for t in [c[0] for c in changed] + deletes
                        for (r,) in db.execute("SELECT row FROM entries WHERE token=?", (t,))}
-            upserts = [(t, row, j) for t, row in changed if old.get(t) != (j := _json(row))]
+            upserts = [c for c in changed if old.get(c[0]) != c[2]]
             deletes = [t for t in deletes if t in old]
             if not upserts and not deletes:
                 result = Published(base, 0, 0, "unchanged")
@@ -205,13 +208,16 @@ class Central:
                     h -= row_hash(tuple(json.loads(old[t])))
                 db.executemany("DELETE FROM entries WHERE token=?", [(t,) for t in deletes])
                 db.executemany("INSERT OR REPLACE INTO entries VALUES (?,?)", [(t, j) for t, _, j in upserts])
-                db.executemany("INSERT INTO changes VALUES (?,?,?)", [(version, t, j) for t, _, j in upserts] + [(version, t, None) for t in deletes])
+                small = len(upserts) + len(deletes) <= self.cfg.central.delta_max_ops
                 keep_from = version - self.cfg.central.changelog_versions
+                if small:
+                    db.executemany("INSERT INTO changes VALUES (?,?,?)", [(version, t, j) for t, _, j in upserts] + [(version, t, None) for t in deletes])
+                else:
+                    keep_from = version  # too big for a delta: every gateway behind it gets a snapshot
                 db.execute("DELETE FROM changes WHERE version <= ?", (keep_from,))
                 set_meta(db, "changelog_from", str(max(int(get_meta(db, "changelog_from", "0") or 0), keep_from)))
                 set_meta(db, "version", str(version))
                 set_meta(db, "hash", str(h % _MOD))
-                small = len(upserts) + len(deletes) <= self.cfg.central.delta_max_ops
                 result = Published(version, len(upserts), len(deletes), "delta" if small else "snapshot")
         if result.mode != "unchanged":
             for gw in self.cfg.central.gateways:
@@ -233,19 +239,27 @@ class Central:
 
     def send_snapshot(self, gw: str, start: int = 0, resume: str | None = None) -> int:
         """The whole list in signed chunks; returns how many chunks were sent."""
-        with self._lock:
-            version, sha, rows = self.version, self._sha(), [json.loads(r) for (r,) in self.db.execute("SELECT row FROM entries ORDER BY token")]
         n = self.cfg.central.chunk_entries
-        total = max(1, -(-len(rows) // n))
-        snapshot = f"v{version}-{sha[:12]}"
-        first = start if resume == snapshot else 0
-        now = time.time()
-        for i in range(first, total):
-            body = WlChunk(gw=gw, version=version, snapshot=snapshot, index=i, total=total, sha256=sha, count=len(rows),
-                           rows=[tuple(r) for r in rows[i * n:(i + 1) * n]], ts=now)
-            self._publish(gw, "wl/resp", self.signer.seal(body))
+        sent = 0
+        with self._lock:
+            self.db.execute("BEGIN")  # one read snapshot of the list, however long the chunks take
+            try:
+                version, sha, count = self.version, self._sha(), self.count()
+                total = max(1, -(-count // n))
+                snapshot = f"v{version}-{sha[:12]}"
+                first = start if resume == snapshot else 0
+                cur = self.db.execute("SELECT row FROM entries ORDER BY token LIMIT -1 OFFSET ?", (first * n,))
+                now = time.time()
+                for i in range(first, total):  # streamed: the gateway works on chunk i while we build i+1
+                    rows = [tuple(json.loads(r)) for (r,) in cur.fetchmany(n)]
+                    body = WlChunk.model_construct(gw=gw, version=version, snapshot=snapshot, index=i, total=total, sha256=sha,
+                                                   count=count, rows=rows, ts=now)  # our own rows: no re-validation
+                    self._publish(gw, "wl/resp", self.signer.seal(body))
+                    sent += 1
+            finally:
+                self.db.execute("COMMIT")
         self.counters["snapshots"] += 1
-        return total - first
+        return sent
 
     def answer(self, gw: str, req: WlReq) -> str:
         current = self.version
@@ -268,7 +282,10 @@ class Central:
             if name == "evt/access":
                 self._ingest(gw, protocol.load(EventBatch, msg.payload))
             elif name == "wl/req":
-                self.counters[f"wl_req.{self.answer(gw, protocol.load(WlReq, msg.payload))}"] += 1
+                t0 = time.perf_counter()
+                how = self.answer(gw, protocol.load(WlReq, msg.payload))
+                self.counters[f"wl_req.{how}"] += 1
+                log.info("central: %s asked for a list; sent a %s in %.0f ms", gw, how, (time.perf_counter() - t0) * 1000)
             elif name == "wl/ack":
                 self._wl_ack(gw, protocol.load(WlAck, msg.payload))
             elif name == "status" and msg.payload:
@@ -287,6 +304,14 @@ class Central:
         except Exception:  # noqa: BLE001 - one bad message must not stop ingest
             self.counters["errors"] += 1
             log.exception("central: %s could not be handled", msg.topic)
+
+    def _nudge(self) -> None:
+        """A fresh session: batches sent to the old one are lost. Ask every gateway to resend now
+        (the ack names what is already on disk, so nothing is deleted that is not)."""
+        with self._lock:
+            last = dict(self.db.execute("SELECT gw, max(seq) FROM events GROUP BY gw"))
+        for gw in set(self.cfg.central.gateways) | set(last):
+            self._publish(gw, "evt/ack", EvtAck(upto=last.get(gw) or 0, resend=True).dumps())
 
     def _ingest(self, gw: str, batch: EventBatch) -> None:
         now = time.time()

@@ -23,6 +23,8 @@ from edge.sync.protocol import EventBatch, EvtAck, Rejected
 
 log = logging.getLogger(__name__)
 
+FIRST_RESEND_S = 2.0
+
 
 @dataclass
 class InFlight:
@@ -45,14 +47,23 @@ class EventDrain:
         self.sent_upto = 0  # highest seq ever sent: central cannot acknowledge beyond it
         self.sent = self.batches = self.resends = self.acks = self.dropped = 0
         self.bad_acks = 0
+        self._unanswered = 0
+
+    def _resend_after(self) -> float:
+        """2 s, then doubling up to `ack_timeout_s`: a batch lost with a broker restart (mosquitto
+        does not keep the session of a subscriber connected when it stops) is resent within
+        seconds, while a central that is merely slow is not flooded."""
+        return min(self.ack_timeout_s, FIRST_RESEND_S * 2 ** self._unanswered)
 
     def step(self, now: float) -> None:
         """Send the next batch if none is in flight; resend one that timed out."""
         if self.inflight is not None:
-            if now - self.inflight.sent_at < self.ack_timeout_s:
+            waited = now - self.inflight.sent_at
+            if waited < self._resend_after():
                 return
             self.resends += 1
-            log.warning("events %d..%d not acknowledged in %.0fs; sending again", self.inflight.first, self.inflight.last, self.ack_timeout_s)
+            self._unanswered += 1
+            log.warning("events %d..%d not acknowledged in %.1fs; sending again", self.inflight.first, self.inflight.last, waited)
             self.inflight = None
         batch = self.outbox.next_batch(0, self.batch_max, upto=self._durable())
         if not batch:
@@ -67,6 +78,13 @@ class EventDrain:
 
     def on_ack(self, payload: bytes, now: float) -> None:
         ack = protocol.load(EvtAck, payload)
+        if ack.resend:
+            # central lost its session (a broker restart): what was in flight may never arrive
+            if self.inflight is not None:
+                self.inflight = None
+                self.step(now)
+            if ack.upto > self.sent_upto:
+                return  # we restarted since: the seq it names is not ours to judge
         if ack.upto > self.sent_upto:
             self.bad_acks += 1
             raise Rejected("ack_beyond_sent", f"ack up to {ack.upto}, sent up to {self.sent_upto}")
@@ -75,6 +93,7 @@ class EventDrain:
         self.outbox.ack(ack.upto)
         self.acked_seq = ack.upto
         self.acks += 1
+        self._unanswered = 0
         if self.inflight is not None and ack.upto >= self.inflight.last:
             self.inflight = None
             self.step(now)

@@ -111,6 +111,7 @@ class EventBatch(_Msg):
 
 class EvtAck(_Msg):
     upto: int = Field(ge=0)
+    resend: bool = False  # central has just (re)subscribed: send again whatever is unacknowledged
 
 
 class WlHead(_Msg):

@@ -48,7 +48,7 @@ class WhitelistSync:
         self.applied: Counter[str] = Counter()
         self.head: WlHead | None = None
         self._pending: tuple[str, float] | None = None
-        self._parsed: tuple[str, dict[int, list]] = ("", {})  # chunks of the snapshot being staged, parsed once
+        self._parsed: tuple[str, dict[int, tuple[list, int]]] = ("", {})  # this snapshot's chunks: entries, hash
         heard = get_meta(conn, "central_heard_ts")
         if heard is None:  # first start with sync: the staleness clock starts now
             heard = str(clock())
@@ -142,13 +142,14 @@ class WhitelistSync:
         have = store.stage_chunk(self._conn, c.snapshot, c.index, c.version, c.total, c.sha256, envelope.decode())
         if self._parsed[0] != c.snapshot:
             self._parsed = (c.snapshot, {})
-        self._parsed[1][c.index] = parsed
+        # hashed as it arrives, so the last chunk does not pay for the whole list
+        self._parsed[1][c.index] = (parsed, store.hash_sum(store.to_row(e) for e in parsed))
         if have < c.total:
             return
-        entries = [e for i in range(c.total)
-                   for e in (self._parsed[1].get(i) or self._read_staged(c.snapshot, i))]
+        done = [self._parsed[1].get(i) or self._read_staged(c.snapshot, i) for i in range(c.total)]
         self._parsed = ("", {})
-        h = store.hash_sum(store.to_row(e) for e in entries)
+        entries = [e for chunk, _ in done for e in chunk]
+        h = sum(ch for _, ch in done) % (1 << 256)
         if format(h, "064x") != c.sha256 or len(entries) != c.count:
             store.clear_stage(self._conn)
             raise Rejected("hash_mismatch", f"snapshot v{c.version}: {len(entries)} entries do not hash to central's list")
@@ -158,10 +159,11 @@ class WhitelistSync:
         log.info("whitelist v%d swapped in (snapshot of %d entries in %d chunk(s))", c.version, len(entries), c.total)
         self._done()
 
-    def _read_staged(self, snapshot: str, index: int) -> list:
+    def _read_staged(self, snapshot: str, index: int) -> tuple[list, int]:
         blob = store.staged_chunk(self._conn, snapshot, index)
         chunk = protocol.load(WlChunk, self.keyring.open(blob.encode(), self.gw))
-        return [checked_entry(r) for r in chunk.rows]
+        entries = [checked_entry(r) for r in chunk.rows]
+        return entries, store.hash_sum(store.to_row(e) for e in entries)
 
     def _done(self) -> None:
         if self.head is None or self.list.version >= self.head.version:
