@@ -252,6 +252,17 @@ def cmd_central_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_central_events(args: argparse.Namespace) -> int:
+    from edge.store.outbox import Event
+
+    central = _central(args, serve=False, connect=False)
+    events = central.events(args.gateway)[-args.n:]
+    central.db.close()
+    for e in events:
+        print(json.dumps(e) if args.json else _fmt_event(Event(**e)))
+    return 0
+
+
 def cmd_central_cmd(args: argparse.Namespace) -> int:
     central = _central(args, serve=True)
     kv = dict(a.split("=", 1) for a in args.arg)
@@ -335,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     cs = central_cfg(ce.add_parser("status", help="each gateway's state, applied list version and events"))
     cs.add_argument("--json", action="store_true")
     cs.set_defaults(func=cmd_central_status)
+    cv = central_cfg(ce.add_parser("events", help="the last events central received from a gateway"))
+    cv.add_argument("--gateway", "-g", required=True)
+    cv.add_argument("-n", type=int, default=20)
+    cv.add_argument("--json", action="store_true")
+    cv.set_defaults(func=cmd_central_events)
     cc = central_cfg(ce.add_parser("cmd", help="remote diagnostics on a gateway"))
     cc.add_argument("--gateway", "-g", required=True)
     cc.add_argument("--op", required=True, help="ping, diag, journal_stats, whitelist_status, whitelist_resync, relay_pulse")

@@ -67,12 +67,58 @@ class _BoardProcess:
                 self.proc.kill()
 
 
-def bench_card(swipes: int, *, root: Path) -> dict:
+class _SyncLoad:
+    """`--sync`: a broker, `central serve` in its own process, and a thread pushing a one-entry
+    delta every 0.5 s while the swipes go on (every event is drained to central live)."""
+
+    def __init__(self, rig: Rig, root: Path):
+        from drivers.virtual.site import Site
+
+        self.site = Site(root / "site", rig.root / "site.key", gateways=[rig.gw]).start()
+        rig.extra_toml = self.site.gateway_sync_toml(rig.gw)
+        self.rig = rig
+        self.server = None
+        self.central = None
+        self.deltas = 0
+        self._halt = threading.Event()
+
+    def start(self) -> None:
+        self.server = self.site.central_process()
+        self.central = self.site.central(serve=False, client_id="central-publisher")
+        self.central.publish_csv(self.rig.residents_path)
+        threading.Thread(target=self._push, name="bench-deltas", daemon=True).start()
+
+    def _push(self) -> None:
+        from edge.store.whitelist import Entry
+
+        assert self.central is not None
+        while not self._halt.wait(0.5):
+            token = self.central.tokenizer.token("ic", f"{self.deltas:08X}")
+            self.central.apply_changes([Entry(token, "ic", f"V-{self.deltas}", None, None, None)])
+            self.deltas += 1
+
+    def stop(self) -> int:
+        self._halt.set()
+        if self.central is not None:
+            self.central.close()
+        if self.server is not None:
+            self.server.terminate()
+            self.server.wait(10)
+        self.site.stop()
+        return self.deltas
+
+
+def bench_card(swipes: int, *, root: Path, sync: bool = False) -> dict:
     from edge.app import App
 
-    rig = Rig(root, pulse_ms=200, held_open_s=30, log_level="warning").start(board=False)
+    rig = Rig(root / "rig", pulse_ms=200, held_open_s=30, log_level="warning")
+    load = _SyncLoad(rig, root) if sync else None
+    rig.start(board=False)
     board = _BoardProcess(rig.root / "ttyBOARD")
-    rig.import_residents()
+    if load is not None:
+        load.start()
+    else:
+        rig.import_residents()
     app = App(rig.config_path)
     events: list = []
     got = threading.Condition()
@@ -89,6 +135,8 @@ def bench_card(swipes: int, *, root: Path) -> dict:
     runner.start()
     wait_until(lambda: app.parts is not None and app.parts.watcher is not None and len(app.parts.watcher.readers) == 2
                and all(link.up for link in app.parts.links.values()), 15, "the daemon to see both readers and the board")
+    if load is not None:
+        wait_until(lambda: app.parts.whitelist.version >= 1, 15, "the list from central")  # type: ignore[union-attr]
     watcher = app.parts.watcher  # type: ignore[union-attr]
     assert watcher is not None
     names = sorted(watcher.readers)
@@ -132,9 +180,15 @@ def bench_card(swipes: int, *, root: Path) -> dict:
             if c is not None:
                 c.remove()
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        drained = None
+        if load is not None:
+            wait_until(lambda: app.parts.outbox.depth() == 0, 15, "the events drained to central")  # type: ignore[union-attr]
+            drained = load.central.event_count(rig.gw)  # type: ignore[union-attr]
         loop.call_soon_threadsafe(app.stop)
         runner.join(10)
         board.stop()
+        if load is not None:  # on stderr: the JSON line keeps the fields issue 2 defined
+            print(f"with sync: {load.stop()} deltas applied meanwhile, {drained} events drained to central", file=sys.stderr)
         rig.clean()
     return {"bench": "card", "swipes": swipes, "granted": granted, "denied": denied, "missed": missed,
             "software_ms": {"p50": _pct(software, 50), "p99": _pct(software, 99)},

@@ -1,9 +1,12 @@
 """`door-edge demo`: the whole card door on virtual devices, with a scripted scene.
 
-It starts pcscd with the vpcd virtual readers, a Modbus door board on a pty, and the daemon as a
-real `door-edge run` process; then plays residents swiping, a stranger, an expired tenant, the
-exit button, a door held open and the fire alarm, printing the daemon's decision log as it comes
-and the relay timeline at the end. Everything it started, it stops.
+It starts pcscd with the vpcd virtual readers, a Modbus door board on a pty, a mosquitto broker
+with mutual TLS and the per-gateway ACL, the central reference (`door-edge central serve`) and the
+daemon as a real `door-edge run` process. Central publishes the residents list; then the scene
+plays residents swiping, a stranger, an expired tenant, the exit button, a door held open and the
+fire alarm; then central pushes a changed list live and the next swipe follows it. It prints the
+daemon's log as it comes, the relay timeline, the journal and central's view of the gateway.
+Everything it started, it stops.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import threading
 import time
 from pathlib import Path
 
-from drivers.virtual.rig import Rig, wait_until
+from drivers.virtual.rig import RESIDENTS_CSV, Rig, wait_until
+from drivers.virtual.site import Site
 from drivers.virtual.vcard import VPCD_PORTS, CardProfile, VirtualCard
 
 DEMO_ROOT = Path("/tmp/door-edge-demo")
@@ -115,6 +119,28 @@ class Scene:
         self.expect("fire_cleared")
         self.coil_is(False)
 
+    def play_sync(self, run: list[str], central_cfg: Path) -> None:
+        self.say("Zhang Min moves out: the manager removes her from the list on central, which pushes a signed delta")
+        residents = self.rig.root / "residents-v2.csv"
+        residents.write_text("\n".join(line for line in RESIDENTS_CSV.splitlines() if "Zhang Min" not in line) + "\n")
+        subprocess.run(run + ["central", "publish", "--config", str(central_cfg), "--residents", str(residents)], check=True)
+        residents.unlink()
+        wait_until(lambda: self.list_version() >= 2, 10, "the gateway to apply list v2")
+        self.say("her card, a moment later, without restarting anything")
+        self.swipe(CardProfile.mifare("04A1B2C3"), 0, "unknown_credential")
+        self.say("a technician asks the gateway for its journal figures through central")
+        subprocess.run(run + ["central", "cmd", "--config", str(central_cfg), "--gateway", "gw-demo", "--op", "journal_stats"], check=True)
+
+    def list_version(self) -> int:
+        from edge.store.db import open_whitelist_db
+        from edge.store.whitelist import Whitelist
+
+        conn = open_whitelist_db(self.rig.root / "state")
+        try:
+            return Whitelist(conn).stored_version()
+        finally:
+            conn.close()
+
 
 def _pump(stream, prefix: str) -> None:
     for line in stream:
@@ -122,24 +148,31 @@ def _pump(stream, prefix: str) -> None:
 
 
 def main(args: argparse.Namespace | None = None) -> int:
-    for tool in ("pcscd", "socat"):
+    for tool in ("pcscd", "socat", "mosquitto"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             print(f"demo needs {tool}: run `make demo` (it installs the apt packages)", file=sys.stderr)
             return 1
     shutil.rmtree(DEMO_ROOT, ignore_errors=True)
     rig = Rig(DEMO_ROOT, pulse_ms=1500, held_open_s=3.0)
     daemon: subprocess.Popen[str] | None = None
+    server: subprocess.Popen[str] | None = None
+    site: Site | None = None
     rc = 1
     try:
-        print("== starting pcscd (virtual readers), a Modbus door board on a pty, and the daemon", flush=True)
+        print("== starting pcscd (virtual readers), a Modbus door board on a pty, mosquitto (mutual TLS, ACL), "
+              "central and the daemon", flush=True)
         rig.start()
+        site = Site(DEMO_ROOT / "site", rig.root / "site.key", gateways=["gw-demo"], tls=True).start()
         cfg = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
-        if cfg.exists():
-            rig.config_path.write_text(cfg.read_text())  # the shipped demo config, same paths
+        # the shipped demo config, plus the [sync] section for this run's broker port and certificate
+        rig.config_path.write_text(cfg.read_text() + site.gateway_sync_toml("gw-demo"))
+        central_cfg = site.central_config()
+        server = site.central_process()
+        threading.Thread(target=_pump, args=(server.stdout, "  central| "), daemon=True).start()
         run = [sys.executable, "-m", "edge"]
-        print(f"$ door-edge whitelist import --config {rig.config_path} {rig.residents_path}", flush=True)
-        subprocess.run(run + ["whitelist", "import", "--config", str(rig.config_path), str(rig.residents_path)], check=True)
-        rig.residents_path.unlink()  # an installer's CSV is not kept on the gateway
+        print(f"$ door-edge central publish --config {central_cfg} --residents {rig.residents_path}", flush=True)
+        subprocess.run(run + ["central", "publish", "--config", str(central_cfg), "--residents", str(rig.residents_path)], check=True)
+        rig.residents_path.unlink()  # the residents' numbers stay on central; the gateway gets tokens
         daemon = subprocess.Popen(run + ["run", "--config", str(rig.config_path)], stdin=subprocess.DEVNULL,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=rig.env())
         threading.Thread(target=_pump, args=(daemon.stderr, "   daemon| "), daemon=True).start()
@@ -147,14 +180,18 @@ def main(args: argparse.Namespace | None = None) -> int:
         assert board is not None
         wait_until(lambda: board.requests > 2, 15, "the daemon to poll the door board")
         scene = Scene(rig, daemon)
-        # a card put down before the reader thread is watching is read when it first looks
+        wait_until(lambda: scene.list_version() >= 1, 15, "the gateway to fetch its list from central")
         scene.play()
+        scene.play_sync(run, central_cfg)
         print("\n== relay timeline (lock coil 0, as the board saw it)")
         t_first = board.timeline[0].t_ns if board.timeline else 0
         for w in board.timeline:
             print(f"   +{(w.t_ns - t_first) / 1e9:7.3f}s  coil {w.coil} {'ON  (released)' if w.on else 'off (locked)'}")
-        print("\n== journal (door-edge events tail)", flush=True)
-        subprocess.run(run + ["events", "tail", "-n", "40", "--config", str(rig.config_path)], check=True)
+        wait_until(lambda: scene.outbox.depth() == 0, 10, "every event acknowledged by central (then deleted here)")
+        print("\n== the events, as central received and acknowledged them (door-edge central events)", flush=True)
+        subprocess.run(run + ["central", "events", "--config", str(central_cfg), "--gateway", "gw-demo", "-n", "40"], check=True)
+        print("\n== central's view of the gateway (door-edge central status)", flush=True)
+        subprocess.run(run + ["central", "status", "--config", str(central_cfg)], check=True)
         rc = 0
     except (TimeoutError, subprocess.CalledProcessError, RuntimeError) as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
@@ -165,6 +202,11 @@ def main(args: argparse.Namespace | None = None) -> int:
                 daemon.wait(20)
             except subprocess.TimeoutExpired:
                 daemon.kill()
+        if server is not None:
+            server.terminate()
+            server.wait(10)
+        if site is not None:
+            site.stop()
         rig.stop()
     print("\n== demo " + ("finished: everything it started has been stopped" if rc == 0 else "FAILED"), flush=True)
     return rc
