@@ -29,7 +29,7 @@ CONTACT, EXIT, FIRE = 0, 1, 2
 
 
 class Scene:
-    def __init__(self, rig: Rig, daemon: subprocess.Popen[str]):
+    def __init__(self, rig: Rig, daemon: subprocess.Popen[str], log: list[str]):
         from edge import config
         from edge.store.db import open_db
         from edge.store.outbox import Outbox
@@ -37,7 +37,8 @@ class Scene:
         self.rig = rig
         self.daemon = daemon
         self.outbox = Outbox(open_db(config.load(rig.config_path).state_dir()))
-        self.seen = self.outbox.last_seq()
+        self.log = log  # the daemon's log lines as they come (events leave the journal once central has them)
+        self.seen = 0
         self.t0 = time.monotonic()
 
     def say(self, text: str) -> None:
@@ -46,9 +47,10 @@ class Scene:
     def expect(self, reason: str, timeout: float = 5.0) -> None:
         """Wait for the daemon to journal an event with this reason (and show it)."""
         def found() -> bool:
-            for e in self.outbox.next_batch(self.seen):
-                self.seen = e.seq or self.seen
-                if e.reason == reason:
+            while self.seen < len(self.log):
+                line = self.log[self.seen]
+                self.seen += 1
+                if f"event={reason} " in line or f"reason={reason} " in line:
                     return True
             return False
         wait_until(found, timeout, f"a '{reason}' event", step=0.02)
@@ -142,9 +144,11 @@ class Scene:
             conn.close()
 
 
-def _pump(stream, prefix: str) -> None:
+def _pump(stream, prefix: str, keep: list[str] | None = None) -> None:
     for line in stream:
         print(f"{prefix}{line.rstrip()}", flush=True)
+        if keep is not None:
+            keep.append(line)
 
 
 def main(args: argparse.Namespace | None = None) -> int:
@@ -175,11 +179,12 @@ def main(args: argparse.Namespace | None = None) -> int:
         rig.residents_path.unlink()  # the residents' numbers stay on central; the gateway gets tokens
         daemon = subprocess.Popen(run + ["run", "--config", str(rig.config_path)], stdin=subprocess.DEVNULL,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=rig.env())
-        threading.Thread(target=_pump, args=(daemon.stderr, "   daemon| "), daemon=True).start()
+        log: list[str] = []
+        threading.Thread(target=_pump, args=(daemon.stderr, "   daemon| ", log), daemon=True).start()
         board = rig.board
         assert board is not None
         wait_until(lambda: board.requests > 2, 15, "the daemon to poll the door board")
-        scene = Scene(rig, daemon)
+        scene = Scene(rig, daemon, log)
         wait_until(lambda: scene.list_version() >= 1, 15, "the gateway to fetch its list from central")
         scene.play()
         scene.play_sync(run, central_cfg)

@@ -93,3 +93,62 @@ def test_demo_runs_to_completion():
     for line in ("fire_release", "fire_cleared", "held_open", "forced_open", "unknown_credential", "expired"):
         assert line in res.stdout
     assert "demo finished" in res.stdout
+    assert "list v2: 0 upserted, 1 deleted, sent as delta" in res.stdout  # the live change from central
+    assert "gw-demo          online" in res.stdout and "list v2" in res.stdout
+
+
+def test_diag_checks_the_broker_over_mutual_tls(synced_factory):
+    s = synced_factory(tls=True)
+    report = json.loads(door_edge("diag", "--config", str(s.rig.config_path), "--json").stdout)
+    status = {c["name"]: c["status"] for c in report["checks"]}
+    assert report["ok"], report
+    for name in ("broker dns", "broker tcp", "broker tls", "gateway certificate", "broker auth", "broker round trip"):
+        assert status[name] == "ok", (name, report)
+
+
+def test_diag_names_the_fix_when_the_broker_is_not_there(synced_factory):
+    from drivers.virtual.broker import free_port
+
+    s = synced_factory(tls=True)
+    text = s.rig.config_path.read_text()
+    port = str(s.site.broker.tls_port)
+    s.rig.config_path.write_text(text.replace(f"port = {port}", f"port = {free_port()}"))
+    res = door_edge("diag", "--config", str(s.rig.config_path))
+    assert res.returncode == 1
+    assert "FAIL] broker tcp" in res.stdout and "is the broker running?" in res.stdout
+
+
+def test_diag_refuses_a_certificate_whose_name_is_not_the_gateway(synced_factory):
+    s = synced_factory(tls=True)
+    other = s.site.broker.pki.issue("gw-someone-else")
+    text = s.rig.config_path.read_text()
+    cert_line = next(line for line in text.splitlines() if line.startswith("cert_file"))
+    key_line = next(line for line in text.splitlines() if line.startswith("key_file"))
+    s.rig.config_path.write_text(text.replace(cert_line, f'cert_file = "{other.cert}"').replace(key_line, f'key_file = "{other.key}"'))
+    report = json.loads(door_edge("diag", "--config", str(s.rig.config_path), "--json").stdout)
+    cert = next(c for c in report["checks"] if c["name"] == "gateway certificate")
+    assert cert["status"] == "fail" and "CN = gateway.id" in cert["fix"]
+    trip = next(c for c in report["checks"] if c["name"] == "broker round trip")
+    assert trip["status"] == "fail" and "central acl" in trip["fix"]  # the ACL keys on the CN
+
+
+def test_central_keygen_publish_and_status(synced_factory, tmp_path):
+    keys = tmp_path / "keys"
+    assert door_edge("central", "keygen", "--dir", str(keys)).returncode == 0
+    again = door_edge("central", "keygen", "--dir", str(keys))
+    assert again.returncode == 2 and "never overwritten" in again.stderr
+    s = synced_factory()
+    cfg = s.site.central_config()
+    res = door_edge("central", "publish", "--config", str(cfg), "--residents", str(s.rig.residents_path))
+    assert res.returncode == 0 and "list v1: 4 upserted" in res.stdout, res.stderr
+    bad = tmp_path / "bad.csv"
+    bad.write_text("person,kind,value,doors,valid_from,valid_to\nR-1,ic,not-hex,*,,\n")
+    res = door_edge("central", "publish", "--config", str(cfg), "--residents", str(bad))
+    assert res.returncode == 2 and "line 2" in res.stderr and "not-hex" not in res.stderr
+    assert "dg/v1/gw/%u/evt/access" in door_edge("central", "acl").stdout
+
+
+def test_local_import_is_refused_when_central_manages_the_list(synced_factory):
+    s = synced_factory()
+    res = door_edge("whitelist", "import", "--config", str(s.rig.config_path), str(s.rig.residents_path))
+    assert res.returncode == 2 and "central publish" in res.stderr

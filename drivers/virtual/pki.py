@@ -30,7 +30,7 @@ def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
 
 
 class Pki:
-    def __init__(self, root: Path, days: int = 30):
+    def __init__(self, root: Path, days: int = 365):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.days = days
