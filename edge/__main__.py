@@ -304,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     wl = sub.add_parser("whitelist", help="the local whitelist").add_subparsers(dest="sub", required=True)
     imp = with_config(wl.add_parser("import", help="replace the whitelist with a residents CSV (values are hashed)"))
     imp.add_argument("csv", type=Path)
-    imp.add_argument("--force", action="store_true", help="import even though central manages the list")
+    imp.add_argument("--force", action="store_true", help="import even though central manages the list (as v0: the "
+                     "gateway resyncs from central at its next head); then `systemctl reload door-edge`")
     imp.set_defaults(func=cmd_whitelist_import)
     show = with_config(wl.add_parser("show", help="version and counts (tokens only)"))
     show.add_argument("--entries", action="store_true", help="list entries by shortened token")

@@ -252,7 +252,7 @@ class App:
             if parts is None:
                 continue
             parts.controller.tick()
-            if self._loop_beat >= next_wl:
+            if self._loop_beat >= next_wl and parts.sync is None:  # with sync, the sync thread swaps lists in
                 next_wl = self._loop_beat + WHITELIST_CHECK_S
                 if parts.whitelist.stored_version() != parts.whitelist.version:
                     parts.whitelist.reload()

@@ -20,7 +20,7 @@ from tests.conftest import AppThread, Daemon
 
 RESIDENT_IC = CardProfile.mifare("04A1B2C3")
 STRANGER = CardProfile.mifare("04778899AABBCC")
-FAST = "ack_timeout_s = 2\n"
+FAST = "ack_timeout_s = 2\ntelemetry_s = 1\n"
 
 
 def swipe(app: AppThread, profile: CardProfile, reason: str, count: int = 1) -> None:
@@ -54,6 +54,10 @@ def test_a_list_change_decides_the_next_swipe_and_events_reach_central(synced_fa
                    10, "both decisions at central")
         wait_until(lambda: app.app.parts.outbox.depth() == 0, 5, "the journal emptied by central's acks")
         assert central.gateway(s.gw)["applied_version"] == 2
+        wait_until(lambda: s.gw in central.telemetry and central.telemetry[s.gw].whitelist["version"] == 2, 5, "telemetry")
+        tel = central.telemetry[s.gw]
+        assert tel.relays == {str(s.rig.root / "ttyGW"): {"up": True}} and tel.readers["service_up"] is True
+        assert tel.journal["depth"] == 0 and tel.whitelist["stale"] is False and tel.counters["mqtt.connects"] == 1
         # remote diagnostics: read-only ops unsigned, a relay pulse only signed
         assert central.call(s.gw, "journal_stats").result["depth"] == 0  # type: ignore[union-attr]
         refused = central.call(s.gw, "relay_pulse", {"door": "lobby"})

@@ -37,8 +37,8 @@ from edge.store.db import Transaction, get_meta, open_db, set_meta
 from edge.store.whitelist import Entry, Row, read_csv, row_hash, to_row
 from edge.sync import protocol
 from edge.sync.mqtt import connect_properties, new_client, no_delay
-from edge.sync.protocol import (CmdReq, CmdResp, EventBatch, EvtAck, Rejected, Signer, Status, WlAck, WlChunk,
-                                WlDelta, WlHead, WlReq)
+from edge.sync.protocol import (CmdReq, CmdResp, EventBatch, EvtAck, Rejected, Signer, Status, Telemetry, WlAck,
+                                WlChunk, WlDelta, WlHead, WlReq)
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,7 @@ class Central:
         self.connected = threading.Event()
         self.counters: Counter[str] = Counter()
         self._responses: dict[str, CmdResp] = {}
+        self.telemetry: dict[str, Telemetry] = {}  # the last one from each gateway
         self._resp_cond = threading.Condition()
         self._halt = threading.Event()
         self._head_thread: threading.Thread | None = None
@@ -297,6 +298,7 @@ class Central:
                     self._responses[resp.req_id] = resp
                     self._resp_cond.notify_all()
             elif name == "telemetry":
+                self.telemetry[gw] = protocol.load(Telemetry, msg.payload)
                 self._gateway(gw)
         except Rejected as r:
             self.counters[f"rejected.{r.reason}"] += 1
