@@ -31,6 +31,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge.app import App
     from edge.health import setup_logging
     from edge.privacy import SiteKeyError
+    from edge.sync.service import SyncSetupError
 
     cfg = _load(args.config)
     setup_logging(cfg.gateway.log_level)
@@ -39,6 +40,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         asyncio.run(app.run())
     except SiteKeyError as exc:
         print(f"site key: {exc}", file=sys.stderr)
+        return 2
+    except SyncSetupError as exc:
+        print(f"sync: {exc}", file=sys.stderr)
         return 2
     return 0
 

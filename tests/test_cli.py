@@ -152,3 +152,11 @@ def test_local_import_is_refused_when_central_manages_the_list(synced_factory):
     s = synced_factory()
     res = door_edge("whitelist", "import", "--config", str(s.rig.config_path), str(s.rig.residents_path))
     assert res.returncode == 2 and "central publish" in res.stderr
+
+
+def test_run_names_a_missing_central_key_and_exits_2(synced_factory):
+    s = synced_factory()
+    s.site.public_key.unlink()
+    res = door_edge("run", "--config", str(s.rig.config_path))
+    assert res.returncode == 2 and "sync.trusted_keys" in res.stderr and "signing.pub" in res.stderr
+    assert "Traceback" not in res.stderr

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import queue
+import ssl
 import threading
 import time
 from collections import Counter
 from typing import Any, Callable
 
-from edge.config import GatewayConfig
+from edge.config import GatewayConfig, SyncSection
 from edge.store.db import get_meta, open_db, open_whitelist_db, set_meta
 from edge.store.outbox import Event, Flusher, Outbox
 from edge.store.whitelist import Whitelist
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.02
 CAP_CHECK_S = 5.0
+
+
+class SyncSetupError(Exception):
+    """Sync cannot start: a key or certificate file is missing or unusable (the message names it)."""
 
 
 class SyncService(threading.Thread):
@@ -49,10 +54,7 @@ class SyncService(threading.Thread):
         self._health = health
         self._q: queue.SimpleQueue[tuple[str, bytes, bool]] = queue.SimpleQueue()
         self._halt = threading.Event()
-        self.keyring = Keyring.from_files(s.trusted_keys)
-        self.mqtt = Connection(gw, s, next_conn=self._next_conn, on_message=lambda n, p, r: self._q.put((n, p, r)),
-                               on_up=lambda: self._q.put(("_up", b"", False)),
-                               status_extra=lambda: {"whitelist_version": whitelist.version})
+        self.keyring, self.mqtt = self._credentials(gw, s, whitelist)
         self.wl = WhitelistSync(gw, whitelist, self._wconn, self.keyring, self._send)
         self.drain = EventDrain(self.outbox, lambda: flusher.durable_seq, self._send, batch_max=s.batch_max,
                                 ack_timeout_s=s.ack_timeout_s, cap=s.journal_max_events)
@@ -65,6 +67,23 @@ class SyncService(threading.Thread):
         self.rejected: Counter[str] = Counter()
         self.is_stale = False
         self.heartbeat = time.monotonic()
+
+    def _credentials(self, gw: str, s: SyncSection, whitelist: Whitelist) -> tuple[Keyring, Connection]:
+        """Central's public keys and our TLS identity, or a SyncSetupError saying which file and what to do."""
+        try:
+            keyring = Keyring.from_files(s.trusted_keys)
+        except (OSError, ValueError) as exc:
+            raise SyncSetupError(f"sync.trusted_keys: {exc}. Fix: copy central's signing.pub (from "
+                                 "`door-edge central keygen`) to the path given") from None
+        try:
+            conn = Connection(gw, s, next_conn=self._next_conn, on_message=lambda n, p, r: self._q.put((n, p, r)),
+                              on_up=lambda: self._q.put(("_up", b"", False)),
+                              status_extra=lambda: {"whitelist_version": whitelist.version})
+        except (OSError, ssl.SSLError) as exc:
+            raise SyncSetupError(f"sync TLS files (ca_file {s.ca_file}, cert_file {s.cert_file}, key_file {s.key_file}): {exc}. "
+                                 "Fix: install the CA, this gateway's certificate (CN = gateway.id) and its key, "
+                                 "readable by the service user") from None
+        return keyring, conn
 
     # -- plumbing -------------------------------------------------------------------------------
     def _send(self, name: str, payload: bytes) -> bool:
