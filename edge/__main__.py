@@ -178,7 +178,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo_main(args)
 
 
-def _central(args: argparse.Namespace, *, serve: bool, connect: bool = True):
+def _central(args: argparse.Namespace, *, serve: bool, connect: bool = True, listen: tuple[str, ...] | None = None):
     from edge.sync.central import Central, load_config
 
     try:
@@ -190,7 +190,7 @@ def _central(args: argparse.Namespace, *, serve: bool, connect: bool = True):
     if not connect:
         return central
     try:
-        return central.connect(serve=serve)
+        return central.connect(serve=serve, listen=listen)
     except (OSError, ConnectionError) as exc:
         print(f"central: cannot reach the broker {cfg.broker.host}:{cfg.broker.port}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -268,7 +268,7 @@ def cmd_central_events(args: argparse.Namespace) -> int:
 
 
 def cmd_central_cmd(args: argparse.Namespace) -> int:
-    central = _central(args, serve=True)
+    central = _central(args, serve=False, listen=("cmd/resp",))  # its own client id: `serve` keeps running
     kv = dict(a.split("=", 1) for a in args.arg)
     resp = central.call(args.gateway, args.op, kv, signed=args.sign, timeout=args.timeout)
     central.close()

@@ -112,10 +112,14 @@ class Central:
         self._halt = threading.Event()
         self._head_thread: threading.Thread | None = None
         self._serve = False
+        self._listen: tuple[str, ...] = ()
 
     # -- connection -----------------------------------------------------------------------------
-    def connect(self, *, serve: bool = True, timeout: float = 10.0) -> "Central":
+    def connect(self, *, serve: bool = True, listen: tuple[str, ...] | None = None, timeout: float = 10.0) -> "Central":
+        """`serve`: the server (every uplink topic, a kept session, republished heads); otherwise a
+        tool's connection that listens only to `listen` (e.g. `cmd/resp` for `central cmd`)."""
         self._serve = serve
+        self._listen = listen if listen is not None else (protocol.UP if serve else ())
         b = self.cfg.broker
         # serving: a session the broker keeps through our restarts, so events sent meanwhile wait for us
         self.client.reconnect_delay_set(0.5, 2)  # type: ignore[arg-type]  # one central: no herd to spread
@@ -135,10 +139,10 @@ class Central:
             log.error("central: broker refused: %s", reason_code)
             return
         no_delay(client)
-        if self._serve:
-            client.subscribe([(f"{protocol.PREFIX}/+/{n}", protocol.QOS[n]) for n in protocol.UP])
-            if not flags.session_present:
-                self._nudge()
+        if self._listen:
+            client.subscribe([(f"{protocol.PREFIX}/+/{n}", protocol.QOS[n]) for n in self._listen])
+        if self._serve and not flags.session_present:
+            self._nudge()
         self.connected.set()
 
     def close(self) -> None:
