@@ -160,6 +160,70 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _face_store(cfg: config_mod.GatewayConfig):
+    from edge.store.faces import FaceStore, TemplateKeyError, load_template_key
+
+    try:
+        return FaceStore(cfg.state_dir(), load_template_key(cfg.gateway.face_key_file))
+    except TemplateKeyError as exc:
+        print(f"face templates: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_enroll_face(args: argparse.Namespace) -> int:
+    from edge.vision.enrol import EnrolError, image_files, read_rgb, templates_from
+    from edge.vision.face import FaceModelsMissing, FacePipeline
+
+    cfg = _load(args.config)
+    store = _face_store(cfg)
+    if not args.images.is_dir():
+        print(f"--images {args.images}: not a folder of photos", file=sys.stderr)
+        return 2
+    files = image_files(args.images)
+    try:
+        pipeline = FacePipeline()
+    except FaceModelsMissing as exc:
+        print(f"face models: {exc}", file=sys.stderr)
+        return 1
+    done = [0]
+
+    def progress(fb) -> None:
+        done[0] += 1
+        bar = "#" * done[0] + "." * max(0, len(files) - done[0])
+        print(f"\r[{bar}] {fb.source}: {fb.reason}" + " " * 10, file=sys.stderr, end="\n" if not fb.used else "", flush=True)
+
+    try:
+        templates, feedback = templates_from(pipeline, ((p.name, read_rgb(p)) for p in files), progress)
+    except EnrolError as exc:
+        print(f"\nenrolment refused, nothing stored: {exc}", file=sys.stderr)
+        return 2
+    n = store.enroll(args.person, templates)
+    store.close()
+    print(f"\nenrolled {args.person}: {n} template(s) from {sum(f.used for f in feedback)} photo(s), sealed with the face key")
+    return 0
+
+
+def cmd_enroll_list(args: argparse.Namespace) -> int:
+    store = _face_store(_load(args.config))
+    people = store.people()
+    store.close()
+    for person, n in people.items():
+        print(f"{person:24} {n} template(s)")
+    print(f"{len(people)} person(s) enrolled")
+    return 0
+
+
+def cmd_enroll_remove(args: argparse.Namespace) -> int:
+    store = _face_store(_load(args.config))
+    n = store.remove(args.person)
+    store.close()
+    if not n:
+        print(f"{args.person} is not enrolled", file=sys.stderr)
+        return 1
+    print(f"removed {args.person}: {n} template(s) deleted")
+    return 0
+
+
 def cmd_diag(args: argparse.Namespace) -> int:
     from edge.diag import main as diag_main
 
@@ -322,6 +386,16 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("-n", type=int, default=20)
     tail.add_argument("--json", action="store_true")
     tail.set_defaults(func=cmd_events_tail)
+
+    en = sub.add_parser("enroll", help="face enrolment (templates stay on this gateway, encrypted)").add_subparsers(dest="sub", required=True)
+    ef = with_config(en.add_parser("face", help="enrol a person from 3-5 photos"))
+    ef.add_argument("--person", required=True, help="the person's id, as in the whitelist")
+    ef.add_argument("--images", type=Path, required=True, help="a folder with 3-5 photos of the person alone")
+    ef.set_defaults(func=cmd_enroll_face)
+    with_config(en.add_parser("list", help="who is enrolled")).set_defaults(func=cmd_enroll_list)
+    er = with_config(en.add_parser("remove", help="delete a person's templates"))
+    er.add_argument("--person", required=True)
+    er.set_defaults(func=cmd_enroll_remove)
 
     dg = with_config(sub.add_parser("diag", help="technician checks; non-zero exit when something is wrong"))
     dg.add_argument("--json", action="store_true")

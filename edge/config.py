@@ -51,6 +51,9 @@ class GatewaySection(_Model):
     site_key_file: Path = Field(default=Path("site.key"), title="Site key file",
                                 description="32+ random bytes (raw or hex) shared with the central server; credentials are stored as HMAC tokens under this key. "
                                             "A relative path is looked up in $CREDENTIALS_DIRECTORY, then next to the config file.")
+    face_key_file: Path = Field(default=Path("face.key"), title="Face template key",
+                                description="32 random bytes (hex) that seal enrolled face templates (AES-GCM); made with `door-edge keygen`. "
+                                            "Looked up like site_key_file. Never leaves the gateway.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", title="Log level",
                                                                      description="Verbosity of the daemon's log on stderr.")
 
@@ -355,7 +358,9 @@ def load(path: str | os.PathLike[str]) -> GatewayConfig:
     cfg = parse(read_toml(p), str(p))
     if cfg.gateway.state_dir is not None and not cfg.gateway.state_dir.is_absolute():
         cfg = cfg.model_copy(update={"gateway": cfg.gateway.model_copy(update={"state_dir": (p.parent / cfg.gateway.state_dir).resolve()})})
-    cfg = cfg.model_copy(update={"gateway": cfg.gateway.model_copy(update={"site_key_file": credential_path(cfg.gateway.site_key_file, p.parent)})})
+    cfg = cfg.model_copy(update={"gateway": cfg.gateway.model_copy(update={
+        "site_key_file": credential_path(cfg.gateway.site_key_file, p.parent),
+        "face_key_file": credential_path(cfg.gateway.face_key_file, p.parent)})})
     if cfg.sync is not None:
         s = cfg.sync
         cfg = cfg.model_copy(update={"sync": s.model_copy(update={

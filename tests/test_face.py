@@ -1,0 +1,129 @@
+"""The face pipeline with the real dlib models on real photos (tests/data/faces, LFW thumbnails)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.privacy import generate_key
+from edge.store.faces import FaceStore, TemplateKeyError
+from edge.vision.enrol import EnrolError, templates_from
+from edge.vision.face import LIVENESS_MIN, Decider, FacePipeline, Gallery, liveness_score
+
+DATA = Path(__file__).parent / "data" / "faces"
+REPO = Path(__file__).resolve().parent.parent
+PEOPLE = {"Emma_Watson": ["0001", "0002", "0003"], "Zhu_Rongji": ["0001", "0002", "0007"], "Nan_Wang": ["0001", "0002", "0003"]}
+PROBES = {"Emma_Watson": "0004", "Zhu_Rongji": "0009", "Nan_Wang": "0004"}
+
+
+def rgb(name: str) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(DATA / f"{name}.jpg")), cv2.COLOR_BGR2RGB)
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return FacePipeline()
+
+
+@pytest.fixture(scope="module")
+def gallery(pipeline):
+    people, rows = [], []
+    for person, nums in PEOPLE.items():
+        t, _ = templates_from(pipeline, [(n, rgb(f"{person}_{n}")) for n in nums])
+        people += [person] * len(t)
+        rows.append(t)
+    return Gallery(people, np.vstack(rows))
+
+
+def probe(pipeline, name: str) -> np.ndarray:
+    (face,) = pipeline.analyse(rgb(name))
+    assert face.quality.ok and face.embedding is not None
+    return face.embedding
+
+
+@pytest.mark.parametrize("person", sorted(PROBES))
+def test_the_same_person_is_recognised_on_another_photo(pipeline, gallery, person):
+    m = gallery.search(probe(pipeline, f"{person}_{PROBES[person]}"))
+    assert m.person == person
+
+
+@pytest.mark.parametrize("stranger", ["Takeo_Fukui_0001", "Ken_Loach_0001"])
+def test_a_stranger_is_refused(pipeline, gallery, stranger):
+    m = gallery.search(probe(pipeline, stranger))
+    assert m.person is None  # Takeo Fukui's nearest is Nan Wang at 0.44: close, and still refused
+
+
+def walk_up(img: np.ndarray, frames: int = 10) -> list[np.ndarray]:
+    """A photo held up to the camera: pasted on a 640x480 frame, moving and growing a little."""
+    out = []
+    for i in range(frames):
+        bg = np.full((480, 640, 3), 90, np.uint8)
+        im = cv2.resize(img, None, fx=1.6 + 0.02 * i, fy=1.6 + 0.02 * i)
+        x, y = 200 + 3 * i, 100 + 2 * i
+        bg[y:y + im.shape[0], x:x + im.shape[1]] = im
+        out.append(bg)
+    return out
+
+
+def test_a_still_photo_held_up_is_not_alive_and_a_changing_face_is(pipeline):
+    photo = [pipeline.analyse(f, embed=False)[0].chip for f in walk_up(rgb("Emma_Watson_0004"))]
+    assert liveness_score(photo) < LIVENESS_MIN
+    moments = [pipeline.analyse(rgb(f"Nan_Wang_000{i}"), embed=False)[0].chip for i in (1, 2, 3, 4)]
+    assert liveness_score(moments) > LIVENESS_MIN
+
+
+def test_a_decision_needs_the_same_answer_on_consecutive_frames():
+    d = Decider(frames=3)
+    assert [d.feed(a) for a in ["P", "unknown_face", "P", "P", "P"]] == [None, None, None, None, "P"]
+
+
+def test_enrolment_refuses_photos_without_one_usable_face(pipeline):
+    blank = np.full((200, 200, 3), 128, np.uint8)
+    with pytest.raises(EnrolError) as e:
+        templates_from(pipeline, [("a.jpg", rgb("Emma_Watson_0001")), ("blank.png", blank), ("b.jpg", None)])
+    assert "blank.png: no face found" in str(e.value) and "b.jpg: not an image" in str(e.value)
+
+
+def test_templates_are_sealed_and_useless_without_the_key(tmp_path, pipeline):
+    key = tmp_path / "face.key"
+    generate_key(key)
+    t, _ = templates_from(pipeline, [(n, rgb(f"Emma_Watson_{n}")) for n in PEOPLE["Emma_Watson"]])
+    store = FaceStore(tmp_path / "state", bytes.fromhex(key.read_text().strip()))
+    store.enroll("R-0101", t)
+    people, loaded = store.load()
+    assert people == ["R-0101"] * 3 and np.array_equal(loaded, t)
+    store.close()
+    raw = b"".join(p.read_bytes() for p in (tmp_path / "state").iterdir())
+    assert t[0].tobytes()[:16] not in raw  # no plaintext float run anywhere in the files
+    other = FaceStore(tmp_path / "state", b"\x01" * 32)
+    with pytest.raises(TemplateKeyError):
+        other.load()
+    other.close()
+    again = FaceStore(tmp_path / "state", bytes.fromhex(key.read_text().strip()))
+    assert again.remove("R-0101") == 3 and again.people() == {}
+    again.close()
+
+
+def test_enroll_cli_with_progress_list_and_remove(tmp_path, rig):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for n in PEOPLE["Zhu_Rongji"]:
+        (photos / f"zhu_{n}.jpg").write_bytes((DATA / f"Zhu_Rongji_{n}.jpg").read_bytes())
+    (photos / "notes.txt").write_text("not a photo")
+    generate_key(rig.root / "face.key")
+    cfg = str(rig.config_path)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "edge", *a], capture_output=True, text=True, cwd=REPO, timeout=120)
+    res = run("enroll", "face", "--config", cfg, "--person", "R-0707", "--images", str(photos))
+    assert res.returncode == 0, res.stderr
+    assert "enrolled R-0707: 3 template(s)" in res.stdout and "zhu_0007.jpg: ok" in res.stderr
+    assert "R-0707" in run("enroll", "list", "--config", cfg).stdout
+    assert run("enroll", "remove", "--config", cfg, "--person", "R-0707").returncode == 0
+    assert "0 person(s) enrolled" in run("enroll", "list", "--config", cfg).stdout
+    (photos / "zhu_0001.jpg").unlink()
+    res = run("enroll", "face", "--config", cfg, "--person", "R-0707", "--images", str(photos))
+    assert res.returncode == 2 and "2 usable photo(s), 3 needed" in res.stderr
