@@ -403,7 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     dg.set_defaults(func=cmd_diag)
 
     bn = sub.add_parser("bench", help="benchmarks; one JSON line of figures")
-    bn.add_argument("name", choices=["card", "sync"])
+    bn.add_argument("name", choices=["card", "sync", "face"])
+    bn.add_argument("--data", type=Path, default=None, help="face: a folder of photos with labels.csv")
     bn.add_argument("--swipes", type=int, default=200)
     bn.add_argument("--sync", action="store_true", help="card: with sync running (broker, central, live deltas, events drained)")
     bn.add_argument("--json", action="store_true")

@@ -200,6 +200,13 @@ def main(args: argparse.Namespace) -> int:
     if args.name == "card":
         with tempfile.TemporaryDirectory(prefix="door-edge-bench-") as tmp:
             result = bench_card(args.swipes, root=Path(tmp), sync=args.sync)
+    elif args.name == "face":
+        from edge.bench_face import bench_face
+
+        if args.data is None or not (args.data / "labels.csv").exists():
+            print("bench face needs --data DIR with labels.csv (e.g. ../shared/data/faces)", file=sys.stderr)
+            return 2
+        result = bench_face(args.data)
     elif args.name == "sync":
         from edge.bench_sync import bench_sync
 

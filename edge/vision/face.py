@@ -59,7 +59,7 @@ class Settings:
     cohort_min: int = 10           # fewer enrolled people than this: plain `small_threshold` instead
     small_threshold: float = 0.42
     margin: float = 0.04           # small galleries: the next person at least this much farther
-    enrol_jitters: int = 10        # enrolment templates: mean over jittered crops
+    enrol_jitters: int = 1         # enrolment templates: >0 = mean over fixed augmentations (see _template)
 
 
 @dataclass
@@ -80,6 +80,9 @@ class Face:
     embedding: np.ndarray | None = None  # 128 float32 (only for faces that pass quality)
 
 
+_AUGMENT = [(0, 0, 0.0, 1.0), (3, 0, 0.0, 1.0), (0, 3, 0.0, 1.0), (0, 0, 4.0, 1.0), (0, 0, -4.0, 1.0), (0, 0, 0.0, 1.05)]
+
+
 class FacePipeline:
     """Detect, align, gate on quality, embed. Not thread-safe: one per worker."""
 
@@ -90,25 +93,66 @@ class FacePipeline:
         self._shape = dlib.shape_predictor(str(d / MODEL_FILES["shape5"]))
         self._encoder = dlib.face_recognition_model_v1(str(d / MODEL_FILES["encoder"]))
 
-    def analyse(self, rgb: np.ndarray, *, embed: bool = True, jitters: int = 0) -> list[Face]:
+    def _detect_at(self, rgb: np.ndarray, scale: float, upsample: int, x0: int = 0, y0: int = 0) -> list:
         h, w = rgb.shape[:2]
+        img = rgb if scale == 1.0 else cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
+                                                   interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+        return [dlib.rectangle(x0 + round(r.left() / scale), y0 + round(r.top() / scale),
+                               x0 + round(r.right() / scale), y0 + round(r.bottom() / scale))
+                for r in self._detector(gray, upsample)]
+
+    def detect(self, rgb: np.ndarray, roi: tuple[int, int, int, int] | None = None) -> list:
+        """Face rectangles in frame coordinates.
+
+        Whole frame: first downscaled to `detect_width` (a face near the door is big: fast), then,
+        if nothing was found, at full resolution with upsampling (a face farther away). Small stills
+        are enlarged up to 2x. With `roi` (last frame's box): only the area around it, scaled so
+        the face is ~120 px, which costs a few milliseconds instead of a whole-frame search.
+        """
+        h, w = rgb.shape[:2]
+        if roi is not None:
+            l, t, r, b = roi
+            pad = max(r - l, b - t)
+            x0, y0, x1, y1 = max(0, l - pad), max(0, t - pad), min(w, r + pad), min(h, b + pad)
+            scale = min(3.0, max(0.25, 120 / max(1, r - l)))
+            found = self._detect_at(rgb[y0:y1, x0:x1], scale, 0, x0, y0)
+            if found:
+                return found
         scale = min(2.0, self.s.detect_width / w)  # small stills are enlarged (up to 2x) so HOG finds their faces
-        small = rgb if scale == 1.0 else cv2.resize(rgb, (round(w * scale), round(h * scale)),
-                                                     interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+        found = self._detect_at(rgb, scale, self.s.upsample)
+        if not found and scale < 1.0:
+            found = self._detect_at(rgb, 1.0, self.s.upsample)
+        elif not found:  # a small still: one more upsampling (slow, but stills are few)
+            found = self._detect_at(rgb, scale, self.s.upsample + 1)
+        return found
+
+    def analyse(self, rgb: np.ndarray, *, embed: bool = True, jitters: int = 0,
+                roi: tuple[int, int, int, int] | None = None) -> list[Face]:
         faces = []
-        for r in self._detector(gray, self.s.upsample):
-            rect = dlib.rectangle(round(r.left() / scale), round(r.top() / scale), round(r.right() / scale), round(r.bottom() / scale))
+        for rect in self.detect(rgb, roi):
             shape = self._shape(rgb, rect)
             pts = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
             chip = dlib.get_face_chip(rgb, shape, size=150)
             q = self.quality(rect, pts, chip)
             face = Face((rect.left(), rect.top(), rect.right(), rect.bottom()), pts, q, cv2.cvtColor(chip, cv2.COLOR_RGB2GRAY))
             if embed and q.ok:
-                face.embedding = np.asarray(self._encoder.compute_face_descriptor(chip, jitters), dtype=np.float32)
+                face.embedding = self._template(chip) if jitters else np.asarray(self._encoder.compute_face_descriptor(chip), dtype=np.float32)
             faces.append(face)
         faces.sort(key=lambda f: -(f.box[2] - f.box[0]))  # the nearest (largest) first
         return faces
+
+    def _template(self, chip: np.ndarray) -> np.ndarray:
+        """An enrolment template: the mean embedding of the chip, its mirror image and fixed small
+        shifts, turns and zooms of both. Like dlib's jitter, but the same photo always gives the
+        same template (dlib's is random: 0.04 apart between two runs, enough to move a verdict)."""
+        variants = []
+        for dx, dy, angle, zoom in _AUGMENT:
+            m = cv2.getRotationMatrix2D((75, 75), angle, zoom)
+            m[:, 2] += (dx, dy)
+            v = cv2.warpAffine(chip, m, (150, 150), borderMode=cv2.BORDER_REFLECT)
+            variants += [v, np.ascontiguousarray(v[:, ::-1])]
+        return np.asarray(self._encoder.compute_face_descriptor(variants), dtype=np.float32).mean(axis=0)
 
     def quality(self, rect, pts: np.ndarray, chip: np.ndarray) -> Quality:
         size = float(rect.right() - rect.left())
@@ -187,6 +231,10 @@ class Decider:
         self._last = answer
         self.history.append(answer)
         return answer if self._run >= self.frames else None
+
+    @property
+    def last(self) -> str | None:
+        return self._last
 
     def reset(self) -> None:
         self._last, self._run = None, 0
