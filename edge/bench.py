@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+from drivers.virtual.proc import terminate
 from drivers.virtual.rig import Rig, wait_until
 from drivers.virtual.vcard import VPCD_PORTS, CardProfile, VirtualCard
 
@@ -102,8 +103,7 @@ class _SyncLoad:
         if self.central is not None:
             self.central.close()
         if self.server is not None:
-            self.server.terminate()
-            self.server.wait(10)
+            terminate(self.server)
         self.site.stop()
         return self.deltas
 

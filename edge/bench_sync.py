@@ -25,6 +25,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from drivers.virtual.proc import terminate
 from drivers.virtual.rig import Rig, wait_until
 from drivers.virtual.site import Site
 from edge.access.policy import decide
@@ -115,7 +116,6 @@ def bench_sync(root: Path, *, entries: int = 100_000, deltas: int = 100, outage_
         loop.call_soon_threadsafe(app.stop)
         runner.join(15)
         central.close()
-        server.terminate()
-        server.wait(10)
+        terminate(server)
         rig.stop()
         site.stop()

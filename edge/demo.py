@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+from drivers.virtual.proc import terminate
 from drivers.virtual.rig import RESIDENTS_CSV, Rig, wait_until
 from drivers.virtual.site import Site
 from drivers.virtual.vcard import VPCD_PORTS, CardProfile, VirtualCard
@@ -208,8 +209,7 @@ def main(args: argparse.Namespace | None = None) -> int:
             except subprocess.TimeoutExpired:
                 daemon.kill()
         if server is not None:
-            server.terminate()
-            server.wait(10)
+            terminate(server)
         if site is not None:
             site.stop()
         rig.stop()

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from drivers.virtual.pki import Pki
+from drivers.virtual.proc import terminate
 from edge.sync.protocol import mosquitto_acl
 
 
@@ -74,13 +75,7 @@ class Mosquitto:
         return self
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
+        terminate(self._proc)
         self._proc = None
 
     def restart(self) -> None:

@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from drivers.virtual.proc import terminate
 from drivers.virtual.vcard import VPCD_PORTS
 
 COMM_SOCKET = Path("/run/pcscd/pcscd.comm")
@@ -51,25 +52,25 @@ class Pcscd:
             raise RuntimeError("pcscd is not installed: apt-get install pcscd vsmartcard-vpcd")
         other = running_pid()
         if other is not None:
-            # a system pcscd (socket-activated) owns the socket: take over for the test rig
+            # a system pcscd (socket-activated) or another rig's owns the socket: take over. Wait for
+            # the process itself to be gone and its vpcd ports to close, not just its PID file,
+            # or the new pcscd finds them taken and exits 1.
             os.kill(other, signal.SIGTERM)
-            _wait(lambda: running_pid() is None, 5.0, "the running pcscd did not stop")
+            _wait(lambda: not Path(f"/proc/{other}").exists() and not _port_open(VPCD_PORTS[0]), 10.0,
+                  "the running pcscd did not stop")
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self._proc = subprocess.Popen([exe, "--foreground"], stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-        _wait(lambda: COMM_SOCKET.exists() and _port_open(VPCD_PORTS[0]) or self._proc.poll() is not None,
-              timeout, "pcscd did not come up (is vsmartcard-vpcd installed?)")
-        if self._proc.poll() is not None:
-            raise RuntimeError(f"pcscd exited with status {self._proc.returncode}")
-        return self
+        for attempt in range(3):
+            self._proc = subprocess.Popen([exe, "--foreground"], stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+            proc = self._proc
+            _wait(lambda: COMM_SOCKET.exists() and _port_open(VPCD_PORTS[0]) or proc.poll() is not None,
+                  timeout, "pcscd did not come up (is vsmartcard-vpcd installed?)")
+            if proc.poll() is None:
+                return self
+            time.sleep(0.5 * (attempt + 1))  # a port still in TIME_WAIT or a socket file being removed
+        raise RuntimeError(f"pcscd exited with status {self._proc.returncode} three times; see {self.log_path}")
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
+        terminate(self._proc)
         self._proc = None
 
     def restart(self) -> None:
