@@ -4,7 +4,6 @@ central reference through a real mosquitto on 127.0.0.1."""
 from __future__ import annotations
 
 import json
-import signal
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion

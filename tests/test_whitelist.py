@@ -7,7 +7,7 @@ from datetime import datetime
 import pytest
 
 from edge.privacy import Tokenizer
-from edge.store.db import open_db, open_whitelist_db
+from edge.store.db import open_whitelist_db
 from edge.store.whitelist import ImportError_, Whitelist, read_csv
 
 KEY = bytes(range(32))
