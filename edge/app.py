@@ -24,8 +24,10 @@ from edge import config as config_mod
 from edge.access.controller import Controller, DoorIO
 from edge.config import GatewayConfig, ModbusRelay
 from edge.health import Heartbeats, notify, watchdog_interval_s
-from edge.privacy import Tokenizer, load_key
+from edge.privacy import SiteKeyError, Tokenizer, load_key
 from edge.store.db import open_db, open_whitelist_db
+
+from edge.sync.service import SyncSetupError
 
 if TYPE_CHECKING:
     from edge.sync.service import SyncService
@@ -84,6 +86,16 @@ def build_links(cfg: GatewayConfig, listener) -> tuple[dict[str, SerialRelayLink
         out = Output(r.unit, r.coil) if isinstance(r, ModbusRelay) else Output(0, r.channel)
         outputs[d.id] = (links[r.port], out)
     return links, outputs
+
+
+def preflight(cfg: GatewayConfig) -> None:
+    """Everything a build reads besides the devices: the site key and, with sync, central's keys and
+    our TLS files. Checked before a reload tears the running parts down (raises what `_build` would)."""
+    Tokenizer(load_key(cfg.gateway.site_key_file))
+    if cfg.sync is not None:
+        from edge.sync.service import check_credentials
+
+        check_credentials(cfg.sync)
 
 
 @dataclass
@@ -232,7 +244,8 @@ class App:
         notify("RELOADING=1")
         try:
             new = config_mod.load(self.config_path) if self.config_path else self.cfg
-        except config_mod.ConfigError as exc:
+            preflight(new)
+        except (config_mod.ConfigError, SiteKeyError, SyncSetupError) as exc:
             log.error("reload refused, keeping the running config: %s", exc)
             notify("READY=1")
             return

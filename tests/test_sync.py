@@ -4,6 +4,7 @@ central reference through a real mosquitto on 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import signal
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -181,3 +182,19 @@ def test_silent_central_makes_the_list_stale_and_strict_doors_deny_over_mutual_t
         swipe(app, RESIDENT_IC, "granted", 2)
     finally:
         app.stop()
+
+
+def test_a_reload_with_a_missing_central_key_keeps_the_running_config(synced_factory, tmp_path):
+    s = synced_factory()
+    central = s.connect_central()
+    d = Daemon(s.rig.config_path, tmp_path / "daemon.log").start()
+    try:
+        central.publish_csv(s.rig.residents_path)
+        wait_until(lambda: central.gateway(s.gw).get("applied_version") == 1, 10, "the list applied")
+        s.site.public_key.rename(s.site.public_key.with_suffix(".moved"))
+        d.signal(signal.SIGHUP)
+        wait_until(lambda: "reload refused" in d.log(), 10, "the refusal")
+        assert "sync.trusted_keys" in d.log() and d.proc.poll() is None
+        assert central.gateway(s.gw).get("state") == "online"  # still connected, never torn down
+    finally:
+        assert d.stop() == 0

@@ -21,7 +21,7 @@ from edge.store.db import get_meta, open_db, open_whitelist_db, set_meta
 from edge.store.outbox import Event, Flusher, Outbox
 from edge.store.whitelist import Whitelist
 from edge.sync.events import EventDrain
-from edge.sync.mqtt import Connection
+from edge.sync.mqtt import Connection, tls_context
 from edge.sync.protocol import Keyring, Rejected, Telemetry
 from edge.sync.rpc import Op, Rpc
 from edge.sync.whitelist import WhitelistSync
@@ -34,6 +34,23 @@ CAP_CHECK_S = 5.0
 
 class SyncSetupError(Exception):
     """Sync cannot start: a key or certificate file is missing or unusable (the message names it)."""
+
+
+def check_credentials(s: SyncSection) -> Keyring:
+    """Central's public keys and our TLS files, loaded once to see that they work (SyncSetupError if not)."""
+    try:
+        keyring = Keyring.from_files(s.trusted_keys)
+    except (OSError, ValueError) as exc:
+        raise SyncSetupError(f"sync.trusted_keys: {exc}. Fix: copy central's signing.pub (from "
+                             "`door-edge central keygen`) to the path given") from None
+    if s.tls:
+        try:
+            tls_context(s)
+        except (OSError, ssl.SSLError) as exc:
+            raise SyncSetupError(f"sync TLS files (ca_file {s.ca_file}, cert_file {s.cert_file}, key_file {s.key_file}): {exc}. "
+                                 "Fix: install the CA, this gateway's certificate (CN = gateway.id) and its key, "
+                                 "readable by the service user") from None
+    return keyring
 
 
 class SyncService(threading.Thread):
@@ -70,19 +87,10 @@ class SyncService(threading.Thread):
 
     def _credentials(self, gw: str, s: SyncSection, whitelist: Whitelist) -> tuple[Keyring, Connection]:
         """Central's public keys and our TLS identity, or a SyncSetupError saying which file and what to do."""
-        try:
-            keyring = Keyring.from_files(s.trusted_keys)
-        except (OSError, ValueError) as exc:
-            raise SyncSetupError(f"sync.trusted_keys: {exc}. Fix: copy central's signing.pub (from "
-                                 "`door-edge central keygen`) to the path given") from None
-        try:
-            conn = Connection(gw, s, next_conn=self._next_conn, on_message=lambda n, p, r: self._q.put((n, p, r)),
-                              on_up=lambda: self._q.put(("_up", b"", False)),
-                              status_extra=lambda: {"whitelist_version": whitelist.version})
-        except (OSError, ssl.SSLError) as exc:
-            raise SyncSetupError(f"sync TLS files (ca_file {s.ca_file}, cert_file {s.cert_file}, key_file {s.key_file}): {exc}. "
-                                 "Fix: install the CA, this gateway's certificate (CN = gateway.id) and its key, "
-                                 "readable by the service user") from None
+        keyring = check_credentials(s)
+        conn = Connection(gw, s, next_conn=self._next_conn, on_message=lambda n, p, r: self._q.put((n, p, r)),
+                          on_up=lambda: self._q.put(("_up", b"", False)),
+                          status_extra=lambda: {"whitelist_version": whitelist.version})
         return keyring, conn
 
     # -- plumbing -------------------------------------------------------------------------------
