@@ -406,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("name", choices=["card", "sync", "face"])
     bn.add_argument("--data", type=Path, default=None, help="face: a folder of photos with labels.csv")
     bn.add_argument("--swipes", type=int, default=200)
+    bn.add_argument("--load", choices=["face"], default=None, help="card: with the face worker running flat out")
     bn.add_argument("--sync", action="store_true", help="card: with sync running (broker, central, live deltas, events drained)")
     bn.add_argument("--json", action="store_true")
     bn.set_defaults(func=cmd_bench)

@@ -21,6 +21,8 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
 from drivers.virtual.proc import terminate
 from drivers.virtual.rig import Rig, wait_until
 from drivers.virtual.vcard import VPCD_PORTS, CardProfile, VirtualCard
@@ -108,10 +110,55 @@ class _SyncLoad:
         return self.deltas
 
 
-def bench_card(swipes: int, *, root: Path, sync: bool = False) -> dict:
+class _FaceLoad:
+    """`--load face`: the vision worker process fed frames flat out (a walk-up, over and over)."""
+
+    def __init__(self) -> None:
+        import cv2
+
+        from edge.vision.worker import FaceWorker
+
+        photo = Path(__file__).resolve().parent.parent / "tests" / "data" / "faces" / "Emma_Watson_0004.jpg"
+        face = cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB)
+        self.frames = []
+        for i in range(30):
+            bg = np.full((480, 640, 3), 96, np.uint8)
+            bg[150 + 2 * i:300 + 2 * i, 240 + 3 * i:390 + 3 * i] = face
+            self.frames.append(bg)
+        self.done = threading.Event()
+        self.worker = FaceWorker(lambda r: self.done.set())
+        self._halt = threading.Event()
+        self.t0 = 0.0
+
+    def start(self) -> None:
+        self.worker.wait_ready(60)
+        self.t0 = time.monotonic()
+        threading.Thread(target=self._feed, name="bench-face-feed", daemon=True).start()
+
+    def _feed(self) -> None:
+        i = 0
+        while not self._halt.is_set():
+            if self.worker.submit(self.frames[i % len(self.frames)], i + 1, time.monotonic_ns()):
+                i += 1
+            else:
+                self.done.wait(0.005)
+                self.done.clear()
+
+    def stop(self) -> str:
+        self._halt.set()
+        st = self.worker.stats
+        secs = time.monotonic() - self.t0
+        self.worker.stop()
+        return f"{st.results} frames analysed in {secs:.0f} s ({st.results / secs:.1f} fps), {st.restarts} restart(s)"
+
+
+def bench_card(swipes: int, *, root: Path, sync: bool = False, load: str | None = None) -> dict:
     from edge.app import App
 
     rig = Rig(root / "rig", pulse_ms=200, held_open_s=30, log_level="warning")
+    face = _FaceLoad() if load == "face" else None
+    if face is not None:
+        face.start()
     load = _SyncLoad(rig, root) if sync else None
     rig.start(board=False)
     board = _BoardProcess(rig.root / "ttyBOARD")
@@ -187,6 +234,8 @@ def bench_card(swipes: int, *, root: Path, sync: bool = False) -> dict:
         loop.call_soon_threadsafe(app.stop)
         runner.join(10)
         board.stop()
+        if face is not None:
+            print(f"with the face worker flat out: {face.stop()}", file=sys.stderr)
         if load is not None:  # on stderr: the JSON line keeps the fields issue 2 defined
             print(f"with sync: {load.stop()} deltas applied meanwhile, {drained} events drained to central", file=sys.stderr)
         rig.clean()
@@ -199,7 +248,7 @@ def bench_card(swipes: int, *, root: Path, sync: bool = False) -> dict:
 def main(args: argparse.Namespace) -> int:
     if args.name == "card":
         with tempfile.TemporaryDirectory(prefix="door-edge-bench-") as tmp:
-            result = bench_card(args.swipes, root=Path(tmp), sync=args.sync)
+            result = bench_card(args.swipes, root=Path(tmp), sync=args.sync, load=args.load)
     elif args.name == "face":
         from edge.bench_face import bench_face
 
