@@ -21,8 +21,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 from drivers.virtual.proc import terminate
 from drivers.virtual.rig import Rig, wait_until
 from drivers.virtual.vcard import VPCD_PORTS, CardProfile, VirtualCard
@@ -114,17 +112,13 @@ class _FaceLoad:
     """`--load face`: the vision worker process fed frames flat out (a walk-up, over and over)."""
 
     def __init__(self) -> None:
-        import cv2
-
+        from edge.bench_face import walk_up
+        from edge.vision.enrol import read_rgb
         from edge.vision.worker import FaceWorker
 
-        photo = Path(__file__).resolve().parent.parent / "tests" / "data" / "faces" / "Emma_Watson_0004.jpg"
-        face = cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB)
-        self.frames = []
-        for i in range(30):
-            bg = np.full((480, 640, 3), 96, np.uint8)
-            bg[150 + 2 * i:300 + 2 * i, 240 + 3 * i:390 + 3 * i] = face
-            self.frames.append(bg)
+        photo = read_rgb(Path(__file__).resolve().parent.parent / "tests" / "data" / "faces" / "Emma_Watson_0004.jpg")
+        assert photo is not None
+        self.frames = walk_up(photo)
         self.done = threading.Event()
         self.worker = FaceWorker(lambda r: self.done.set())
         self._halt = threading.Event()

@@ -5,7 +5,7 @@ Data: `DIR/labels.csv` (`file,identity`; `MULTI:...` group photos are skipped). 
 least 4 images enrol their first 3 (by file name); the rest are genuine probes. Impostor probes:
 every single-image identity, and every genuine probe against a gallery without its own identity.
 
-- Ours: `edge.vision.face` (5-point alignment, jittered enrolment, threshold + cohort z-score).
+- Ours: `edge.vision.face` (5-point alignment, augmented enrolment templates, threshold + cohort z-score).
 - Baseline, as face_recognition's README shows it (`face_locations` with its defaults = HOG with
   one upsampling on the whole image, `face_encodings` = 5-point model with one jitter,
   `compare_faces` at 0.6, the nearest known face): the same dlib calls its api.py makes, without
@@ -105,7 +105,7 @@ def bench_face(data: Path) -> dict:
     people, rows, s_names, s_rows = [], [], [], []
     for ident, fs in sp.enrol.items():
         for f in fs:
-            faces = [x for x in ours.analyse(images[f], jitters=ours.s.enrol_jitters) if x.embedding is not None]
+            faces = [x for x in ours.analyse(images[f], template=True) if x.embedding is not None]
             if faces:
                 people.append(ident)
                 rows.append(faces[0].embedding)

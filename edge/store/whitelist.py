@@ -23,7 +23,7 @@ CSV_COLUMNS = ("person", "kind", "value", "doors", "valid_from", "valid_to")
 CARD_KINDS = ("idcard", "ic", "idno")
 LIST_KINDS = CARD_KINDS + ("plate",)
 _TOKEN = re.compile(r"^[0-9a-f]{64}$")
-_MOD = 1 << 256
+HASH_MOD = 1 << 256  # list hashes are sums of row hashes modulo this
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +99,7 @@ def row_hash(row: Row) -> int:
 
 
 def hash_sum(rows: Iterable[Row]) -> int:
-    return sum(row_hash(r) for r in rows) % _MOD
+    return sum(row_hash(r) for r in rows) % HASH_MOD
 
 
 def state_hash(rows: Iterable[Row]) -> str:
@@ -225,7 +225,7 @@ class Whitelist:
                 h -= row_hash(to_row(old))
             index[e.token] = e
             h += row_hash(to_row(e))
-        h %= _MOD
+        h %= HASH_MOD
         if expect_sha256 is not None and format(h, "064x") != expect_sha256:
             raise HashMismatch(f"the result would hash to {format(h, '064x')[:12]}, not {expect_sha256[:12]}")
         with Transaction(conn or self._conn) as c:

@@ -34,7 +34,7 @@ from edge import config as config_mod
 from edge.config import SyncSection, _Model, credential_path
 from edge.privacy import Tokenizer, load_key
 from edge.store.db import Transaction, get_meta, open_db, set_meta
-from edge.store.whitelist import Entry, Row, read_csv, row_hash, to_row
+from edge.store.whitelist import HASH_MOD, Entry, Row, read_csv, row_hash, to_row
 from edge.sync import protocol
 from edge.sync.mqtt import connect_properties, new_client, no_delay
 from edge.sync.protocol import (CmdReq, CmdResp, EventBatch, EvtAck, Rejected, Signer, Status, Telemetry, WlAck,
@@ -42,7 +42,6 @@ from edge.sync.protocol import (CmdReq, CmdResp, EventBatch, EvtAck, Rejected, S
 
 log = logging.getLogger(__name__)
 
-_MOD = 1 << 256
 
 _MIGRATIONS = ["""
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -222,7 +221,7 @@ class Central:
                 db.execute("DELETE FROM changes WHERE version <= ?", (keep_from,))
                 set_meta(db, "changelog_from", str(max(int(get_meta(db, "changelog_from", "0") or 0), keep_from)))
                 set_meta(db, "version", str(version))
-                set_meta(db, "hash", str(h % _MOD))
+                set_meta(db, "hash", str(h % HASH_MOD))
                 result = Published(version, len(upserts), len(deletes), "delta" if small else "snapshot")
         if result.mode != "unchanged":
             for gw in self.cfg.central.gateways:

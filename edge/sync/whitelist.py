@@ -149,7 +149,7 @@ class WhitelistSync:
         done = [self._parsed[1].get(i) or self._read_staged(c.snapshot, i) for i in range(c.total)]
         self._parsed = ("", {})
         entries = [e for chunk, _ in done for e in chunk]
-        h = sum(ch for _, ch in done) % (1 << 256)
+        h = sum(ch for _, ch in done) % store.HASH_MOD
         if format(h, "064x") != c.sha256 or len(entries) != c.count:
             store.clear_stage(self._conn)
             raise Rejected("hash_mismatch", f"snapshot v{c.version}: {len(entries)} entries do not hash to central's list")

@@ -2,7 +2,7 @@
 
 Each photo must show exactly one face that passes the quality gates; the feedback says why a photo
 was not used (no face, several faces, too small, blurred, turned away) so the installer can take
-another. The templates are the jittered embeddings of the usable photos.
+another. The templates are the augmented embeddings of the usable photos (see FacePipeline._template).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def templates_from(pipeline: FacePipeline, images: Iterable[tuple[str, np.ndarra
         if rgb is None:
             fb = Feedback(source, False, "not an image")
         else:
-            faces = pipeline.analyse(rgb, jitters=pipeline.s.enrol_jitters)
+            faces = pipeline.analyse(rgb, template=True)
             if not faces:
                 fb = Feedback(source, False, "no face found")
             elif len(faces) > 1:

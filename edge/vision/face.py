@@ -8,8 +8,8 @@ Models: dlib's HOG detector, the 5-point landmark model and the ResNet embedding
 used: its training data (iBUG 300-W) excludes commercial use.
 
 Why it refuses strangers where the stock pipeline does not: the stock `compare_faces` accepts
-anyone within 0.6 of any template. Here templates are enrolled with jitter (the mean of several
-jittered crops), and a probe is accepted only if its distance to the person's nearest template is
+anyone within 0.6 of any template. Here an enrolment template is the mean embedding of fixed
+augmentations of the photo (mirror, small shifts, turns, zoom), and a probe is accepted only if its distance to the person's nearest template is
 under `threshold` AND that distance stands out from the probe's distances to everyone else
 (cohort z-score >= `z_min`): a stranger is about equally far from all enrolled people, a resident
 is an outlier near one. Calibrated on ../shared/data/faces (61 enrolled identities, 62 genuine and
@@ -59,7 +59,6 @@ class Settings:
     cohort_min: int = 10           # fewer enrolled people than this: plain `small_threshold` instead
     small_threshold: float = 0.42
     margin: float = 0.04           # small galleries: the next person at least this much farther
-    enrol_jitters: int = 1         # enrolment templates: >0 = mean over fixed augmentations (see _template)
 
 
 @dataclass
@@ -127,7 +126,7 @@ class FacePipeline:
             found = self._detect_at(rgb, scale, self.s.upsample + 1)
         return found
 
-    def analyse(self, rgb: np.ndarray, *, embed: bool = True, jitters: int = 0,
+    def analyse(self, rgb: np.ndarray, *, embed: bool = True, template: bool = False,
                 roi: tuple[int, int, int, int] | None = None) -> list[Face]:
         faces = []
         for rect in self.detect(rgb, roi):
@@ -137,7 +136,7 @@ class FacePipeline:
             q = self.quality(rect, pts, chip)
             face = Face((rect.left(), rect.top(), rect.right(), rect.bottom()), pts, q, cv2.cvtColor(chip, cv2.COLOR_RGB2GRAY))
             if embed and q.ok:
-                face.embedding = self._template(chip) if jitters else np.asarray(self._encoder.compute_face_descriptor(chip), dtype=np.float32)
+                face.embedding = self._template(chip) if template else np.asarray(self._encoder.compute_face_descriptor(chip), dtype=np.float32)
             faces.append(face)
         faces.sort(key=lambda f: -(f.box[2] - f.box[0]))  # the nearest (largest) first
         return faces
