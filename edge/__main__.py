@@ -32,6 +32,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge.health import setup_logging
     from edge.privacy import SiteKeyError
     from edge.sync.service import SyncSetupError
+    from edge.vision import FaceSetupError
 
     cfg = _load(args.config)
     setup_logging(cfg.gateway.log_level)
@@ -43,6 +44,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     except SyncSetupError as exc:
         print(f"sync: {exc}", file=sys.stderr)
+        return 2
+    except FaceSetupError as exc:
+        print(f"faces: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -28,9 +28,11 @@ from edge.privacy import SiteKeyError, Tokenizer, load_key
 from edge.store.db import open_db, open_whitelist_db
 
 from edge.sync.service import SyncSetupError
+from edge.vision import FaceSetupError
 
 if TYPE_CHECKING:
     from edge.sync.service import SyncService
+    from edge.vision.service import FaceService
 from edge.store.outbox import Event, Flusher, Outbox
 from edge.store.whitelist import Whitelist
 
@@ -96,6 +98,13 @@ def preflight(cfg: GatewayConfig) -> None:
         from edge.sync.service import check_credentials
 
         check_credentials(cfg.sync)
+    if cfg.cameras:
+        from edge.store.faces import TemplateKeyError, load_template_key
+
+        try:
+            load_template_key(cfg.gateway.face_key_file)
+        except TemplateKeyError as exc:
+            raise FaceSetupError(str(exc)) from None
 
 
 @dataclass
@@ -108,6 +117,7 @@ class Parts:
     controller: Controller
     watcher: PcscWatcher | None
     sync: "SyncService | None" = None
+    faces: "FaceService | None" = None
     heartbeats: Heartbeats = field(default_factory=Heartbeats)
 
 
@@ -145,8 +155,9 @@ class App:
         if cfg.readers:
             watcher = PcscWatcher(sorted({r.match for r in cfg.readers}),
                                   lambda read: loop.call_soon_threadsafe(controller.on_card, read))
+        faces = self._build_faces(loop, controller) if cfg.cameras else None
         sync = self._build_sync(loop, whitelist, flusher, controller, links, watcher) if cfg.sync is not None else None
-        parts = Parts(conn, whitelist, outbox, flusher, links, controller, watcher, sync)
+        parts = Parts(conn, whitelist, outbox, flusher, links, controller, watcher, sync, faces)
         hb = parts.heartbeats
         hb.add("loop", lambda: self._loop_beat)
         hb.add("journal", lambda: flusher.heartbeat)
@@ -156,6 +167,8 @@ class App:
             hb.add("readers", lambda: watcher.heartbeat)
         if sync is not None:
             hb.add("sync", lambda: sync.heartbeat)
+        if faces is not None:
+            hb.add("cameras", lambda: faces.heartbeat)
         flusher.start()
         for link in links.values():
             link.start()
@@ -163,9 +176,22 @@ class App:
             watcher.start()
         if sync is not None:
             sync.start()
+        if faces is not None:
+            faces.start()
         log.info("started: %d door(s), %d reader match(es), whitelist v%d with %d credential(s), journal seq %d",
                  len(doors), len(cfg.readers), whitelist.version, len(whitelist), outbox.last_seq())
         return parts
+
+    def _build_faces(self, loop: asyncio.AbstractEventLoop, controller: Controller) -> "FaceService":
+        from edge.vision.face import liveness_score
+        from edge.vision.service import FaceService
+
+        controller.liveness = liveness_score
+
+        def deliver(r) -> None:  # on the worker's reader thread
+            loop.call_soon_threadsafe(controller.on_face, r.camera, r.answer, r.chip, r.t_ns)
+
+        return FaceService(self.cfg, self.cfg.state_dir(), deliver)
 
     def _build_sync(self, loop: asyncio.AbstractEventLoop, whitelist: Whitelist, flusher: Flusher, controller: Controller,
                     links: dict[str, SerialRelayLink], watcher: PcscWatcher | None) -> "SyncService":
@@ -197,6 +223,8 @@ class App:
     def _teardown(self, parts: Parts, *, fail_mode: bool) -> None:
         if parts.watcher is not None:
             parts.watcher.stop()
+        if parts.faces is not None:
+            parts.faces.stop()
         finals = parts.controller.final_states() if fail_mode else {}
         for link in parts.links.values():
             link.stop(final=finals.get(link))
@@ -245,7 +273,7 @@ class App:
         try:
             new = config_mod.load(self.config_path) if self.config_path else self.cfg
             preflight(new)
-        except (config_mod.ConfigError, SiteKeyError, SyncSetupError) as exc:
+        except (config_mod.ConfigError, SiteKeyError, SyncSetupError, FaceSetupError) as exc:
             log.error("reload refused, keeping the running config: %s", exc)
             notify("READY=1")
             return
@@ -265,6 +293,8 @@ class App:
             if parts is None:
                 continue
             parts.controller.tick()
+            if parts.faces is not None:
+                parts.faces.refresh()
             if self._loop_beat >= next_wl and parts.sync is None:  # with sync, the sync thread swaps lists in
                 next_wl = self._loop_beat + WHITELIST_CHECK_S
                 if parts.whitelist.stored_version() != parts.whitelist.version:
@@ -294,4 +324,8 @@ class App:
         central = ""
         if p.sync is not None:
             central = f"; central {'connected' if p.sync.mqtt.connected else 'OFFLINE'}{', list STALE' if p.sync.is_stale else ''}"
-        return f"{readers}; relays: {links}; whitelist v{p.whitelist.version}; journal seq {p.outbox.last_seq()}{central}"
+        faces = ""
+        if p.faces is not None:
+            w = p.faces.worker.stats
+            faces = f"; faces: {p.faces.enrolled} enrolled, worker {'up' if p.faces.worker.ready else 'DOWN'}, {w.restarts} restart(s)"
+        return f"{readers}; relays: {links}; whitelist v{p.whitelist.version}; journal seq {p.outbox.last_seq()}{central}{faces}"

@@ -22,6 +22,7 @@ M = TypeVar("M", bound=BaseModel)
 
 STANDARD_BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+FACE_MODES = ("face", "card_or_face", "card_and_face")
 _RANGE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 
 
@@ -102,7 +103,10 @@ class DoorInputs(_Model):
 class Door(_Model):
     id: str = Field(title="Door id", description="Short id used by readers, whitelists and events.", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     name: str = Field(default="", title="Name", description="Human name shown in diagnostics.")
-    mode: Literal["card"] = Field(default="card", title="Mode", description="How people are admitted: `card`.")
+    mode: Literal["card", "face", "card_or_face", "card_and_face"] = Field(
+        default="card", title="Mode",
+        description="How people are admitted: `card`; `face` and `card_or_face` (a face or a card); `card_and_face` (both, the "
+                    "second within face.second_factor_s). Face is never the only way in: a face door needs a card reader too.")
     relay: Relay = Field(title="Relay", description="The lock relay of this door.")
     pulse_ms: int = Field(default=3000, ge=100, le=60000, title="Pulse", description="How long the lock stays released after a grant, in ms.")
     inputs: DoorInputs = Field(default_factory=DoorInputs, title="Inputs", description="Door inputs on the Modbus board (discrete input numbers).")
@@ -166,6 +170,37 @@ class SyncSection(_Model):
                                  description="Seconds without a signed head from central after which the list counts as stale (0: never).")
 
 
+class CameraSection(_Model):
+    id: str = Field(title="Camera id", description="Short id used in diagnostics and events.", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    source: str = Field(title="Source", description="/dev/videoN, an rtsp:// or http:// URL, a video file, or a folder of images (tests, demo).",
+                        min_length=1)
+    door: str = Field(title="Door", description="Id of the door this camera looks out from (one of doors[].id).")
+    max_fps: float = Field(default=10.0, gt=0, le=60, title="Frame-rate cap", description="Frames per second handed to face matching.")
+    loop: bool = Field(default=False, title="Loop", description="Play a file or folder source again from the start when it ends (demo).")
+
+
+class FaceSection(_Model):
+    threshold: float = Field(default=0.52, gt=0.2, lt=1.0, title="Match threshold",
+                             description="Largest embedding distance accepted as the same person (see `door-edge bench face` for the trade-off).")
+    z_min: float = Field(default=3.0, ge=0, le=10, title="Stand-out score",
+                         description="How far the nearest person must stand out from everyone else enrolled (cohort z-score); 0 turns it off.")
+    small_threshold: float = Field(default=0.42, gt=0.2, lt=1.0, title="Small-gallery threshold",
+                                   description="The threshold used instead while fewer than 10 people are enrolled (the z-score needs a crowd).")
+    frames: int = Field(default=3, ge=1, le=30, title="Frames to agree", description="Consecutive frames that must give the same answer.")
+    liveness: bool = Field(default=True, title="Liveness check",
+                           description="Refuse a face that does not change across frames (a photo held up); see README for what it does not stop.")
+    liveness_min: float = Field(default=10.0, gt=0, title="Liveness score", description="Least change across a walk-up that counts as a live face.")
+    liveness_window_s: float = Field(default=3.0, gt=0, le=30, title="Liveness window",
+                                     description="How long a recognised face may take to show it is live before `liveness_failed`.")
+    low_quality_s: float = Field(default=4.0, gt=0, le=60, title="Low-quality patience",
+                                 description="A face seen this long without a usable frame is recorded as `low_quality`.")
+    gone_s: float = Field(default=1.5, gt=0, le=30, title="Walk-up ends after",
+                          description="Seconds without a face that end a walk-up (the next face is a new decision).")
+    second_factor_s: float = Field(default=10.0, gt=0, le=120, title="Second-factor window",
+                                   description="card_and_face doors: the second credential must follow the first within this many seconds.")
+    min_face_px: int = Field(default=40, ge=20, le=400, title="Smallest face", description="Face width in pixels below which a frame is `too_small`.")
+
+
 class GatewayConfig(_Model):
     gateway: GatewaySection = Field(title="Gateway", description="Identity of this gateway and where it keeps state.")
     readers: list[PcscReader] = Field(default_factory=list, title="Readers", description="Card readers and the door each opens.")
@@ -173,6 +208,8 @@ class GatewayConfig(_Model):
     schedules: dict[str, Schedule] = Field(default_factory=dict, title="Schedules", description="Named weekly schedules.")
     holidays: list[date] = Field(default_factory=list, title="Holidays", description="Dates on which schedules use their `holiday` ranges.")
     sync: SyncSection | None = Field(default=None, title="Sync", description="Central server over MQTT; without it the gateway runs standalone.")
+    cameras: list[CameraSection] = Field(default_factory=list, title="Cameras", description="Cameras and the door each looks out from.")
+    face: FaceSection = Field(default_factory=FaceSection, title="Face", description="Face matching: thresholds, liveness, second factor.")
 
     def door(self, door_id: str) -> Door:
         return next(d for d in self.doors if d.id == door_id)
@@ -324,6 +361,20 @@ def _cross_checks(cfg: GatewayConfig) -> list[Problem]:
     for i, rd in enumerate(cfg.readers):
         if rd.door not in door_ids:
             problems.append(Problem(f"readers[{i}].door", rd.door, "no such door", f"use one of: {', '.join(door_ids)}"))
+    camera_ids = [c.id for c in cfg.cameras]
+    for i, cam in enumerate(cfg.cameras):
+        if cam.door not in door_ids:
+            problems.append(Problem(f"cameras[{i}].door", cam.door, "no such door", f"use one of: {', '.join(door_ids)}"))
+        if camera_ids.index(cam.id) != i:
+            problems.append(Problem(f"cameras[{i}].id", cam.id, "duplicate camera id", "give every camera its own id"))
+    for i, d in enumerate(cfg.doors):
+        if d.mode in FACE_MODES:
+            if not any(c.door == d.id for c in cfg.cameras):
+                problems.append(Problem(f"doors[{i}].mode", d.mode, "a face door needs a camera",
+                                        f'add a [[cameras]] table with door = "{d.id}", or set mode = "card"'))
+            if not any(r.door == d.id for r in cfg.readers):
+                problems.append(Problem(f"doors[{i}].mode", d.mode, "face is never the only way in: this door has no card reader",
+                                        f'add a [[readers]] table with door = "{d.id}"'))
     return problems
 
 
@@ -361,6 +412,9 @@ def load(path: str | os.PathLike[str]) -> GatewayConfig:
     cfg = cfg.model_copy(update={"gateway": cfg.gateway.model_copy(update={
         "site_key_file": credential_path(cfg.gateway.site_key_file, p.parent),
         "face_key_file": credential_path(cfg.gateway.face_key_file, p.parent)})})
+    cams = [c.model_copy(update={"source": str((p.parent / c.source).resolve())}) if _is_relative_path(c.source) else c
+            for c in cfg.cameras]
+    cfg = cfg.model_copy(update={"cameras": cams})
     if cfg.sync is not None:
         s = cfg.sync
         cfg = cfg.model_copy(update={"sync": s.model_copy(update={
@@ -369,6 +423,11 @@ def load(path: str | os.PathLike[str]) -> GatewayConfig:
             "key_file": s.key_file and credential_path(s.key_file, p.parent),
             "trusted_keys": [credential_path(k, p.parent) for k in s.trusted_keys]})})
     return cfg
+
+
+def _is_relative_path(source: str) -> bool:
+    """A camera source that is a file or folder given relative to the config file."""
+    return not (source.isdigit() or "://" in source or source.startswith("/"))
 
 
 def credential_path(path: Path, config_dir: Path) -> Path:

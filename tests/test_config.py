@@ -110,3 +110,18 @@ def test_relative_paths_resolve_next_to_the_file(tmp_path):
     cfg = config.load(p)
     assert cfg.state_dir() == tmp_path / "st"
     assert cfg.gateway.site_key_file == tmp_path / "k.key"
+
+
+def test_a_face_door_needs_a_camera_and_a_card_reader(tmp_path):
+    from edge.config import ConfigError, parse
+
+    data = {"gateway": {"id": "gw", "site": "s"},
+            "doors": [{"id": "lobby", "mode": "face", "relay": {"type": "lcus", "port": "/dev/ttyUSB0"}}]}
+    with pytest.raises(ConfigError) as e:
+        parse(data)
+    text = str(e.value)
+    assert "doors[0].mode" in text and "needs a camera" in text and "never the only way in" in text
+    data["cameras"] = [{"id": "cam", "source": "/dev/video0", "door": "nowhere"}]
+    with pytest.raises(ConfigError) as e:
+        parse(data)
+    assert "cameras[0].door: no such door (value: 'nowhere')" in str(e.value)

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from drivers.virtual import scene
 from edge.privacy import generate_key
 from edge.store.faces import FaceStore, TemplateKeyError
 from edge.vision.enrol import EnrolError, templates_from
@@ -58,20 +59,8 @@ def test_a_stranger_is_refused(pipeline, gallery, stranger):
     assert m.person is None  # Takeo Fukui's nearest is Nan Wang at 0.44: close, and still refused
 
 
-def walk_up(img: np.ndarray, frames: int = 10) -> list[np.ndarray]:
-    """A photo held up to the camera: pasted on a 640x480 frame, moving and growing a little."""
-    out = []
-    for i in range(frames):
-        bg = np.full((480, 640, 3), 90, np.uint8)
-        im = cv2.resize(img, None, fx=1.6 + 0.02 * i, fy=1.6 + 0.02 * i)
-        x, y = 200 + 3 * i, 100 + 2 * i
-        bg[y:y + im.shape[0], x:x + im.shape[1]] = im
-        out.append(bg)
-    return out
-
-
 def test_a_still_photo_held_up_is_not_alive_and_a_changing_face_is(pipeline):
-    photo = [pipeline.analyse(f, embed=False)[0].chip for f in walk_up(rgb("Emma_Watson_0004"))]
+    photo = [pipeline.analyse(f, embed=False)[0].chip for f in scene.photo_held(rgb("Emma_Watson_0004"), 10)]
     assert liveness_score(photo) < LIVENESS_MIN
     moments = [pipeline.analyse(rgb(f"Nan_Wang_000{i}"), embed=False)[0].chip for i in (1, 2, 3, 4)]
     assert liveness_score(moments) > LIVENESS_MIN

@@ -30,7 +30,7 @@ log_level = "{log_level}"
 [[doors]]
 id = "lobby"
 name = "Lobby"
-mode = "card"
+mode = "{mode}"
 pulse_ms = {pulse_ms}
 held_open_s = {held_open_s}
 fail_mode = "{fail_mode}"
@@ -92,6 +92,7 @@ class Rig:
     own_pcscd: bool = True
     gw: str = "gw-rig"
     when_stale: str = "serve"
+    mode: str = "card"
     readers: bool = True  # False: no card readers (benchmarks that need no pcscd)
     extra_toml: str = ""  # appended to the config, e.g. a [sync] section from drivers.virtual.site
     pcscd: Pcscd | None = None
@@ -113,7 +114,7 @@ class Rig:
         self.root.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(CONFIG_TEMPLATE.format(root=self.root, pulse_ms=self.pulse_ms, held_open_s=self.held_open_s,
                                                            fail_mode=self.fail_mode, log_level=self.log_level,
-                                                           gw=self.gw, when_stale=self.when_stale,
+                                                           gw=self.gw, when_stale=self.when_stale, mode=self.mode,
                                                            readers=READERS if self.readers else "") + self.extra_toml)
         if not (self.root / "site.key").exists():
             generate_key(self.root / "site.key")

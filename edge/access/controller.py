@@ -1,4 +1,5 @@
-"""Glue on the event loop: card reads -> policy -> journal -> relay; door inputs -> door machine.
+"""Glue on the event loop: card reads and face verdicts -> policy -> journal -> relay; door inputs
+-> door machine.
 
 Everything here runs in the asyncio loop's thread; drivers hand their observations over with
 `call_soon_threadsafe`. The order on the card path is fixed: decide, write the event to the journal
@@ -17,7 +18,9 @@ from typing import Callable
 from drivers.pcsc import CardRead
 from drivers.relay import Output, SerialRelayLink
 from edge.access.door import DoorEvent, DoorMachine, Hold, Pulse
-from edge.access.policy import decide
+from edge.access.policy import Decision, Reason, decide
+from edge.access.second_factor import Pending, SecondFactor
+from edge.access.walkup import Verdict, WalkUp
 from edge.config import Door, GatewayConfig, ModbusRelay
 from edge.privacy import Tokenizer, short
 from edge.store.outbox import Event, Outbox
@@ -60,6 +63,10 @@ class Controller:
         self.reads_by_reader: dict[str, str | None] = {}
         self._links_down: set[str] = set()
         self.stale: Callable[[], bool] = lambda: False  # set by the sync service when there is one
+        self.factors = SecondFactor(cfg.face.second_factor_s)
+        self.walkups: dict[str, WalkUp] = {}
+        self.camera_door = {c.id: c.door for c in cfg.cameras}
+        self.liveness: Callable[[list], float] = lambda chips: 0.0  # the app sets edge.vision.face.liveness_score
 
     # -- card path ------------------------------------------------------------------------------
     def _door_for(self, reader_name: str) -> str | None:
@@ -73,23 +80,64 @@ class Controller:
         if door_id is None:
             log.warning("read on unmapped reader %s ignored", read.reader)
             return None
+        token = self.tokenizer.token_raw(read.kind, read.uid)
+        return self._credential(door_id, "card", read.kind, token, read.t_seen_ns)
+
+    # -- face path ------------------------------------------------------------------------------
+    def on_face(self, camera_id: str, answer: str | None, chip, t_ns: int) -> Event | None:
+        """One frame's answer from the vision worker (a person id, unknown_face, low_quality, None)."""
+        door_id = self.camera_door.get(camera_id)
+        if door_id is None:
+            return None
+        walkup = self.walkups.get(camera_id)
+        if walkup is None:
+            walkup = self.walkups[camera_id] = WalkUp(self.cfg.face, self.liveness)
+        verdict = walkup.observe(self._clock(), answer, chip)
+        return None if verdict is None else self.on_verdict(door_id, verdict, t_ns)
+
+    def on_verdict(self, door_id: str, verdict: Verdict, t_ns: int) -> Event | None:
+        if verdict.person is None:
+            detail = None if verdict.liveness is None else f"liveness {verdict.liveness}"
+            return self._record_decision(door_id, "face", None, Decision(False, Reason(verdict.reason)), t_ns, detail)
+        token = self.tokenizer.token("face", verdict.person)
+        return self._credential(door_id, "face", "face", token, t_ns)
+
+    # -- both -----------------------------------------------------------------------------------
+    def _credential(self, door_id: str, factor: str, kind: str, token: str, t_ns: int) -> Event | None:
         io = self.io[door_id]
         machine = self.machines[door_id]
-        token = self.tokenizer.token_raw(read.kind, read.uid)
         entry = self.whitelist.lookup(token)
-        decision = decide(read.kind, entry, io.door, self._wallclock(), schedules=self.cfg.schedules,
+        decision = decide(kind, entry, io.door, self._wallclock(), schedules=self.cfg.schedules,
                           holidays=self._holidays, fire_active=machine.fire, stale=self.stale())
-        latency_ms = (time.monotonic_ns() - read.t_seen_ns) / 1e6
-        event = Event("access", decision.reason.value, door=door_id, kind=read.kind, token=short(token),
+        if io.door.mode == "card_and_face" and decision.reason is Reason.GRANTED and decision.person:
+            first, expired = self.factors.offer(door_id, factor, decision.person, kind, short(token), self._clock())
+            self._expired(expired)
+            if first is None:
+                log.info("door=%s kind=%s token=%s waiting for the second factor", door_id, kind, short(token))
+                return None
+            kind = f"{first.kind}+{kind}" if first.factor == "card" else f"{kind}+{first.kind}"
+        return self._record_decision(door_id, kind, token, decision, t_ns)
+
+    def _record_decision(self, door_id: str, kind: str, token: str | None, decision: Decision, t_ns: int,
+                         detail: str | None = None) -> Event:
+        latency_ms = (time.monotonic_ns() - t_ns) / 1e6
+        event = Event("access", decision.reason.value, door=door_id, kind=kind, token=token and short(token),
                       decision="granted" if decision.granted else "denied", latency_ms=round(latency_ms, 3),
-                      mono_ns=read.t_seen_ns)
+                      detail=detail, mono_ns=t_ns)
         self.outbox.put(event)  # in the journal before the lock moves
         if decision.granted:
-            self._apply(door_id, machine.grant(self._clock()))
-        log.info("door=%s kind=%s token=%s decision=%s reason=%s seq=%d", door_id, read.kind, event.token,
+            self._apply(door_id, self.machines[door_id].grant(self._clock()))
+        log.info("door=%s kind=%s token=%s decision=%s reason=%s seq=%d", door_id, kind, event.token,
                  event.decision, event.reason, event.seq)
         self.notify_listeners(event)
         return event
+
+    def _expired(self, pending: list[Pending]) -> None:
+        for p in pending:
+            event = Event("access", Reason.SECOND_FACTOR_TIMEOUT.value, door=p.door, kind=p.kind, token=p.token,
+                          decision="denied", detail=f"no {'face' if p.factor == 'card' else 'card'} within "
+                                                    f"{self.cfg.face.second_factor_s:g} s")
+            self._record(event)
 
     # -- door inputs ----------------------------------------------------------------------------
     def on_inputs(self, port: str, unit: int, bits: int) -> None:
@@ -125,8 +173,9 @@ class Controller:
         self._apply(door_id, self.machines[door_id].grant(self._clock()))
 
     def tick(self) -> None:
-        """Called a few times a second: held-open alarms."""
+        """Called a few times a second: held-open alarms, second factors that did not come."""
         now = self._clock()
+        self._expired(self.factors.expire(now))
         for door_id, machine in self.machines.items():
             self._apply(door_id, machine.tick(now))
 

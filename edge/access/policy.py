@@ -14,7 +14,10 @@ from typing import Mapping
 from edge.config import DAYS, Door, Schedule
 from edge.store.whitelist import CARD_KINDS, Entry
 
-MODE_KINDS: dict[str, frozenset[str]] = {"card": frozenset(CARD_KINDS)}
+_CARDS = frozenset(CARD_KINDS)
+# Face is never the only way in: every mode that takes a face takes a card too.
+MODE_KINDS: dict[str, frozenset[str]] = {"card": _CARDS, "face": _CARDS | {"face"}, "card_or_face": _CARDS | {"face"},
+                                         "card_and_face": _CARDS | {"face"}}
 
 
 class Reason(StrEnum):
@@ -27,6 +30,10 @@ class Reason(StrEnum):
     MODE_NOT_ALLOWED = "mode_not_allowed"
     FIRE_RELEASE = "fire_release"
     WHITELIST_STALE = "whitelist_stale"
+    UNKNOWN_FACE = "unknown_face"
+    LIVENESS_FAILED = "liveness_failed"
+    LOW_QUALITY = "low_quality"
+    SECOND_FACTOR_TIMEOUT = "second_factor_timeout"
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,10 @@ class FaceStore:
             self._conn.execute("VACUUM")
         return n
 
+    def generation(self) -> int:
+        """Changes when another connection (`door-edge enroll`) commits: the daemon polls it to reload."""
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
     def people(self) -> dict[str, int]:
         return dict(self._conn.execute("SELECT person, count(*) FROM templates GROUP BY person ORDER BY person"))
 

@@ -21,7 +21,7 @@ from edge.store.db import Transaction, get_meta, set_meta
 
 CSV_COLUMNS = ("person", "kind", "value", "doors", "valid_from", "valid_to")
 CARD_KINDS = ("idcard", "ic", "idno")
-LIST_KINDS = CARD_KINDS + ("plate",)
+LIST_KINDS = CARD_KINDS + ("plate", "face")  # face: the person may use their face (value = person id)
 _TOKEN = re.compile(r"^[0-9a-f]{64}$")
 HASH_MOD = 1 << 256  # list hashes are sums of row hashes modulo this
 
@@ -114,7 +114,9 @@ def read_csv(path: Path, tokenizer: Tokenizer) -> list[Entry]:
     """Parse a residents CSV (person, kind, value, doors, valid_from, valid_to[, schedule]).
 
     Values are hashed as they are read; the clear values are not kept anywhere.
-    `doors` is `*` or door ids separated by `;` or spaces.
+    `doors` is `*` or door ids separated by `;` or spaces. A `face` row grants the person's enrolled
+    face (value: the id they were enrolled under; blank = the person column): central records the
+    consent, the gateway holds the template.
     """
     entries: dict[str, Entry] = {}
     with path.open(newline="", encoding="utf-8-sig") as f:
@@ -126,9 +128,12 @@ def read_csv(path: Path, tokenizer: Tokenizer) -> list[Entry]:
         for lineno, rec in enumerate(reader, start=2):
             try:
                 kind = (rec["kind"] or "").strip()
-                if kind not in CARD_KINDS + ("plate",):
-                    raise ValueError(f"kind {kind!r} is not one of {', '.join(CARD_KINDS + ('plate',))}")
-                token = tokenizer.token(kind, rec["value"] or "")
+                if kind not in LIST_KINDS:
+                    raise ValueError(f"kind {kind!r} is not one of {', '.join(LIST_KINDS)}")
+                value = rec["value"] or ""
+                if kind == "face" and not value.strip():
+                    value = rec["person"] or ""  # a face row: the person may use the face enrolled under their id
+                token = tokenizer.token(kind, value)
                 doors_text = (rec["doors"] or "").strip()
                 if not doors_text:
                     raise ValueError("doors is empty; use * for every door")

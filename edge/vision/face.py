@@ -60,6 +60,11 @@ class Settings:
     small_threshold: float = 0.42
     margin: float = 0.04           # small galleries: the next person at least this much farther
 
+    @classmethod
+    def from_config(cls, face) -> "Settings":
+        """From the config's [face] section (edge.config.FaceSection)."""
+        return cls(min_face_px=face.min_face_px, threshold=face.threshold, z_min=face.z_min, small_threshold=face.small_threshold)
+
 
 @dataclass
 class Quality:

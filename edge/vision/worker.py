@@ -38,36 +38,37 @@ class FaceResult:
     z: float | None
     chip: np.ndarray | None       # aligned grey face for the liveness check (never stored)
     ms: float                     # time in the worker
+    camera: str = ""              # which camera the frame came from
 
 
-def _serve(conn, shm_name: str, slots: int, people: list[str], templates: np.ndarray) -> None:
+def _serve(conn, shm_name: str, slots: int, people: list[str], templates: np.ndarray, settings) -> None:
     """The worker process: load the models once, then answer frames until the pipe closes."""
     from edge.vision.face import FacePipeline, Gallery
 
     shm = shared_memory.SharedMemory(name=shm_name)
     frames = np.ndarray((slots, SLOT_BYTES), dtype=np.uint8, buffer=shm.buf)
-    pipeline = FacePipeline()
-    gallery = Gallery(people, templates)
-    box = None
+    pipeline = FacePipeline(settings)
+    gallery = Gallery(people, templates, settings)
+    boxes: dict[str, tuple[int, int, int, int] | None] = {}  # last face box per camera: the next search starts there
     conn.send(("ready",))
     try:
         while True:
             msg = conn.recv()
             if msg[0] == "gallery":
-                gallery = Gallery(msg[1], msg[2])
+                gallery = Gallery(msg[1], msg[2], settings)
                 continue
-            _, slot, index, t_ns, h, w = msg
+            _, slot, index, t_ns, h, w, camera = msg
             t0 = time.perf_counter()
-            result = FaceResult(index, t_ns, None, None, None, None, None, 0.0)
+            result = FaceResult(index, t_ns, None, None, None, None, None, 0.0, camera)
             try:
-                faces = pipeline.analyse(frames[slot, : h * w * 3].reshape(h, w, 3), roi=box)
+                faces = pipeline.analyse(frames[slot, : h * w * 3].reshape(h, w, 3), roi=boxes.get(camera))
             except Exception as exc:  # noqa: BLE001 - one bad frame must not take the worker down
                 faces = []
                 result.answer = f"error: {exc.__class__.__name__}"
             conn.send(("free", slot))
             if faces:
                 f = faces[0]
-                box = result.box = f.box
+                boxes[camera] = result.box = f.box
                 result.chip = f.chip
                 if not f.quality.ok:
                     result.answer = "low_quality"
@@ -75,7 +76,7 @@ def _serve(conn, shm_name: str, slots: int, people: list[str], templates: np.nda
                     m = gallery.search(f.embedding)
                     result.answer, result.distance, result.z = m.person or "unknown_face", m.distance, m.z
             else:
-                box = None
+                boxes[camera] = None
             result.ms = (time.perf_counter() - t0) * 1000
             conn.send(("result", result))
     except (EOFError, KeyboardInterrupt, BrokenPipeError):
@@ -97,8 +98,9 @@ class WorkerStats:
 
 class FaceWorker:
     def __init__(self, on_result: Callable[[FaceResult], None], *, people: list[str] | None = None,
-                 templates: np.ndarray | None = None, slots: int = 2):
+                 templates: np.ndarray | None = None, slots: int = 2, settings=None):
         self._on_result = on_result
+        self._settings = settings  # edge.vision.face.Settings (None: the defaults)
         self._people = people or []
         self._templates = templates if templates is not None else np.zeros((0, 128), np.float32)
         self.slots = slots
@@ -118,7 +120,7 @@ class FaceWorker:
 
     def _start(self) -> None:
         parent, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=_serve, args=(child, self._shm.name, self.slots, self._people, self._templates),
+        self._proc = self._ctx.Process(target=_serve, args=(child, self._shm.name, self.slots, self._people, self._templates, self._settings),
                                        name="door-edge-vision", daemon=True)
         self._proc.start()
         child.close()
@@ -130,10 +132,14 @@ class FaceWorker:
         return self._ready.wait(timeout)
 
     @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    def submit(self, rgb: np.ndarray, index: int, t_ns: int) -> bool:
+    def submit(self, rgb: np.ndarray, index: int, t_ns: int, camera: str = "") -> bool:
         """Hand a frame over if a slot is free; False if it was dropped (worker busy or down)."""
         h, w = rgb.shape[:2]
         with self._lock:
@@ -145,7 +151,7 @@ class FaceWorker:
             self._frames[slot, : h * w * 3].reshape(h, w, 3)[:] = rgb
             self.stats.busy.add(slot)
             try:
-                self._conn.send(("frame", slot, index, t_ns, h, w))  # type: ignore[union-attr]
+                self._conn.send(("frame", slot, index, t_ns, h, w, camera))  # type: ignore[union-attr]
             except (OSError, BrokenPipeError):
                 self.stats.busy.discard(slot)
                 self.stats.dropped += 1
