@@ -178,26 +178,38 @@ def cmd_enroll_face(args: argparse.Namespace) -> int:
     from edge.vision.enrol import EnrolError, image_files, read_rgb, templates_from
     from edge.vision.face import FaceModelsMissing, FacePipeline
 
+    from edge.vision.face import Settings
+
     cfg = _load(args.config)
     store = _face_store(cfg)
-    if not args.images.is_dir():
-        print(f"--images {args.images}: not a folder of photos", file=sys.stderr)
-        return 2
-    files = image_files(args.images)
     try:
-        pipeline = FacePipeline()
+        pipeline = FacePipeline(Settings.from_config(cfg.face))
     except FaceModelsMissing as exc:
         print(f"face models: {exc}", file=sys.stderr)
         return 1
+    if args.images is not None:
+        if not args.images.is_dir():
+            print(f"--images {args.images}: not a folder of photos", file=sys.stderr)
+            return 2
+        files = image_files(args.images)
+        total = len(files)
+        images = ((p.name, read_rgb(p)) for p in files)
+    else:
+        try:
+            images = _camera_moments(cfg, args.camera, args.timeout)
+        except ValueError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
+        total = 5
     done = [0]
 
     def progress(fb) -> None:
-        done[0] += 1
-        bar = "#" * done[0] + "." * max(0, len(files) - done[0])
+        done[0] += fb.used
+        bar = "#" * done[0] + "." * max(0, total - done[0])
         print(f"\r[{bar}] {fb.source}: {fb.reason}" + " " * 10, file=sys.stderr, end="\n" if not fb.used else "", flush=True)
 
     try:
-        templates, feedback = templates_from(pipeline, ((p.name, read_rgb(p)) for p in files), progress)
+        templates, feedback = templates_from(pipeline, images, progress)
     except EnrolError as exc:
         print(f"\nenrolment refused, nothing stored: {exc}", file=sys.stderr)
         return 2
@@ -205,6 +217,40 @@ def cmd_enroll_face(args: argparse.Namespace) -> int:
     store.close()
     print(f"\nenrolled {args.person}: {n} template(s) from {sum(f.used for f in feedback)} photo(s), sealed with the face key")
     return 0
+
+
+def _camera_moments(cfg: config_mod.GatewayConfig, camera: str, timeout: float):
+    """Frames from a camera, one every 0.4 s (distinct moments), until `timeout`; ValueError at once if it cannot open."""
+    from drivers.camera import Camera, CameraError
+
+    source = next((c.source for c in cfg.cameras if c.id == camera), camera)
+    try:
+        cam = Camera(source, max_fps=10)
+    except CameraError as exc:
+        raise ValueError(f"--camera {camera}: {exc}") from None
+    return _moments(cam, timeout)
+
+
+def _moments(cam, timeout: float):
+    import time
+
+    cam.start()
+    try:
+        deadline, last, n = time.monotonic() + timeout, 0, 0
+        while time.monotonic() < deadline:
+            frame = cam.wait_frame(last, timeout=1.0)
+            if frame is None:
+                if cam.ended:
+                    return
+                continue
+            last = frame.index
+            n += 1
+            yield f"moment {n}", frame.rgb
+            next_at = time.monotonic() + 0.4
+            while time.monotonic() < next_at and cam.wait_frame(last, timeout=0.4) is not None:
+                last = cam.latest().index  # type: ignore[union-attr]
+    finally:
+        cam.stop()
 
 
 def cmd_enroll_list(args: argparse.Namespace) -> int:
@@ -394,7 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
     en = sub.add_parser("enroll", help="face enrolment (templates stay on this gateway, encrypted)").add_subparsers(dest="sub", required=True)
     ef = with_config(en.add_parser("face", help="enrol a person from 3-5 photos"))
     ef.add_argument("--person", required=True, help="the person's id, as in the whitelist")
-    ef.add_argument("--images", type=Path, required=True, help="a folder with 3-5 photos of the person alone")
+    src = ef.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", type=Path, help="a folder with 3-5 photos of the person alone")
+    src.add_argument("--camera", help="a camera id from the config (or a source: /dev/videoN, rtsp://..., a folder): "
+                                      "the person looks at it; 5 moments are taken")
+    ef.add_argument("--timeout", type=float, default=30.0, help="--camera: give up after this many seconds")
     ef.set_defaults(func=cmd_enroll_face)
     with_config(en.add_parser("list", help="who is enrolled")).set_defaults(func=cmd_enroll_list)
     er = with_config(en.add_parser("remove", help="delete a person's templates"))

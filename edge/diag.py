@@ -269,7 +269,29 @@ def run_checks(path: Path, *, pulse: bool = False) -> list[Check]:
     _readers(cfg, out)
     _relays(cfg, out, pulse)
     _broker(cfg, out)
+    _cameras(cfg, out)
     return out
+
+
+def _cameras(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
+    """Each camera: opens, frame rate over 2 s, an annotated snapshot; the face key and templates."""
+    if not cfg.cameras:
+        return
+    from edge.store.faces import FaceStore, TemplateKeyError, load_template_key
+    from edge.vision.diag import check_camera
+
+    try:
+        store = FaceStore(cfg.state_dir(), load_template_key(cfg.gateway.face_key_file))
+        try:
+            people, _ = store.load()
+            out.append(Check("face templates", "ok" if people else "warn", f"{len(set(people))} person(s) enrolled, sealed",
+                             "enrol residents with `door-edge enroll face --person ID --images DIR`"))
+        finally:
+            store.close()
+    except TemplateKeyError as exc:
+        out.append(Check("face templates", "fail", str(exc), "create the key with `door-edge keygen FILE` (gateway.face_key_file)"))
+    for cam in cfg.cameras:
+        check_camera(cfg, cam, cfg.state_dir() / "diag", lambda *a: out.append(Check(*a)))
 
 
 def runtime_checks(cfg: config_mod.GatewayConfig) -> list[dict]:

@@ -116,3 +116,19 @@ def test_enroll_cli_with_progress_list_and_remove(tmp_path, rig):
     (photos / "zhu_0001.jpg").unlink()
     res = run("enroll", "face", "--config", cfg, "--person", "R-0707", "--images", str(photos))
     assert res.returncode == 2 and "2 usable photo(s), 3 needed" in res.stderr
+
+
+def test_enroll_from_a_camera_takes_five_moments(tmp_path, rig):
+    frames = scene.live([rgb(f"Nan_Wang_000{i}") for i in (1, 2, 3, 4)], 40)
+    folder = scene.write(tmp_path / "cam", frames)
+    generate_key(rig.root / "face.key")
+    cfg = str(rig.config_path)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "edge", *a], capture_output=True, text=True, cwd=REPO, timeout=120)
+    res = run("enroll", "face", "--config", cfg, "--person", "R-0808", "--camera", str(folder))
+    assert res.returncode == 0, res.stderr
+    assert "enrolled R-0808: 5 template(s)" in res.stdout and "[#####] moment" in res.stderr
+    empty = scene.write(tmp_path / "empty", scene.blank(20))
+    res = run("enroll", "face", "--config", cfg, "--person", "R-0909", "--camera", str(empty))
+    assert res.returncode == 2 and "0 usable photo(s)" in res.stderr and "no face found" in res.stderr
+    res = run("enroll", "face", "--config", cfg, "--person", "R-0909", "--camera", "/dev/video99")
+    assert res.returncode == 2 and "/dev/video99" in res.stderr

@@ -3,6 +3,7 @@ dlib models) -> walk-up decisions -> policy -> journal -> the relay on a pty boa
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -145,4 +146,30 @@ def test_removed_person_stops_matching_without_a_restart(tmp_path, pcscd, templa
         assert app.reasons().count("granted") == 1
     finally:
         app.stop()
+        rig.stop()
+
+
+def test_diag_checks_the_camera_and_writes_an_annotated_snapshot(tmp_path, pcscd, templates):
+    rig = face_rig(tmp_path, templates, scene.live([photo(f"{RESIDENT}_0004")], 40), mode="face",
+                   face_rows=f"{RESIDENT_ID},face,,lobby,,\n")
+    try:
+        res = subprocess.run([sys.executable, "-m", "edge", "diag", "--config", str(rig.config_path), "--json"],
+                             capture_output=True, text=True, cwd=REPO, timeout=120)
+        checks = {c["name"]: c for c in json.loads(res.stdout)["checks"]}
+        assert checks["camera lobby-cam"]["status"] == "ok" and "640x480" in checks["camera lobby-cam"]["detail"]
+        assert checks["face templates"]["detail"].startswith("3 person(s) enrolled")
+        snap = checks["snapshot lobby-cam"]
+        assert snap["status"] == "ok" and snap["detail"].startswith("1 face(s), 1 usable")
+        (png,) = (rig.root / "state" / "diag").glob("snapshot-lobby-cam-*.png")
+        img = scene.read_rgb(png)
+        frame = scene.read_rgb(next((tmp_path / "frames").iterdir()))
+        assert img.shape == frame.shape and (np.abs(img.astype(int) - frame).max(axis=2) > 100).sum() > 200  # a box was drawn
+        assert RESIDENT_ID not in res.stdout and "Emma" not in res.stdout
+        broken = rig.config_path.read_text().replace(str(tmp_path / "frames"), "/dev/video99")
+        rig.config_path.write_text(broken)
+        res = subprocess.run([sys.executable, "-m", "edge", "diag", "--config", str(rig.config_path), "--json"],
+                             capture_output=True, text=True, cwd=REPO, timeout=120)
+        cam = {c["name"]: c for c in json.loads(res.stdout)["checks"]}["camera lobby-cam"]
+        assert res.returncode == 1 and cam["status"] == "fail" and "/dev/video99" in cam["detail"] and cam["fix"]
+    finally:
         rig.stop()
