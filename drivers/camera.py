@@ -162,6 +162,7 @@ class Camera(threading.Thread):
 
     def stop(self) -> None:
         self._halt.set()
-        self.join(5)
+        if self.is_alive():
+            self.join(5)
         if self._src is not None:
             self._src.release()

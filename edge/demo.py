@@ -1,10 +1,12 @@
-"""`door-edge demo`: the whole card door on virtual devices, with a scripted scene.
+"""`door-edge demo`: the whole door on virtual devices, with a scripted scene.
 
 It starts pcscd with the vpcd virtual readers, a Modbus door board on a pty, a mosquitto broker
 with mutual TLS and the per-gateway ACL, the central reference (`door-edge central serve`) and the
-daemon as a real `door-edge run` process. Central publishes the residents list; then the scene
-plays residents swiping, a stranger, an expired tenant, the exit button, a door held open and the
-fire alarm; then central pushes a changed list live and the next swipe follows it. It prints the
+daemon as a real `door-edge run` process, with a camera that is a folder of frames. Central
+publishes the residents list and a resident is enrolled with `door-edge enroll face`; the camera
+shows her walking up (the door opens), a stranger, and a photo of her held up (refused); then the
+scene plays residents swiping, a stranger, an expired tenant, the exit button, a door held open and
+the fire alarm; then central pushes a changed list live and the next swipe follows it. It prints the
 daemon's log as it comes, the relay timeline, the journal and central's view of the gateway.
 Everything it started, it stops.
 """
@@ -73,6 +75,16 @@ class Scene:
         assert board is not None
         wait_until(lambda: board.coils[0] == on, timeout, f"the lock relay to turn {'on' if on else 'off'}", step=0.01)
 
+    def play_faces(self) -> None:
+        self.say("the lobby camera: Li Wei (enrolled; her face allowed on central's list) walks up and looks at it")
+        self.expect("granted", timeout=60)
+        self.coil_is(True)
+        self.say("a stranger walks up")
+        self.expect("unknown_face", timeout=30)
+        self.say("someone holds up a printed photo of Li Wei")
+        self.expect("liveness_failed", timeout=30)
+        self.coil_is(False)
+
     def play(self) -> None:
         self.say("Li Wei (resident) shows her ID card at the outside reader")
         self.swipe(CardProfile.idcard("0102030405060708"), 0, "granted")
@@ -125,7 +137,7 @@ class Scene:
     def play_sync(self, run: list[str], central_cfg: Path) -> None:
         self.say("Zhang Min moves out: the manager removes her from the list on central, which pushes a signed delta")
         residents = self.rig.root / "residents-v2.csv"
-        residents.write_text("\n".join(line for line in RESIDENTS_CSV.splitlines() if "Zhang Min" not in line) + "\n")
+        residents.write_text("\n".join(line for line in RESIDENTS_CSV.splitlines() if "Zhang Min" not in line) + "\n" + FACE_ROW)
         subprocess.run(run + ["central", "publish", "--config", str(central_cfg), "--residents", str(residents)], check=True)
         residents.unlink()
         wait_until(lambda: self.list_version() >= 2, 10, "the gateway to apply list v2")
@@ -143,6 +155,35 @@ class Scene:
             return Whitelist(conn).stored_version()
         finally:
             conn.close()
+
+
+FACE_ROW = "R-0101 Li Wei,face,,lobby,,\n"  # she consented to face entry at the lobby: central's list says so
+FACES = Path(__file__).resolve().parent.parent / "tests" / "data" / "faces"  # LFW thumbnails, see ATTRIBUTION.md there
+
+
+def write_camera_scene(folder: Path) -> None:
+    """The camera's frames: the empty lobby, Li Wei walking up, a stranger, a photo of her held up."""
+    from drivers.virtual import scene
+
+    her = [scene.read_rgb(FACES / f"Emma_Watson_000{i}.jpg") for i in (4, 1, 2, 3)]
+    stranger = [scene.read_rgb(FACES / "Ken_Loach_0001.jpg")]
+    scene.write(folder, scene.blank(10) + scene.live(her, 20) + scene.blank(30) + scene.live(stranger, 15)
+                + scene.blank(30) + scene.photo_held(her[0], 60) + scene.blank(10))
+
+
+def enrol_resident(run: list[str], rig: Rig) -> None:
+    """`door-edge enroll face` with three photos of the resident (the fourth is the camera's)."""
+    from edge.privacy import generate_key
+
+    generate_key(rig.root / "face.key")
+    photos = rig.root / "enrol-photos"
+    photos.mkdir()
+    for i in (1, 2, 3):
+        shutil.copy(FACES / f"Emma_Watson_000{i}.jpg", photos / f"li-wei-{i}.jpg")
+    print(f"$ door-edge enroll face --config {rig.config_path} --person 'R-0101 Li Wei' --images {photos}", flush=True)
+    subprocess.run(run + ["enroll", "face", "--config", str(rig.config_path), "--person", "R-0101 Li Wei", "--images", str(photos)],
+                   check=True)
+    shutil.rmtree(photos)  # the photos are not kept; the sealed templates are
 
 
 def _pump(stream, prefix: str, keep: list[str] | None = None) -> None:
@@ -175,6 +216,10 @@ def main(args: argparse.Namespace | None = None) -> int:
         server = site.central_process()
         threading.Thread(target=_pump, args=(server.stdout, "  central| "), daemon=True).start()
         run = [sys.executable, "-m", "edge"]
+        with rig.residents_path.open("a") as f:
+            f.write(FACE_ROW)
+        enrol_resident(run, rig)
+        write_camera_scene(rig.root / "camera")
         print(f"$ door-edge central publish --config {central_cfg} --residents {rig.residents_path}", flush=True)
         subprocess.run(run + ["central", "publish", "--config", str(central_cfg), "--residents", str(rig.residents_path)], check=True)
         rig.residents_path.unlink()  # the residents' numbers stay on central; the gateway gets tokens
@@ -187,6 +232,7 @@ def main(args: argparse.Namespace | None = None) -> int:
         wait_until(lambda: board.requests > 2, 15, "the daemon to poll the door board")
         scene = Scene(rig, daemon, log)
         wait_until(lambda: scene.list_version() >= 1, 15, "the gateway to fetch its list from central")
+        scene.play_faces()
         scene.play()
         scene.play_sync(run, central_cfg)
         print("\n== relay timeline (lock coil 0, as the board saw it)")

@@ -127,7 +127,7 @@ class Controller:
         self.outbox.put(event)  # in the journal before the lock moves
         if decision.granted:
             self._apply(door_id, self.machines[door_id].grant(self._clock()))
-        log.info("door=%s kind=%s token=%s decision=%s reason=%s seq=%d", door_id, kind, event.token,
+        log.info("door=%s kind=%s token=%s decision=%s reason=%s seq=%d", door_id, kind, event.token or "-",
                  event.decision, event.reason, event.seq)
         self.notify_listeners(event)
         return event

@@ -56,6 +56,7 @@ class FaceService:
                        for cid, cam in self.cameras.items()]
         self._next_check = 0.0
         self._beat = time.monotonic()
+        self.started = False
 
     @property
     def heartbeat(self) -> float:
@@ -65,10 +66,23 @@ class FaceService:
         return self._beat
 
     def start(self) -> None:
+        """Cameras start once the worker has its models loaded (a few seconds on a Pi), so that the
+        first walk-up after a boot is not lost to frames dropped while nobody could look at them."""
+        threading.Thread(target=self._start_when_ready, name="faces-start", daemon=True).start()
+
+    def _start_when_ready(self) -> None:
+        while not self.worker.wait_ready(1.0):
+            self._beat = time.monotonic()  # loading models is not a hang
+            if self._halt.is_set():
+                return
+        if self._halt.is_set():
+            return
         for cam in self.cameras.values():
             cam.start()
         for t in self._pumps:
             t.start()
+        self.started = True
+        log.info("faces: %d camera(s) on, %d person(s) enrolled", len(self.cameras), self.enrolled)
 
     def _pump(self, camera_id: str, cam: Camera) -> None:
         last = 0
@@ -102,6 +116,7 @@ class FaceService:
         for cam in self.cameras.values():
             cam.stop()
         for t in self._pumps:
-            t.join(3)
+            if t.is_alive():
+                t.join(3)
         self.worker.stop()
         self.store.close()
