@@ -13,7 +13,8 @@ from drivers.virtual.rig import wait_until
 from edge.vision.enrol import templates_from
 from edge.vision.face import FacePipeline
 from edge.vision.worker import FaceWorker
-from tests.test_face import PEOPLE, rgb, walk_up
+from drivers.virtual import scene
+from tests.test_face import PEOPLE, rgb
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def test_frames_go_in_answers_come_out_and_a_dead_worker_comes_back(gallery):
     w = FaceWorker(on_result, people=gallery[0], templates=gallery[1])
     try:
         assert w.wait_ready(60)
-        frames = walk_up(rgb("Zhu_Rongji_0009"), 6)
+        frames = scene.photo_held(rgb("Zhu_Rongji_0009"), 6)
 
         def feed(n: int) -> None:
             i = 0
