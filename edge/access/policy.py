@@ -36,6 +36,10 @@ class Reason(StrEnum):
     SECOND_FACTOR_TIMEOUT = "second_factor_timeout"
 
 
+# Reasons that come from the face path before `decide` (edge.access.walkup, edge.access.second_factor).
+FACE_PATH_REASONS = frozenset({Reason.UNKNOWN_FACE, Reason.LIVENESS_FAILED, Reason.LOW_QUALITY, Reason.SECOND_FACTOR_TIMEOUT})
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     granted: bool

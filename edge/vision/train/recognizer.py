@@ -1,0 +1,133 @@
+"""Train the plate recogniser (CNN + CTC) on synthetic plates plus the real training crops; export ONNX.
+
+    .venv/bin/python -m edge.vision.train.recognizer --real ../shared/data/plates_train --out models/plate_rec.onnx
+
+Needs `make train-deps` (torch CPU, Pillow, the fonts). Deterministic for a seed on one machine
+(thread scheduling aside). The real yardstick (../shared/data/plates) is never read here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from edge.vision.plate_format import CHARSET
+from edge.vision.train.data import REC_H, REC_W, jitter, real_crops, synth_set
+
+
+def block(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+class Recogniser(nn.Module):
+    """32x128 BGR (0-255) in; (N, T=32, classes) log-probabilities out; class 0 = CTC blank."""
+
+    def __init__(self, classes: int = len(CHARSET) + 1):
+        super().__init__()
+        self.features = nn.Sequential(
+            *block(3, 32), nn.MaxPool2d(2),                     # 16 x 64
+            *block(32, 64), nn.MaxPool2d(2),                    # 8 x 32
+            *block(64, 128), *block(128, 128), nn.MaxPool2d((2, 1)),  # 4 x 32
+            *block(128, 192),
+            nn.Conv2d(192, 256, (4, 1), bias=False), nn.BatchNorm2d(256), nn.ReLU(inplace=True),  # 1 x 32
+        )
+        self.context = nn.Sequential(nn.Conv1d(256, 256, 3, padding=1), nn.ReLU(inplace=True), nn.Dropout(0.15))
+        self.head = nn.Conv1d(256, classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - 127.5) / 64.0
+        f = self.features(x).squeeze(2)          # N, 256, 32
+        f = f + self.context(f)
+        return self.head(f).permute(0, 2, 1).log_softmax(-1)  # N, T, C
+
+
+def encode(text: str) -> list[int]:
+    return [CHARSET.index(c) + 1 for c in text]
+
+
+def greedy(logp: np.ndarray) -> str:
+    best = logp.argmax(-1)
+    out, prev = [], 0
+    for k in best:
+        if k != prev and k != 0:
+            out.append(CHARSET[k - 1])
+        prev = k
+    return "".join(out)
+
+
+def to_tensor(imgs: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(imgs).astype(np.float32)).permute(0, 3, 1, 2)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--real", type=Path, required=True, help="folder with labels.csv of real training crops")
+    ap.add_argument("--out", type=Path, default=Path("models/plate_rec.onnx"))
+    ap.add_argument("--synthetic", type=int, default=40000)
+    ap.add_argument("--steps", type=int, default=12000)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    random.seed(args.seed)
+    torch.set_num_threads(2)
+
+    real = real_crops(args.real)
+    random.Random(args.seed).shuffle(real)
+    n_val = len(real) // 10
+    val_real, train_real = real[:n_val], real[n_val:]
+    t0 = time.time()
+    synth = synth_set(args.synthetic, args.seed)
+    print(f"{len(train_real)} real crops for training, {n_val} held out; {len(synth)} synthetic in {time.time() - t0:.0f} s", flush=True)
+
+    model = Recogniser()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=args.steps, pct_start=0.1)
+    ctc = nn.CTCLoss(blank=0, zero_infinity=True)
+    real_share = 0.35
+    for step in range(1, args.steps + 1):
+        n_real = int(args.batch * real_share)
+        batch = [train_real[i] for i in rng.integers(0, len(train_real), n_real)]
+        batch = [(t, jitter(img, rng)) for t, img in batch]
+        batch += [synth[i] for i in rng.integers(0, len(synth), args.batch - n_real)]
+        x = to_tensor([img for _, img in batch])
+        targets = torch.tensor([k for t, _ in batch for k in encode(t)], dtype=torch.long)
+        lengths = torch.tensor([len(t) for t, _ in batch], dtype=torch.long)
+        model.train()
+        logp = model(x).permute(1, 0, 2)  # T, N, C
+        loss = ctc(logp, targets, torch.full((len(batch),), logp.shape[0], dtype=torch.long), lengths)
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        sched.step()
+        if step % 500 == 0 or step == args.steps:
+            acc = evaluate(model, val_real)
+            print(f"step {step} loss {loss.item():.3f} held-out real exact {acc:.3f} ({time.time() - t0:.0f} s)", flush=True)
+    model.eval()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(model, to_tensor([np.zeros((REC_H, REC_W, 3), np.uint8)]), str(args.out), input_names=["image"],
+                      output_names=["logp"], dynamic_axes={"image": {0: "n"}, "logp": {0: "n"}}, opset_version=17, dynamo=False)
+    print(json.dumps({"out": str(args.out), "held_out_real_exact": evaluate(model, val_real), "seed": args.seed,
+                      "steps": args.steps, "synthetic": args.synthetic}))
+
+
+@torch.no_grad()
+def evaluate(model: Recogniser, items: list[tuple[str, np.ndarray]]) -> float:
+    model.eval()
+    imgs = [cv2.resize(img, (REC_W, REC_H), interpolation=cv2.INTER_AREA) for _, img in items]
+    logp = model(to_tensor(imgs)).numpy()
+    return float(np.mean([greedy(lp) == t for lp, (t, _) in zip(logp, items)]))
+
+
+if __name__ == "__main__":
+    main()
