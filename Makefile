@@ -6,7 +6,11 @@ VENV := .venv
 APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev swig pcsc-tools socat mosquitto mosquitto-clients openssl
 STAMP := $(VENV)/.installed
 
-.PHONY: setup apt venv demo test bench clean
+FONT_PACKAGES := fonts-noto-cjk fonts-wqy-zenhei fonts-dejavu-core
+PLATES_TRAIN ?= ../shared/data/plates_train
+BACKGROUNDS ?= ../shared/data/faces
+
+.PHONY: setup apt fonts venv demo test bench bench-deps train-deps train-plates clean
 
 setup: apt $(STAMP)
 
@@ -16,6 +20,13 @@ apt:
 	if ! $(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1; then missing="$$missing python3-venv"; fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing apt packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+fonts:
+	@missing=""; for p in $(FONT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
@@ -32,8 +43,21 @@ demo: setup
 test: setup
 	$(VENV)/bin/python -m pytest -q
 
-bench: setup
+bench-deps: setup fonts
+	$(VENV)/bin/pip install -q -e '.[bench]'
+	$(VENV)/bin/pip install -q --no-deps 'hyperlpr2==2.0.0'   # the plate peer; its own deps would pull the GUI OpenCV
+
+bench: bench-deps
 	$(VENV)/bin/door-edge bench card --swipes 200 --json
+
+# Training the plate models (not part of make test): torch CPU, ONNX export, the fonts for synthesis.
+train-deps: setup fonts
+	$(VENV)/bin/pip install -q 'torch==2.13.0' -e '.[train]'
+
+train-plates: train-deps
+	$(VENV)/bin/python -m edge.vision.train.recognizer --real $(PLATES_TRAIN) --out models/plate_rec.onnx --seed 7
+	$(VENV)/bin/python -m edge.vision.train.detector --real $(PLATES_TRAIN) --backgrounds $(BACKGROUNDS) --out models/plate_det.onnx --seed 11
+	$(VENV)/bin/python -m edge.vision.train.manifest
 
 clean:
 	rm -rf $(VENV) .pytest_cache .demo

@@ -32,7 +32,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge.health import setup_logging
     from edge.privacy import SiteKeyError
     from edge.sync.service import SyncSetupError
-    from edge.vision import FaceSetupError
+    from edge.vision import VisionSetupError
 
     cfg = _load(args.config)
     setup_logging(cfg.gateway.log_level)
@@ -45,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except SyncSetupError as exc:
         print(f"sync: {exc}", file=sys.stderr)
         return 2
-    except FaceSetupError as exc:
+    except VisionSetupError as exc:
         print(f"faces: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -457,8 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     dg.set_defaults(func=cmd_diag)
 
     bn = sub.add_parser("bench", help="benchmarks; one JSON line of figures")
-    bn.add_argument("name", choices=["card", "sync", "face"])
-    bn.add_argument("--data", type=Path, default=None, help="face: a folder of photos with labels.csv")
+    bn.add_argument("name", choices=["card", "sync", "face", "plate"])
+    bn.add_argument("--data", type=Path, default=None, help="face, plate: a folder of images with labels.csv")
     bn.add_argument("--swipes", type=int, default=200)
     bn.add_argument("--load", choices=["face"], default=None, help="card: with the face worker running flat out")
     bn.add_argument("--sync", action="store_true", help="card: with sync running (broker, central, live deltas, events drained)")

@@ -28,11 +28,11 @@ from edge.privacy import SiteKeyError, Tokenizer, load_key
 from edge.store.db import open_db, open_whitelist_db
 
 from edge.sync.service import SyncSetupError
-from edge.vision import FaceSetupError
+from edge.vision import VisionSetupError
 
 if TYPE_CHECKING:
     from edge.sync.service import SyncService
-    from edge.vision.service import FaceService
+    from edge.vision.service import VisionService
 from edge.store.outbox import Event, Flusher, Outbox
 from edge.store.whitelist import Whitelist
 
@@ -98,13 +98,13 @@ def preflight(cfg: GatewayConfig) -> None:
         from edge.sync.service import check_credentials
 
         check_credentials(cfg.sync)
-    if cfg.cameras:
+    if any(d.mode in config_mod.FACE_MODES for d in cfg.doors):
         from edge.store.faces import TemplateKeyError, load_template_key
 
         try:
             load_template_key(cfg.gateway.face_key_file)
         except TemplateKeyError as exc:
-            raise FaceSetupError(str(exc)) from None
+            raise VisionSetupError(str(exc)) from None
 
 
 @dataclass
@@ -117,7 +117,7 @@ class Parts:
     controller: Controller
     watcher: PcscWatcher | None
     sync: "SyncService | None" = None
-    faces: "FaceService | None" = None
+    faces: "VisionService | None" = None
     heartbeats: Heartbeats = field(default_factory=Heartbeats)
 
 
@@ -182,16 +182,19 @@ class App:
                  len(doors), len(cfg.readers), whitelist.version, len(whitelist), outbox.last_seq())
         return parts
 
-    def _build_faces(self, loop: asyncio.AbstractEventLoop, controller: Controller) -> "FaceService":
+    def _build_faces(self, loop: asyncio.AbstractEventLoop, controller: Controller) -> "VisionService":
         from edge.vision.face import liveness_score
-        from edge.vision.service import FaceService
+        from edge.vision.service import VisionService
 
         controller.liveness = liveness_score
 
         def deliver(r) -> None:  # on the worker's reader thread
-            loop.call_soon_threadsafe(controller.on_face, r.camera, r.answer, r.chip, r.t_ns)
+            if r.plates is not None:
+                loop.call_soon_threadsafe(controller.on_plate, r.camera, r.plates, r.t_ns)
+            else:
+                loop.call_soon_threadsafe(controller.on_face, r.camera, r.answer, r.chip, r.t_ns)
 
-        return FaceService(self.cfg, self.cfg.state_dir(), deliver)
+        return VisionService(self.cfg, self.cfg.state_dir(), deliver)
 
     def _build_sync(self, loop: asyncio.AbstractEventLoop, whitelist: Whitelist, flusher: Flusher, controller: Controller,
                     links: dict[str, SerialRelayLink], watcher: PcscWatcher | None) -> "SyncService":
@@ -273,7 +276,7 @@ class App:
         try:
             new = config_mod.load(self.config_path) if self.config_path else self.cfg
             preflight(new)
-        except (config_mod.ConfigError, SiteKeyError, SyncSetupError, FaceSetupError) as exc:
+        except (config_mod.ConfigError, SiteKeyError, SyncSetupError, VisionSetupError) as exc:
             log.error("reload refused, keeping the running config: %s", exc)
             notify("READY=1")
             return

@@ -243,13 +243,23 @@ def main(args: argparse.Namespace) -> int:
     if args.name == "card":
         with tempfile.TemporaryDirectory(prefix="door-edge-bench-") as tmp:
             result = bench_card(args.swipes, root=Path(tmp), sync=args.sync, load=args.load)
-    elif args.name == "face":
-        from edge.bench_face import bench_face
-
+    elif args.name in ("face", "plate"):
         if args.data is None or not (args.data / "labels.csv").exists():
-            print("bench face needs --data DIR with labels.csv (e.g. ../shared/data/faces)", file=sys.stderr)
+            print(f"bench {args.name} needs --data DIR with labels.csv (e.g. ../shared/data/{args.name}s)", file=sys.stderr)
             return 2
-        result = bench_face(args.data)
+        if args.name == "face":
+            from edge.bench_face import bench_face
+
+            result = bench_face(args.data)
+        else:
+            from edge.bench_plate import bench_plate
+            from edge.vision.models import ModelError
+
+            try:
+                result = bench_plate(args.data)
+            except ModelError as exc:
+                print(f"bench plate: {exc}", file=sys.stderr)
+                return 2
     elif args.name == "sync":
         from edge.bench_sync import bench_sync
 

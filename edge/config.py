@@ -23,6 +23,7 @@ M = TypeVar("M", bound=BaseModel)
 STANDARD_BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 FACE_MODES = ("face", "card_or_face", "card_and_face")
+PLATE_MODES = ("plate", "plate_or_card")
 _RANGE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 
 
@@ -103,10 +104,11 @@ class DoorInputs(_Model):
 class Door(_Model):
     id: str = Field(title="Door id", description="Short id used by readers, whitelists and events.", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     name: str = Field(default="", title="Name", description="Human name shown in diagnostics.")
-    mode: Literal["card", "face", "card_or_face", "card_and_face"] = Field(
+    mode: Literal["card", "face", "card_or_face", "card_and_face", "plate", "plate_or_card"] = Field(
         default="card", title="Mode",
         description="How people are admitted: `card`; `face` and `card_or_face` (a face or a card); `card_and_face` (both, the "
-                    "second within face.second_factor_s). Face is never the only way in: a face door needs a card reader too.")
+                    "second within face.second_factor_s); for a vehicle gate `plate` or `plate_or_card`. Face is never the only "
+                    "way in: a face door needs a card reader too.")
     relay: Relay = Field(title="Relay", description="The lock relay of this door.")
     pulse_ms: int = Field(default=3000, ge=100, le=60000, title="Pulse", description="How long the lock stays released after a grant, in ms.")
     inputs: DoorInputs = Field(default_factory=DoorInputs, title="Inputs", description="Door inputs on the Modbus board (discrete input numbers).")
@@ -201,6 +203,14 @@ class FaceSection(_Model):
     min_face_px: int = Field(default=40, ge=20, le=400, title="Smallest face", description="Face width in pixels below which a frame is `too_small`.")
 
 
+class PlateSection(_Model):
+    frames: int = Field(default=3, ge=1, le=30, title="Frames to agree", description="Frames on which a reading must be the best one to decide.")
+    gone_s: float = Field(default=2.0, gt=0, le=60, title="Vehicle gone after",
+                          description="Seconds without a plate in view that end a vehicle's visit (the next plate is a new decision).")
+    unreadable_s: float = Field(default=4.0, gt=0, le=60, title="Unreadable after",
+                                description="A plate in view this long without a reading that holds is recorded as `plate_unreadable`.")
+
+
 class GatewayConfig(_Model):
     gateway: GatewaySection = Field(title="Gateway", description="Identity of this gateway and where it keeps state.")
     readers: list[PcscReader] = Field(default_factory=list, title="Readers", description="Card readers and the door each opens.")
@@ -210,6 +220,7 @@ class GatewayConfig(_Model):
     sync: SyncSection | None = Field(default=None, title="Sync", description="Central server over MQTT; without it the gateway runs standalone.")
     cameras: list[CameraSection] = Field(default_factory=list, title="Cameras", description="Cameras and the door each looks out from.")
     face: FaceSection = Field(default_factory=FaceSection, title="Face", description="Face matching: thresholds, liveness, second factor.")
+    plate: PlateSection = Field(default_factory=PlateSection, title="Plates", description="Plate reading at vehicle gates: the vote across frames.")
 
     def door(self, door_id: str) -> Door:
         return next(d for d in self.doors if d.id == door_id)
@@ -375,6 +386,9 @@ def _cross_checks(cfg: GatewayConfig) -> list[Problem]:
             if not any(r.door == d.id for r in cfg.readers):
                 problems.append(Problem(f"doors[{i}].mode", d.mode, "face is never the only way in: this door has no card reader",
                                         f'add a [[readers]] table with door = "{d.id}"'))
+        if d.mode in PLATE_MODES and not any(c.door == d.id for c in cfg.cameras):
+            problems.append(Problem(f"doors[{i}].mode", d.mode, "a plate gate needs a camera",
+                                    f'add a [[cameras]] table with door = "{d.id}", or set mode = "card"'))
     return problems
 
 

@@ -6,7 +6,7 @@ from datetime import date, datetime
 
 import pytest
 
-from edge.access.policy import FACE_PATH_REASONS, Reason, decide, in_schedule
+from edge.access.policy import FACE_PATH_REASONS, PLATE_PATH_REASONS, Reason, decide, in_schedule
 from edge.config import Door, Schedule
 from edge.store.whitelist import Entry
 
@@ -15,6 +15,8 @@ LOBBY = Door(id="lobby", relay=RELAY)
 NIGHT_DOOR = Door(id="lobby", relay=RELAY, schedule="day")
 STRICT = Door(id="lobby", relay=RELAY, when_stale="deny")
 FACE_DOOR = Door(id="lobby", relay=RELAY, mode="card_or_face")
+GATE = Door(id="gate", relay=RELAY, mode="plate")
+GATE_OR_CARD = Door(id="gate", relay=RELAY, mode="plate_or_card")
 SCHEDULES = {"day": Schedule(mon=["07:00-22:00"], sat=["09:00-12:00", "14:00-24:00"], holiday=["10:00-11:00"]),
              "cleaners": Schedule(mon=["09:00-12:00"])}
 HOLIDAYS = frozenset({date(2026, 10, 1)})
@@ -46,6 +48,9 @@ CASES = [
     ("holiday uses holiday ranges", "ic", entry(), NIGHT_DOOR, datetime(2026, 10, 1, 12, 0), False, False, Reason.OUTSIDE_SCHEDULE),
     ("holiday open", "ic", entry(), NIGHT_DOOR, datetime(2026, 10, 1, 10, 30), False, True, Reason.GRANTED),
     ("plate at a card door", "plate", entry("plate"), LOBBY, MON_NOON, False, False, Reason.MODE_NOT_ALLOWED),
+    ("plate at a plate gate", "plate", entry("plate"), GATE, MON_NOON, False, True, Reason.GRANTED),
+    ("card at a plate-only gate", "ic", entry(), GATE, MON_NOON, False, False, Reason.MODE_NOT_ALLOWED),
+    ("card at a plate_or_card gate", "ic", entry(), GATE_OR_CARD, MON_NOON, False, True, Reason.GRANTED),
     ("face at a card door", "face", entry("face"), LOBBY, MON_NOON, False, False, Reason.MODE_NOT_ALLOWED),
     ("face at a face door", "face", entry("face"), FACE_DOOR, MON_NOON, False, True, Reason.GRANTED),
     ("card at a face door: never the only way in", "ic", entry(), FACE_DOOR, MON_NOON, False, True, Reason.GRANTED),
@@ -65,7 +70,7 @@ def test_decide(name, kind, ent, door, now, fire, granted, reason):
 
 
 def test_every_reason_is_covered_by_the_table():
-    assert {c[-1] for c in CASES} == set(Reason) - FACE_PATH_REASONS  # those: tests/test_walkup.py
+    assert {c[-1] for c in CASES} == set(Reason) - FACE_PATH_REASONS - PLATE_PATH_REASONS  # those: test_walkup.py, test_plate.py
 
 
 @pytest.mark.parametrize("hhmm,inside", [("08:59", False), ("09:00", True), ("11:59", True), ("12:00", False),

@@ -18,6 +18,7 @@ from typing import Callable
 from drivers.pcsc import CardRead
 from drivers.relay import Output, SerialRelayLink
 from edge.access.door import DoorEvent, DoorMachine, Hold, Pulse
+from edge.access.platevote import READ, PlateVerdict, VehicleVote
 from edge.access.policy import Decision, Reason, decide
 from edge.access.second_factor import Pending, SecondFactor
 from edge.access.walkup import Verdict, WalkUp
@@ -67,6 +68,7 @@ class Controller:
         self.walkups: dict[str, WalkUp] = {}
         self.camera_door = {c.id: c.door for c in cfg.cameras}
         self.liveness: Callable[[list], float] = lambda chips: 0.0  # the app sets edge.vision.face.liveness_score
+        self.votes: dict[str, VehicleVote] = {}
 
     # -- card path ------------------------------------------------------------------------------
     def _door_for(self, reader_name: str) -> str | None:
@@ -102,13 +104,38 @@ class Controller:
         token = self.tokenizer.token("face", verdict.person)
         return self._credential(door_id, "face", "face", token, t_ns)
 
+    # -- plate path -----------------------------------------------------------------------------
+    def on_plate(self, camera_id: str, reads: list, t_ns: int) -> Event | None:
+        """One frame's plates from the vision worker (edge.vision.plate.PlateRead, largest first)."""
+        door_id = self.camera_door.get(camera_id)
+        if door_id is None:
+            return None
+        vote = self.votes.get(camera_id)
+        if vote is None:
+            p = self.cfg.plate
+            vote = self.votes[camera_id] = VehicleVote(p.frames, p.gone_s, p.unreadable_s)
+        readings = [(c.text, c.p) for c in reads[0].candidates] if reads else None
+        verdict = vote.observe(self._clock(), readings)
+        return None if verdict is None else self.on_plate_verdict(door_id, verdict, t_ns)
+
+    def on_plate_verdict(self, door_id: str, verdict: PlateVerdict, t_ns: int) -> Event:
+        """Each candidate reading is hashed and looked up in vote order: the first one on the list decides."""
+        if verdict.reason != READ:
+            return self._record_decision(door_id, "plate", None, Decision(False, Reason.PLATE_UNREADABLE), t_ns)
+        tokens = [self.tokenizer.token("plate", text) for text in verdict.candidates]
+        token = next((t for t in tokens if self.whitelist.lookup(t) is not None), tokens[0])
+        return self._credential(door_id, "plate", "plate", token, t_ns, unknown=Reason.UNKNOWN_PLATE)  # type: ignore[return-value]
+
     # -- both -----------------------------------------------------------------------------------
-    def _credential(self, door_id: str, factor: str, kind: str, token: str, t_ns: int) -> Event | None:
+    def _credential(self, door_id: str, factor: str, kind: str, token: str, t_ns: int,
+                    unknown: Reason = Reason.UNKNOWN_CREDENTIAL) -> Event | None:
         io = self.io[door_id]
         machine = self.machines[door_id]
         entry = self.whitelist.lookup(token)
         decision = decide(kind, entry, io.door, self._wallclock(), schedules=self.cfg.schedules,
                           holidays=self._holidays, fire_active=machine.fire, stale=self.stale())
+        if decision.reason is Reason.UNKNOWN_CREDENTIAL:
+            decision = Decision(False, unknown)
         if io.door.mode == "card_and_face" and decision.reason is Reason.GRANTED and decision.person:
             first, expired = self.factors.offer(door_id, factor, decision.person, kind, short(token), self._clock())
             self._expired(expired)

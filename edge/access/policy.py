@@ -17,7 +17,8 @@ from edge.store.whitelist import CARD_KINDS, Entry
 _CARDS = frozenset(CARD_KINDS)
 # Face is never the only way in: every mode that takes a face takes a card too.
 MODE_KINDS: dict[str, frozenset[str]] = {"card": _CARDS, "face": _CARDS | {"face"}, "card_or_face": _CARDS | {"face"},
-                                         "card_and_face": _CARDS | {"face"}}
+                                         "card_and_face": _CARDS | {"face"}, "plate": frozenset({"plate"}),
+                                         "plate_or_card": _CARDS | {"plate"}}
 
 
 class Reason(StrEnum):
@@ -34,10 +35,13 @@ class Reason(StrEnum):
     LIVENESS_FAILED = "liveness_failed"
     LOW_QUALITY = "low_quality"
     SECOND_FACTOR_TIMEOUT = "second_factor_timeout"
+    UNKNOWN_PLATE = "unknown_plate"
+    PLATE_UNREADABLE = "plate_unreadable"
 
 
-# Reasons that come from the face path before `decide` (edge.access.walkup, edge.access.second_factor).
+# Reasons that come from the camera paths before `decide` (edge.access.walkup, second_factor, platevote).
 FACE_PATH_REASONS = frozenset({Reason.UNKNOWN_FACE, Reason.LIVENESS_FAILED, Reason.LOW_QUALITY, Reason.SECOND_FACTOR_TIMEOUT})
+PLATE_PATH_REASONS = frozenset({Reason.UNKNOWN_PLATE, Reason.PLATE_UNREADABLE})
 
 
 @dataclass(frozen=True, slots=True)

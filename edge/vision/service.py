@@ -1,4 +1,5 @@
-"""Faces at the doors: cameras -> the vision worker process -> the controller on the event loop.
+"""Cameras at doors and gates: cameras -> the vision worker process (faces, plates) -> the
+controller on the event loop.
 
 One `Camera` thread per camera keeps the newest frame; a pump thread per camera hands each new
 frame to the shared `FaceWorker` (dropped when the worker is busy: the present, not a backlog); the
@@ -17,39 +18,52 @@ from pathlib import Path
 from typing import Callable
 
 from drivers.camera import Camera, CameraError
-from edge.config import GatewayConfig
+from edge.config import PLATE_MODES, GatewayConfig
 from edge.store.faces import FaceStore, TemplateKeyError, load_template_key
-from edge.vision import FaceSetupError
+from edge.vision import VisionSetupError
 from edge.vision.face import FaceModelsMissing, Settings, model_dir
-from edge.vision.worker import FaceResult, FaceWorker
+from edge.vision.worker import VisionResult, FaceWorker
 
 log = logging.getLogger(__name__)
 
 GALLERY_CHECK_S = 1.0
 
 
-class FaceService:
-    def __init__(self, cfg: GatewayConfig, state_dir: Path, on_result: Callable[[FaceResult], None]):
-        """Opens the template store and the cameras; FaceSetupError naming the fix if one cannot be."""
-        try:
-            model_dir()
-            self.store = FaceStore(state_dir, load_template_key(cfg.gateway.face_key_file))
-        except (FaceModelsMissing, TemplateKeyError) as exc:
-            raise FaceSetupError(str(exc)) from None
-        try:
-            people, templates = self.store.load()
-        except TemplateKeyError as exc:
-            self.store.close()
-            raise FaceSetupError(str(exc)) from None
-        self._generation = self.store.generation()
+class VisionService:
+    def __init__(self, cfg: GatewayConfig, state_dir: Path, on_result: Callable[[VisionResult], None]):
+        """Checks the models, opens the template store and the cameras; VisionSetupError naming the fix."""
+        modes = {d.id: d.mode for d in cfg.doors}
+        self.tasks = {c.id: "plate" if modes[c.door] in PLATE_MODES else "face" for c in cfg.cameras}
+        self.store: FaceStore | None = None
+        people, templates = [], None
+        if "plate" in self.tasks.values():
+            from edge.vision.models import ModelError, checked
+
+            try:
+                checked("plate_det"), checked("plate_rec")
+            except ModelError as exc:
+                raise VisionSetupError(str(exc)) from None
+        if "face" in self.tasks.values():
+            try:
+                model_dir()
+                self.store = FaceStore(state_dir, load_template_key(cfg.gateway.face_key_file))
+            except (FaceModelsMissing, TemplateKeyError) as exc:
+                raise VisionSetupError(str(exc)) from None
+            try:
+                people, templates = self.store.load()
+            except TemplateKeyError as exc:
+                self.store.close()
+                raise VisionSetupError(str(exc)) from None
+        self._generation = self.store.generation() if self.store is not None else 0
         self.cameras: dict[str, Camera] = {}
         for c in cfg.cameras:
             try:
                 self.cameras[c.id] = Camera(c.source, max_fps=c.max_fps, loop=c.loop)
             except CameraError as exc:
-                self.store.close()
-                raise FaceSetupError(f"cameras.{c.id}: {exc}") from None
-        self.worker = FaceWorker(on_result, people=people, templates=templates, settings=Settings.from_config(cfg.face))
+                if self.store is not None:
+                    self.store.close()
+                raise VisionSetupError(f"cameras.{c.id}: {exc}") from None
+        self.worker = FaceWorker(on_result, people=people, templates=templates, settings=Settings.from_config(cfg.face), tasks=self.tasks)
         self.enrolled = len(set(people))
         self._halt = threading.Event()
         self._pumps = [threading.Thread(target=self._pump, args=(cid, cam), name=f"pump {cid}", daemon=True)
@@ -99,7 +113,7 @@ class FaceService:
     def refresh(self) -> None:
         """Reload the templates if an enrolment changed them (called from the event loop's ticker)."""
         now = time.monotonic()
-        if now < self._next_check:
+        if now < self._next_check or self.store is None:
             return
         self._next_check = now + GALLERY_CHECK_S
         gen = self.store.generation()
@@ -119,4 +133,5 @@ class FaceService:
             if t.is_alive():
                 t.join(3)
         self.worker.stop()
-        self.store.close()
+        if self.store is not None:
+            self.store.close()

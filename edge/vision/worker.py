@@ -29,7 +29,7 @@ SLOT_BYTES = MAX_SHAPE[0] * MAX_SHAPE[1] * MAX_SHAPE[2]  # a frame sits at the s
 
 
 @dataclass
-class FaceResult:
+class VisionResult:
     index: int                    # the frame's camera index
     t_ns: int                     # when the camera read it (monotonic)
     box: tuple[int, int, int, int] | None
@@ -39,16 +39,25 @@ class FaceResult:
     chip: np.ndarray | None       # aligned grey face for the liveness check (never stored)
     ms: float                     # time in the worker
     camera: str = ""              # which camera the frame came from
+    plates: list | None = None    # plate cameras: edge.vision.plate.PlateRead per plate, largest first (faces: None)
 
 
-def _serve(conn, shm_name: str, slots: int, people: list[str], templates: np.ndarray, settings) -> None:
-    """The worker process: load the models once, then answer frames until the pipe closes."""
+def _serve(conn, shm_name: str, slots: int, people: list[str], templates: np.ndarray, settings,
+           tasks: dict[str, str] | None = None) -> None:
+    """The worker process: load the models once, then answer frames until the pipe closes.
+    `tasks`: camera id -> "face" | "plate" (default face); plate models load only if a camera needs them."""
     from edge.vision.face import FacePipeline, Gallery
 
+    tasks = tasks or {}
     shm = shared_memory.SharedMemory(name=shm_name)
     frames = np.ndarray((slots, SLOT_BYTES), dtype=np.uint8, buffer=shm.buf)
-    pipeline = FacePipeline(settings)
+    pipeline = FacePipeline(settings) if "face" in tasks.values() or not tasks else None
     gallery = Gallery(people, templates, settings)
+    plates = None
+    if "plate" in tasks.values():
+        from edge.vision.plate import PlateReader
+
+        plates = PlateReader()
     boxes: dict[str, tuple[int, int, int, int] | None] = {}  # last face box per camera: the next search starts there
     conn.send(("ready",))
     try:
@@ -59,9 +68,20 @@ def _serve(conn, shm_name: str, slots: int, people: list[str], templates: np.nda
                 continue
             _, slot, index, t_ns, h, w, camera = msg
             t0 = time.perf_counter()
-            result = FaceResult(index, t_ns, None, None, None, None, None, 0.0, camera)
+            result = VisionResult(index, t_ns, None, None, None, None, None, 0.0, camera)
+            if tasks.get(camera) == "plate":
+                try:
+                    reads = plates.read(frames[slot, : h * w * 3].reshape(h, w, 3))  # type: ignore[union-attr]
+                    reads.sort(key=lambda r: -float(np.ptp(r.quad[:, 0])))
+                    result.plates = reads
+                except Exception as exc:  # noqa: BLE001 - one bad frame must not take the worker down
+                    result.plates, result.answer = [], f"error: {exc.__class__.__name__}"
+                conn.send(("free", slot))
+                result.ms = (time.perf_counter() - t0) * 1000
+                conn.send(("result", result))
+                continue
             try:
-                faces = pipeline.analyse(frames[slot, : h * w * 3].reshape(h, w, 3), roi=boxes.get(camera))
+                faces = pipeline.analyse(frames[slot, : h * w * 3].reshape(h, w, 3), roi=boxes.get(camera))  # type: ignore[union-attr]
             except Exception as exc:  # noqa: BLE001 - one bad frame must not take the worker down
                 faces = []
                 result.answer = f"error: {exc.__class__.__name__}"
@@ -97,10 +117,11 @@ class WorkerStats:
 
 
 class FaceWorker:
-    def __init__(self, on_result: Callable[[FaceResult], None], *, people: list[str] | None = None,
-                 templates: np.ndarray | None = None, slots: int = 2, settings=None):
+    def __init__(self, on_result: Callable[[VisionResult], None], *, people: list[str] | None = None,
+                 templates: np.ndarray | None = None, slots: int = 2, settings=None, tasks: dict[str, str] | None = None):
         self._on_result = on_result
         self._settings = settings  # edge.vision.face.Settings (None: the defaults)
+        self._tasks = tasks or {}
         self._people = people or []
         self._templates = templates if templates is not None else np.zeros((0, 128), np.float32)
         self.slots = slots
@@ -120,7 +141,7 @@ class FaceWorker:
 
     def _start(self) -> None:
         parent, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=_serve, args=(child, self._shm.name, self.slots, self._people, self._templates, self._settings),
+        self._proc = self._ctx.Process(target=_serve, args=(child, self._shm.name, self.slots, self._people, self._templates, self._settings, self._tasks),
                                        name="door-edge-vision", daemon=True)
         self._proc.start()
         child.close()

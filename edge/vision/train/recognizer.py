@@ -33,18 +33,18 @@ class Recogniser(nn.Module):
     def __init__(self, classes: int = len(CHARSET) + 1):
         super().__init__()
         self.features = nn.Sequential(
-            *block(3, 32), nn.MaxPool2d(2),                     # 16 x 64
-            *block(32, 64), nn.MaxPool2d(2),                    # 8 x 32
-            *block(64, 128), *block(128, 128), nn.MaxPool2d((2, 1)),  # 4 x 32
-            *block(128, 192),
-            nn.Conv2d(192, 256, (4, 1), bias=False), nn.BatchNorm2d(256), nn.ReLU(inplace=True),  # 1 x 32
+            *block(3, 16), nn.MaxPool2d(2),                     # 16 x 64
+            *block(16, 32), nn.MaxPool2d(2),                    # 8 x 32
+            *block(32, 64), *block(64, 64), nn.MaxPool2d((2, 1)),  # 4 x 32
+            *block(64, 96),
+            nn.Conv2d(96, 160, (4, 1), bias=False), nn.BatchNorm2d(160), nn.ReLU(inplace=True),  # 1 x 32
         )
-        self.context = nn.Sequential(nn.Conv1d(256, 256, 3, padding=1), nn.ReLU(inplace=True), nn.Dropout(0.15))
-        self.head = nn.Conv1d(256, classes, 1)
+        self.context = nn.Sequential(nn.Conv1d(160, 160, 5, padding=2), nn.ReLU(inplace=True), nn.Dropout(0.15))
+        self.head = nn.Conv1d(160, classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - 127.5) / 64.0
-        f = self.features(x).squeeze(2)          # N, 256, 32
+        f = self.features(x).squeeze(2)          # N, 160, 32
         f = f + self.context(f)
         return self.head(f).permute(0, 2, 1).log_softmax(-1)  # N, T, C
 
@@ -117,8 +117,10 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(model, to_tensor([np.zeros((REC_H, REC_W, 3), np.uint8)]), str(args.out), input_names=["image"],
                       output_names=["logp"], dynamic_axes={"image": {0: "n"}, "logp": {0: "n"}}, opset_version=17, dynamo=False)
-    print(json.dumps({"out": str(args.out), "held_out_real_exact": evaluate(model, val_real), "seed": args.seed,
-                      "steps": args.steps, "synthetic": args.synthetic}))
+    summary = {"out": str(args.out), "held_out_real_exact": evaluate(model, val_real), "seed": args.seed,
+                      "steps": args.steps, "synthetic": args.synthetic}
+    args.out.with_suffix(".train.json").write_text(json.dumps(summary))
+    print(json.dumps(summary))
 
 
 @torch.no_grad()

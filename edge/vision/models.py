@@ -1,0 +1,62 @@
+"""Model files under `models/`, checked against `models/manifest.toml` before onnxruntime loads them.
+
+A file whose sha256 differs from the manifest is refused with `ModelError` naming the file and the
+fix: a corrupted download, a half-copied image or a file swapped by hand never runs at a gate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MODELS_DIR = Path(__file__).resolve().parent.parent.parent / "models"
+
+
+class ModelError(Exception):
+    """A model file that is missing, unlisted or altered (the message names the fix)."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    path: Path
+    sha256: str
+    meta: dict[str, Any]
+
+
+def manifest(models_dir: Path = MODELS_DIR) -> dict[str, dict[str, Any]]:
+    path = models_dir / "manifest.toml"
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{path} is missing: reinstall the package (the models ship with it)") from None
+
+
+def checked(name: str, models_dir: Path = MODELS_DIR) -> ModelInfo:
+    """The model's entry, after its file's sha256 has been compared with the manifest's."""
+    entries = manifest(models_dir)
+    if name not in entries:
+        raise ModelError(f"model {name!r} is not in {models_dir / 'manifest.toml'}")
+    meta = entries[name]
+    path = models_dir / meta["file"]
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        raise ModelError(f"{path} is missing: reinstall the package, or retrain with: {meta.get('command', '?')}") from None
+    if digest != meta["sha256"]:
+        raise ModelError(f"{path}: sha256 {digest[:16]}... does not match the manifest ({meta['sha256'][:16]}...); "
+                         "the file is damaged or was replaced: reinstall the package, or retrain and update models/manifest.toml")
+    return ModelInfo(name, path, digest, meta)
+
+
+def session(info: ModelInfo, threads: int = 1):
+    """An onnxruntime session for a checked model (CPU; `threads` intra-op threads)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(info.path), opts, providers=["CPUExecutionProvider"])

@@ -1,0 +1,184 @@
+"""Plates: detect, rectify, recognise (our own ONNX models on onnxruntime), top-k candidates, the
+format check, and a vote across the frames of one vehicle. Pure computation on numpy frames (RGB).
+
+- Detector (`models/plate_det.onnx`): a plate mask at 1/4 resolution of a 256x256 letterboxed frame.
+  Each blob is a plate candidate; a second pass on a crop around it, at a scale where the plate
+  fills the input, gives tight corners (minimum-area rectangle of the refined blob).
+- Rectify: a perspective warp of those corners (with the margin the recogniser was trained with)
+  to 128x32.
+- Recogniser (`models/plate_rec.onnx`): CNN + CTC over 32 columns; a prefix beam search gives the
+  top-k strings with probabilities; only strings with the shape of a real plate are kept.
+Why top-k: lookups are by keyed hash, so a gate cannot compare a read with the list "fuzzily"
+after hashing; instead each likely reading is hashed and looked up (edge.access.platevote).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.vision.models import MODELS_DIR, checked, session
+from edge.vision.plate_format import CHARSET, is_valid
+
+DET, STRIDE = 256, 4
+REC_H, REC_W = 32, 128
+PAD = 114
+
+
+@dataclass(frozen=True)
+class Candidate:
+    text: str
+    p: float
+
+
+@dataclass
+class PlateRead:
+    quad: np.ndarray                 # 4 x 2 corners in the frame (tl, tr, br, bl)
+    candidates: list[Candidate]      # valid plate strings, most likely first (may be empty: unreadable)
+    score: float                     # detector confidence (mean mask probability)
+
+    @property
+    def text(self) -> str | None:
+        return self.candidates[0].text if self.candidates else None
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def letterbox(img: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    h, w = img.shape[:2]
+    s = size / max(h, w)
+    out = np.full((size, size, 3), PAD, np.uint8)
+    r = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    out[: r.shape[0], : r.shape[1]] = r
+    return out, s
+
+
+def order_quad(pts: np.ndarray) -> np.ndarray:
+    """Corners as top-left, top-right, bottom-right, bottom-left."""
+    pts = np.asarray(pts, np.float32)
+    c = pts.mean(axis=0)
+    ang = np.arctan2(pts[:, 1] - c[1], pts[:, 0] - c[0])
+    pts = pts[np.argsort(ang)]  # from the left, clockwise in image coordinates: tl first after a roll
+    tl = int(np.argmin(pts.sum(axis=1)))
+    return np.roll(pts, -tl, axis=0)
+
+
+def beam_search(logp: np.ndarray, beam: int = 8, k: int = 5, prune: float = -7.0) -> list[tuple[str, float]]:
+    """CTC prefix beam search over (T, C) log-probabilities; the `k` best strings with probabilities."""
+    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}  # prefix -> (log p blank-end, log p char-end)
+    lse = np.logaddexp
+    for t in range(logp.shape[0]):
+        row = logp[t]
+        chars = np.nonzero(row > prune)[0]
+        nxt: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [-math.inf, -math.inf])
+        for prefix, (pb, pnb) in beams.items():
+            total = lse(pb, pnb)
+            for c in chars:
+                p = float(row[c])
+                if c == 0:
+                    e = nxt[prefix]
+                    e[0] = lse(e[0], total + p)
+                    continue
+                new = prefix + (int(c),)
+                e = nxt[new]
+                if prefix and prefix[-1] == c:
+                    e[1] = lse(e[1], pb + p)          # a repeated char needs a blank between
+                    same = nxt[prefix]
+                    same[1] = lse(same[1], pnb + p)   # ... else it collapses into the same prefix
+                else:
+                    e[1] = lse(e[1], total + p)
+        beams = dict(sorted(((p, (v[0], v[1])) for p, v in nxt.items()), key=lambda kv: -lse(*kv[1]))[:beam])
+    out = sorted(((("".join(CHARSET[i - 1] for i in p)), float(np.exp(lse(*v)))) for p, v in beams.items()), key=lambda x: -x[1])
+    return out[:k]
+
+
+class PlateReader:
+    """Loads both models (sha256-checked); `read(rgb)` returns the plates in a frame."""
+
+    def __init__(self, models_dir: Path = MODELS_DIR, *, threads: int = 1, det_threshold: float = 0.5):
+        self._det_info = checked("plate_det", models_dir)
+        self._rec_info = checked("plate_rec", models_dir)
+        self._det = session(self._det_info, threads)
+        self._rec = session(self._rec_info, threads)
+        self.det_threshold = float(self._det_info.meta.get("threshold", det_threshold))
+        self.min_p = float(self._rec_info.meta.get("min_p", 0.05))
+
+    # -- detection ------------------------------------------------------------------------------
+    def _mask(self, bgr: np.ndarray) -> tuple[np.ndarray, float]:
+        img, s = letterbox(bgr, DET)
+        logits = self._det.run(None, {"image": img.astype(np.float32).transpose(2, 0, 1)[None]})[0][0, 0]
+        return _sigmoid(logits), s
+
+    def _blobs(self, prob: np.ndarray, s: float, min_cells: int = 3) -> list[tuple[np.ndarray, float]]:
+        """(minimum-area rectangle corners in the letterboxed image's source coordinates, mean probability)."""
+        n, labels, stats, _ = cv2.connectedComponentsWithStats((prob > self.det_threshold).astype(np.uint8), connectivity=8)
+        out = []
+        for i in range(1, n):
+            if stats[i, cv2.CC_STAT_AREA] < min_cells:
+                continue
+            ys, xs = np.nonzero(labels == i)
+            pts = np.stack([xs, ys], axis=1).astype(np.float32) * STRIDE + STRIDE / 2
+            rect = cv2.minAreaRect(pts)
+            (cx, cy), (w, h), a = rect
+            rect = ((cx, cy), (w + STRIDE, h + STRIDE), a)  # the cells' extent, not their centres
+            out.append((cv2.boxPoints(rect) / s, float(prob[labels == i].mean())))
+        return out
+
+    def detect(self, bgr: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        """Plate quads in the frame, refined by a second pass around each coarse blob."""
+        prob, s = self._mask(bgr)
+        found = []
+        H, W = bgr.shape[:2]
+        for quad, score in self._blobs(prob, s):
+            x0, y0 = quad.min(axis=0)
+            x1, y1 = quad.max(axis=0)
+            side = max(x1 - x0, (y1 - y0) * 3) * 1.6 + 8
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            ax, ay = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
+            bx, by = int(min(W, cx + side / 2)), int(min(H, cy + side / 2))
+            crop = bgr[ay:by, ax:bx]
+            if crop.size == 0:
+                continue
+            p2, s2 = self._mask(crop)
+            fine = self._blobs(p2, s2)
+            if fine:
+                centre = np.array([cx - ax, cy - ay])
+                q, sc = min(fine, key=lambda f: np.linalg.norm(f[0].mean(axis=0) - centre))
+                found.append((order_quad(q + np.array([ax, ay], np.float32)), max(score, sc)))
+            else:
+                found.append((order_quad(quad), score))
+        return found
+
+    # -- recognition ----------------------------------------------------------------------------
+    @staticmethod
+    def rectify(bgr: np.ndarray, quad: np.ndarray, mx: float = 0.04, my: float = 0.10) -> np.ndarray:
+        """The plate face-on at 128x32, with a small margin like the training crops."""
+        dst = np.float32([[REC_W * mx, REC_H * my], [REC_W * (1 - mx), REC_H * my],
+                          [REC_W * (1 - mx), REC_H * (1 - my)], [REC_W * mx, REC_H * (1 - my)]])
+        m = cv2.getPerspectiveTransform(np.asarray(quad, np.float32), dst)
+        return cv2.warpPerspective(bgr, m, (REC_W, REC_H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    def recognise(self, crops: list[np.ndarray], k: int = 5) -> list[list[Candidate]]:
+        """Top-k valid readings of plate crops (BGR, any size)."""
+        if not crops:
+            return []
+        x = np.stack([cv2.resize(c, (REC_W, REC_H), interpolation=cv2.INTER_AREA) for c in crops]).astype(np.float32).transpose(0, 3, 1, 2)
+        logp = self._rec.run(None, {"image": x})[0]
+        out = []
+        for lp in logp:
+            cands = [Candidate(t, p) for t, p in beam_search(lp, k=k * 2) if is_valid(t) and p >= self.min_p * 0.1]
+            out.append(cands[:k])
+        return out
+
+    def read(self, rgb: np.ndarray, k: int = 5) -> list[PlateRead]:
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        dets = self.detect(bgr)
+        cands = self.recognise([self.rectify(bgr, q) for q, _ in dets], k)
+        return [PlateRead(q, c, s) for (q, s), c in zip(dets, cands)]

@@ -1,0 +1,72 @@
+"""Write models/manifest.toml: each model's file, sha256, how it was made and how it is run.
+
+    .venv/bin/python -m edge.vision.train.manifest
+
+Run after training; the daemon refuses a model file whose sha256 differs from this manifest. The
+training figures come from the `<model>.train.json` each trainer writes next to its ONNX file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from edge.vision.models import MODELS_DIR
+
+MODELS = {
+    "plate_det": {
+        "file": "plate_det.onnx",
+        "task": "plate detection: plate mask at 1/4 resolution",
+        "input": "image: float32 N x 3 x 256 x 256, BGR 0-255, letterboxed (pad 114)",
+        "output": "logits: N x 1 x 64 x 64 (sigmoid > threshold = plate)",
+        "threshold": 0.5,
+        "training_data": "composite scenes: ../shared/data/faces photos and generated clutter as backgrounds; synthetic plates "
+                         "(edge/vision/train/synth.py, all colours) and the real crops of ../shared/data/plates_train pasted in perspective",
+        "command": "python -m edge.vision.train.detector --real ../shared/data/plates_train --backgrounds ../shared/data/faces "
+                   "--out models/plate_det.onnx --scenes 8000 --steps 3000 --seed 11",
+        "seed": 11,
+    },
+    "plate_rec": {
+        "file": "plate_rec.onnx",
+        "task": "plate recognition: CNN + CTC, 32 columns",
+        "input": "image: float32 N x 3 x 32 x 128, BGR 0-255, the rectified plate",
+        "output": "logp: N x 32 x (1 + len(edge.vision.plate_format.CHARSET)) log-probabilities; class 0 = blank",
+        "min_p": 0.05,
+        "training_data": "40,000 synthetic plates (edge/vision/train/synth.py: blue, green, yellow, white, black) and 90 % of the "
+                         "1,194 real crops of ../shared/data/plates_train (10 % held out)",
+        "command": "python -m edge.vision.train.recognizer --real ../shared/data/plates_train --out models/plate_rec.onnx "
+                   "--synthetic 40000 --steps 12000 --seed 7",
+        "seed": 7,
+    },
+}
+
+
+def _toml_value(v) -> str:
+    return json.dumps(v, ensure_ascii=False) if not isinstance(v, bool) else str(v).lower()
+
+
+def main() -> None:
+    lines = ["# Model files and how they were made. A file whose sha256 differs is refused (edge/vision/models.py).",
+             "# Regenerate with `python -m edge.vision.train.manifest` after training (make train-plates).", ""]
+    for name, meta in MODELS.items():
+        path = MODELS_DIR / meta["file"]
+        entry = dict(meta, sha256=hashlib.sha256(path.read_bytes()).hexdigest(), bytes=path.stat().st_size)
+        side = MODELS_DIR / f"{name}.train.json"
+        if side.exists():
+            entry["trained"] = json.loads(side.read_text())
+        lines.append(f"[{name}]")
+        for k, v in entry.items():
+            if isinstance(v, dict):
+                continue
+            lines.append(f"{k} = {_toml_value(v)}")
+        for k, v in entry.items():
+            if isinstance(v, dict):
+                lines.append(f"[{name}.{k}]")
+                lines += [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items()]
+        lines.append("")
+    (MODELS_DIR / "manifest.toml").write_text("\n".join(lines), encoding="utf-8")
+    print(f"wrote {MODELS_DIR / 'manifest.toml'}")
+
+
+if __name__ == "__main__":
+    main()
