@@ -41,22 +41,22 @@ class Scene:
         self.daemon = daemon
         self.outbox = Outbox(open_db(config.load(rig.config_path).state_dir()))
         self.log = log  # the daemon's log lines as they come (events leave the journal once central has them)
-        self.seen = 0
+        self.consumed: set[int] = set()
         self.t0 = time.monotonic()
 
     def say(self, text: str) -> None:
         print(f"\n[{time.monotonic() - self.t0:6.2f}s] == {text}", flush=True)
 
-    def expect(self, reason: str, timeout: float = 5.0) -> None:
-        """Wait for the daemon to journal an event with this reason (and show it)."""
+    def expect(self, reason: str, timeout: float = 5.0, door: str = "lobby") -> None:
+        """Wait for the daemon to journal an event with this reason at this door. Lines are taken in
+        order per door (the gate's camera plays while the lobby's scene does)."""
         def found() -> bool:
-            while self.seen < len(self.log):
-                line = self.log[self.seen]
-                self.seen += 1
-                if f"event={reason} " in line or f"reason={reason} " in line:
+            for i, line in enumerate(list(self.log)):
+                if i not in self.consumed and f"door={door} " in line and (f"event={reason} " in line or f"reason={reason} " in line):
+                    self.consumed.add(i)
                     return True
             return False
-        wait_until(found, timeout, f"a '{reason}' event", step=0.02)
+        wait_until(found, timeout, f"a '{reason}' event at {door}", step=0.02)
 
     def swipe(self, card: CardProfile, reader: int, reason: str) -> None:
         vc = VirtualCard(card, port=VPCD_PORTS[reader])
@@ -84,6 +84,12 @@ class Scene:
         self.say("someone holds up a printed photo of Li Wei")
         self.expect("liveness_failed", timeout=30)
         self.coil_is(False)
+
+    def play_gate(self) -> None:
+        self.say("the vehicle gate camera: Li Wei's car (its plate on central's list) drives up")
+        self.expect("granted", timeout=60, door="gate")
+        self.say("a visitor's car, not on the list, drives up")
+        self.expect("unknown_plate", timeout=60, door="gate")
 
     def play(self) -> None:
         self.say("Li Wei (resident) shows her ID card at the outside reader")
@@ -137,7 +143,7 @@ class Scene:
     def play_sync(self, run: list[str], central_cfg: Path) -> None:
         self.say("Zhang Min moves out: the manager removes her from the list on central, which pushes a signed delta")
         residents = self.rig.root / "residents-v2.csv"
-        residents.write_text("\n".join(line for line in RESIDENTS_CSV.splitlines() if "Zhang Min" not in line) + "\n" + FACE_ROW)
+        residents.write_text("\n".join(line for line in RESIDENTS_CSV.splitlines() if "Zhang Min" not in line) + "\n" + FACE_ROW + PLATE_ROW)
         subprocess.run(run + ["central", "publish", "--config", str(central_cfg), "--residents", str(residents)], check=True)
         residents.unlink()
         wait_until(lambda: self.list_version() >= 2, 10, "the gateway to apply list v2")
@@ -159,6 +165,20 @@ class Scene:
 
 FACE_ROW = "R-0101 Li Wei,face,,lobby,,\n"  # she consented to face entry at the lobby: central's list says so
 FACES = Path(__file__).resolve().parent.parent / "tests" / "data" / "faces"  # LFW thumbnails, see ATTRIBUTION.md there
+
+
+PLATES = Path(__file__).resolve().parent.parent / "tests" / "data" / "plates"  # CCPD scenes, see ATTRIBUTION.md there
+PLATE_ROW = "R-0101 Li Wei,plate,皖AYL375,gate,,\n"
+
+
+def write_gate_scene(folder: Path) -> None:
+    """The gate camera's frames: the empty road, Li Wei's car, the road, a visitor's car, the road."""
+    from drivers.virtual import scene
+    import numpy as np
+
+    road = [np.full((1160, 720, 3), 110, np.uint8)] * 10
+    known, visitor = scene.read_rgb(PLATES / "car_known.jpg"), scene.read_rgb(PLATES / "car_unknown.jpg")
+    scene.write(folder, road + [known] * 15 + road * 2 + [visitor] * 15 + road)
 
 
 def write_camera_scene(folder: Path) -> None:
@@ -217,9 +237,10 @@ def main(args: argparse.Namespace | None = None) -> int:
         threading.Thread(target=_pump, args=(server.stdout, "  central| "), daemon=True).start()
         run = [sys.executable, "-m", "edge"]
         with rig.residents_path.open("a") as f:
-            f.write(FACE_ROW)
+            f.write(FACE_ROW + PLATE_ROW)
         enrol_resident(run, rig)
         write_camera_scene(rig.root / "camera")
+        write_gate_scene(rig.root / "gate-camera")
         print(f"$ door-edge central publish --config {central_cfg} --residents {rig.residents_path}", flush=True)
         subprocess.run(run + ["central", "publish", "--config", str(central_cfg), "--residents", str(rig.residents_path)], check=True)
         rig.residents_path.unlink()  # the residents' numbers stay on central; the gateway gets tokens
@@ -233,6 +254,7 @@ def main(args: argparse.Namespace | None = None) -> int:
         scene = Scene(rig, daemon, log)
         wait_until(lambda: scene.list_version() >= 1, 15, "the gateway to fetch its list from central")
         scene.play_faces()
+        scene.play_gate()
         scene.play()
         scene.play_sync(run, central_cfg)
         print("\n== relay timeline (lock coil 0, as the board saw it)")

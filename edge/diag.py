@@ -280,16 +280,26 @@ def _cameras(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
     from edge.store.faces import FaceStore, TemplateKeyError, load_template_key
     from edge.vision.diag import check_camera
 
-    try:
-        store = FaceStore(cfg.state_dir(), load_template_key(cfg.gateway.face_key_file))
+    if any(d.mode in config_mod.FACE_MODES for d in cfg.doors):
         try:
-            people, _ = store.load()
-            out.append(Check("face templates", "ok" if people else "warn", f"{len(set(people))} person(s) enrolled, sealed",
-                             "enrol residents with `door-edge enroll face --person ID --images DIR`"))
-        finally:
-            store.close()
-    except TemplateKeyError as exc:
-        out.append(Check("face templates", "fail", str(exc), "create the key with `door-edge keygen FILE` (gateway.face_key_file)"))
+            store = FaceStore(cfg.state_dir(), load_template_key(cfg.gateway.face_key_file))
+            try:
+                people, _ = store.load()
+                out.append(Check("face templates", "ok" if people else "warn", f"{len(set(people))} person(s) enrolled, sealed",
+                                 "enrol residents with `door-edge enroll face --person ID --images DIR`"))
+            finally:
+                store.close()
+        except TemplateKeyError as exc:
+            out.append(Check("face templates", "fail", str(exc), "create the key with `door-edge keygen FILE` (gateway.face_key_file)"))
+    if any(d.mode in config_mod.PLATE_MODES for d in cfg.doors):
+        from edge.vision.models import ModelError, checked
+
+        for name in ("plate_det", "plate_rec"):
+            try:
+                info = checked(name)
+                out.append(Check(f"model {name}", "ok", f"{info.path.name}: sha256 matches the manifest"))
+            except ModelError as exc:
+                out.append(Check(f"model {name}", "fail", str(exc), "reinstall the package, or retrain (make train-plates)"))
     for cam in cfg.cameras:
         check_camera(cfg, cam, cfg.state_dir() / "diag", lambda *a: out.append(Check(*a)))
 

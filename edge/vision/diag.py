@@ -1,7 +1,8 @@
 """Camera checks for `door-edge diag`: does each camera open, what frame rate does it give over
 two seconds, and what does it see. The last is an annotated snapshot PNG for the technician: face
 boxes with their quality and match distance, never a name (the technician has no need to learn who
-lives here). The snapshot is written only because a technician asked for it, into the state
+lives here); at a gate, plate outlines with the detector's score and whether a reading holds, never
+the plate text. The snapshot is written only because a technician asked for it, into the state
 directory's `diag/` folder, and `door-edge diag` says where; nothing else keeps frames.
 """
 
@@ -62,8 +63,40 @@ def check_camera(cfg: GatewayConfig, cam: CameraSection, snapshot_dir: Path, add
         camera.stop()
 
 
+def annotate_plates(rgb: np.ndarray, reads: list) -> np.ndarray:
+    out = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    for r in reads:
+        colour = (0, 200, 0) if r.candidates else (0, 160, 255)
+        cv2.polylines(out, [np.round(r.quad).astype(np.int32)], True, colour, 2)
+        label = f"plate {r.score:.2f} " + ("readable" if r.candidates else "unreadable")
+        x, y = np.round(r.quad.min(axis=0)).astype(int)
+        cv2.putText(out, label, (int(x), max(12, int(y) - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
+    return out
+
+
+def _write(snapshot_dir: Path, cam: CameraSection, bgr: np.ndarray) -> Path:
+    snapshot_dir.mkdir(parents=True, exist_ok=True)
+    path = snapshot_dir / f"snapshot-{cam.id}-{time.strftime('%Y%m%d-%H%M%S')}.png"
+    cv2.imwrite(str(path), bgr)
+    return path
+
+
 def _snapshot(cfg: GatewayConfig, cam: CameraSection, rgb: np.ndarray, snapshot_dir: Path) -> tuple[str, str, str]:
+    from edge.config import PLATE_MODES
     from edge.vision.face import FaceModelsMissing, FacePipeline, Settings
+
+    if cfg.door(cam.door).mode in PLATE_MODES:
+        from edge.vision.models import ModelError
+        from edge.vision.plate import PlateReader
+
+        try:
+            reads = PlateReader().read(rgb)
+        except ModelError as exc:
+            return "fail", str(exc), "reinstall the package, or retrain (make train-plates)"
+        path = _write(snapshot_dir, cam, annotate_plates(rgb, reads))
+        readable = sum(bool(r.candidates) for r in reads)
+        return ("ok" if reads else "warn"), f"{len(reads)} plate(s), {readable} readable; annotated frame at {path} (delete it when done)", \
+            "no plate in view: stop a car where it stops for the barrier and run diag again"
 
     try:
         pipeline = FacePipeline(Settings.from_config(cfg.face))
@@ -74,9 +107,7 @@ def _snapshot(cfg: GatewayConfig, cam: CameraSection, rgb: np.ndarray, snapshot_
     gallery = _gallery(cfg)
     if gallery is not None:
         distances = [gallery.search(f.embedding).distance if f.embedding is not None else None for f in faces]
-    snapshot_dir.mkdir(parents=True, exist_ok=True)
-    path = snapshot_dir / f"snapshot-{cam.id}-{time.strftime('%Y%m%d-%H%M%S')}.png"
-    cv2.imwrite(str(path), annotate(rgb, faces, distances))
+    path = _write(snapshot_dir, cam, annotate(rgb, faces, distances))
     usable = sum(f.quality.ok for f in faces)
     status = "ok" if faces else "warn"
     return status, f"{len(faces)} face(s), {usable} usable; annotated frame at {path} (delete it when done)", \

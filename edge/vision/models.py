@@ -7,12 +7,14 @@ fix: a corrupted download, a half-copied image or a file swapped by hand never r
 from __future__ import annotations
 
 import hashlib
+import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-MODELS_DIR = Path(__file__).resolve().parent.parent.parent / "models"
+# The models shipped with the package; DOOR_EDGE_MODELS points elsewhere (a retrained set, tests).
+MODELS_DIR = Path(os.environ.get("DOOR_EDGE_MODELS") or Path(__file__).resolve().parent.parent.parent / "models")
 
 
 class ModelError(Exception):

@@ -108,11 +108,11 @@ class PlateReader:
         self._det = session(self._det_info, threads)
         self._rec = session(self._rec_info, threads)
         self.det_threshold = float(self._det_info.meta.get("threshold", det_threshold))
-        self.min_p = float(self._rec_info.meta.get("min_p", 0.05))
+        self.min_p = float(self._rec_info.meta.get("min_p", 0.3))
 
     # -- detection ------------------------------------------------------------------------------
-    def _mask(self, bgr: np.ndarray) -> tuple[np.ndarray, float]:
-        img, s = letterbox(bgr, DET)
+    def _mask(self, bgr: np.ndarray, size: int = DET) -> tuple[np.ndarray, float]:
+        img, s = letterbox(bgr, size)
         logits = self._det.run(None, {"image": img.astype(np.float32).transpose(2, 0, 1)[None]})[0][0, 0]
         return _sigmoid(logits), s
 
@@ -131,12 +131,73 @@ class PlateReader:
             out.append((cv2.boxPoints(rect) / s, float(prob[labels == i].mean())))
         return out
 
-    def detect(self, bgr: np.ndarray) -> list[tuple[np.ndarray, float]]:
-        """Plate quads in the frame, refined by a second pass around each coarse blob."""
-        prob, s = self._mask(bgr)
-        found = []
+    @staticmethod
+    def colour_refine(bgr: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
+        """The plate's own outline inside a detector region: the largest blob of a plate colour (blue,
+        yellow, new-energy green) with a plate's proportions, characters closed over. None if none."""
         H, W = bgr.shape[:2]
-        for quad, score in self._blobs(prob, s):
+        x0, y0 = np.floor(quad.min(axis=0)).astype(int)
+        x1, y1 = np.ceil(quad.max(axis=0)).astype(int)
+        pw, ph = x1 - x0, y1 - y0
+        x0, y0 = max(0, x0 - pw // 6), max(0, y0 - ph // 3)
+        x1, y1 = min(W, x1 + pw // 6), min(H, y1 + ph // 3)
+        region = bgr[y0:y1, x0:x1]
+        if region.size == 0:
+            return None
+        scale = min(1.0, 480 / max(region.shape[:2]))
+        if scale < 1.0:
+            region = cv2.resize(region, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        hsv = cv2.cvtColor(region, cv2.COLOR_BGR2HSV)
+        rh, rw = region.shape[:2]
+        k = cv2.getStructuringElement(cv2.MORPH_RECT, (max(3, rw // 40), max(3, rh // 30)))
+        best, best_score = None, 0.0
+        # plate colours, strict saturation first: a blue-tinted silver car must not merge with its plate
+        for s_min in (150, 110, 80):
+            for lo, hi in (((100, s_min, 50), (128, 255, 255)),              # blue
+                           ((15, s_min, 90), (34, 255, 255)),                # yellow
+                           ((35, max(40, s_min - 70), 110), (85, 255, 255))):  # new-energy green (pale)
+                m = cv2.morphologyEx(cv2.inRange(hsv, lo, hi), cv2.MORPH_CLOSE, k)
+                contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+                for c in contours:
+                    area = cv2.contourArea(c)
+                    if area < 80:
+                        continue
+                    (cx, cy), (w, h), a = cv2.minAreaRect(c)
+                    long_, short = max(w, h), min(w, h)
+                    fill = area / max(1.0, w * h)
+                    if short < 6 or long_ > 0.95 * rw or not 2.0 <= long_ / short <= 5.5 or fill < 0.6:
+                        continue
+                    score = area * fill / (1 + abs(np.log(long_ / short / 3.2)))
+                    if score > best_score:
+                        best, best_score = cv2.boxPoints(((cx, cy), (w, h), a)), score
+            if best is not None:
+                break
+        if best is None:
+            return None
+        return order_quad(best / scale + np.array([x0, y0], np.float32))
+
+    def detect(self, bgr: np.ndarray) -> list[tuple[list[np.ndarray], float]]:
+        """Plate regions in the frame, each with its candidate outlines (best guess first): the plate
+        colour's own outline inside the region, the detector's outline from a second pass at a scale
+        where the plate fills its input, and the first pass's. `read` keeps the one that reads best."""
+        return self._regions(bgr, self._blobs(*self._mask(bgr)))
+
+    def _finer(self, bgr: np.ndarray, known: list[tuple[list[np.ndarray], float]]) -> list[tuple[list[np.ndarray], float]]:
+        """A pass at twice the resolution for plates far away in a big frame, less the regions already found."""
+        fine = self._blobs(*self._mask(bgr, 2 * DET))
+        new = [b for b in fine if not any(cv2.pointPolygonTest(o[-1], tuple(map(float, b[0].mean(axis=0))), False) >= 0
+                                          for o, _ in known)]
+        return self._regions(bgr, new)
+
+    def _regions(self, bgr: np.ndarray, blobs: list[tuple[np.ndarray, float]]) -> list[tuple[list[np.ndarray], float]]:
+        H, W = bgr.shape[:2]
+        found = []
+        for quad, score in blobs:
+            quad = order_quad(quad)
+            outlines = []
+            colour = self.colour_refine(bgr, quad)
+            if colour is not None:
+                outlines.append(colour)
             x0, y0 = quad.min(axis=0)
             x1, y1 = quad.max(axis=0)
             side = max(x1 - x0, (y1 - y0) * 3) * 1.6 + 8
@@ -144,16 +205,16 @@ class PlateReader:
             ax, ay = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
             bx, by = int(min(W, cx + side / 2)), int(min(H, cy + side / 2))
             crop = bgr[ay:by, ax:bx]
-            if crop.size == 0:
-                continue
-            p2, s2 = self._mask(crop)
-            fine = self._blobs(p2, s2)
-            if fine:
-                centre = np.array([cx - ax, cy - ay])
-                q, sc = min(fine, key=lambda f: np.linalg.norm(f[0].mean(axis=0) - centre))
-                found.append((order_quad(q + np.array([ax, ay], np.float32)), max(score, sc)))
-            else:
-                found.append((order_quad(quad), score))
+            if crop.size:
+                p2, s2 = self._mask(crop)
+                fine = self._blobs(p2, s2)
+                if fine:
+                    centre = np.array([cx - ax, cy - ay])
+                    q, sc = min(fine, key=lambda f: np.linalg.norm(f[0].mean(axis=0) - centre))
+                    outlines.append(order_quad(q + np.array([ax, ay], np.float32)))
+                    score = max(score, sc)
+            outlines.append(quad)
+            found.append((outlines, score))
         return found
 
     # -- recognition ----------------------------------------------------------------------------
@@ -174,11 +235,38 @@ class PlateReader:
         out = []
         for lp in logp:
             cands = [Candidate(t, p) for t, p in beam_search(lp, k=k * 2) if is_valid(t) and p >= self.min_p * 0.1]
-            out.append(cands[:k])
+            # unreadable unless the best reading is confident; the runners-up stay for the lookup (fuzzy tolerance)
+            out.append(cands[:k] if cands and cands[0].p >= self.min_p else [])
         return out
 
     def read(self, rgb: np.ndarray, k: int = 5) -> list[PlateRead]:
+        """Every plate region, read through each of its candidate outlines; the outline whose best
+        valid reading is most probable wins (a region no outline can read is kept, unreadable)."""
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-        dets = self.detect(bgr)
-        cands = self.recognise([self.rectify(bgr, q) for q, _ in dets], k)
-        return [PlateRead(q, c, s) for (q, s), c in zip(dets, cands)]
+        reads = self._read_regions(bgr, self.detect(bgr), k)
+        if max(bgr.shape[:2]) > 2 * DET and not any(r.candidates for r in reads):
+            reads += self._read_regions(bgr, self._finer(bgr, []), k)  # nothing readable near: look farther
+        return self._dedupe(reads)
+
+    def _read_regions(self, bgr: np.ndarray, dets: list[tuple[list[np.ndarray], float]], k: int) -> list[PlateRead]:
+        flat = [q for outlines, _ in dets for q in outlines]
+        cands = self.recognise([self.rectify(bgr, q) for q in flat], k)
+        out, i = [], 0
+        for outlines, score in dets:
+            options = list(zip(outlines, cands[i:i + len(outlines)]))
+            i += len(outlines)
+            quad, best = max(options, key=lambda o: o[1][0].p if o[1] else 0.0)
+            out.append(PlateRead(quad, best, score))
+        return out
+
+    @staticmethod
+    def _dedupe(reads: list[PlateRead]) -> list[PlateRead]:
+        """Two regions that settled on the same reading are one plate."""
+        seen: dict[str, PlateRead] = {}
+        rest = []
+        for r in reads:
+            if r.text is None:
+                rest.append(r)
+            elif r.text not in seen or r.candidates[0].p > seen[r.text].candidates[0].p:
+                seen[r.text] = r
+        return list(seen.values()) + rest

@@ -24,7 +24,7 @@ from drivers.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
-MAX_SHAPE = (720, 1280, 3)  # the largest frame a slot holds
+MAX_SHAPE = (720, 1280, 3)  # a slot holds a frame of this many pixels (any shape: 1160x720 portrait fits)
 SLOT_BYTES = MAX_SHAPE[0] * MAX_SHAPE[1] * MAX_SHAPE[2]  # a frame sits at the start of its slot, contiguous
 
 
@@ -165,7 +165,7 @@ class FaceWorker:
         h, w = rgb.shape[:2]
         with self._lock:
             free = [s for s in range(self.slots) if s not in self.stats.busy]
-            if not self._ready.is_set() or not free or h > MAX_SHAPE[0] or w > MAX_SHAPE[1]:
+            if not self._ready.is_set() or not free or h * w * 3 > SLOT_BYTES:
                 self.stats.dropped += 1
                 return False
             slot = free[0]

@@ -30,21 +30,23 @@ def real_crops(folder: Path) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def _synth_chunk(args: tuple[int, int, str | None]) -> list[tuple[str, np.ndarray]]:
+def _synth_chunk(args: tuple[int, int, str | None, float | None]) -> list[tuple[str, np.ndarray]]:
     from edge.vision.train.synth import sample
 
-    seed, n, colour = args
+    seed, n, colour, green = args
     rng = random.Random(seed)
     out = []
     for _ in range(n):
-        text, _flat, aged = sample(rng, colour)
+        c = colour or ("green" if green is not None and rng.random() < green else None)
+        text, _flat, aged = sample(rng, c if c else ("blue" if green is not None and rng.random() < 0.7 else None))
         out.append((text, cv2.resize(aged, (REC_W, REC_H), interpolation=cv2.INTER_AREA)))
     return out
 
 
-def synth_set(n: int, seed: int, colour: str | None = None, procs: int = 2) -> list[tuple[str, np.ndarray]]:
-    """n synthetic crops at the recogniser's size, made by `procs` processes (deterministic for a seed)."""
-    chunks = [(seed * 1000 + i, n // procs + (i < n % procs), colour) for i in range(procs)]
+def synth_set(n: int, seed: int, colour: str | None = None, procs: int = 2, green: float | None = None) -> list[tuple[str, np.ndarray]]:
+    """n synthetic crops at the recogniser's size, made by `procs` processes (deterministic for a seed).
+    `green`: that share green new-energy plates, the rest mostly blue (None: synth.sample's own mix)."""
+    chunks = [(seed * 1000 + i, n // procs + (i < n % procs), colour, green) for i in range(procs)]
     with get_context("spawn").Pool(procs) as pool:
         parts = pool.map(_synth_chunk, chunks)
     return [x for part in parts for x in part]

@@ -76,6 +76,26 @@ def _clutter(rng: random.Random) -> np.ndarray:
     return img
 
 
+def _car_front(rng: random.Random) -> np.ndarray:
+    """Things that sit around a plate and are not one: a grille of bars, headlights, a badge, a bumper
+    edge, a line of stray characters on a body colour. The detector must not fire on them."""
+    w, h = rng.randint(200, 440), rng.randint(80, 240)
+    body = [rng.randint(0, 255) for _ in range(3)]
+    img = np.full((h, w, 3), body, np.uint8)
+    dark = [int(c * rng.uniform(0.1, 0.5)) for c in body]
+    bars = rng.randint(3, 9)
+    for i in range(bars):  # grille
+        y = int(h * 0.15) + i * int(h * 0.5 / bars)
+        cv2.rectangle(img, (int(w * 0.2), y), (int(w * 0.8), y + max(2, int(h * 0.5 / bars) // 2)), dark, -1)
+    for cx in (int(w * 0.1), int(w * 0.9)):  # headlights
+        cv2.ellipse(img, (cx, int(h * 0.3)), (int(w * 0.09), int(h * 0.12)), 0, 0, 360, (230, 230, 230), -1)
+    cv2.circle(img, (w // 2, int(h * 0.35)), max(4, h // 12), (200, 200, 200), 2)  # badge
+    if rng.random() < 0.5:
+        text = "".join(rng.choice("ABCDEFGHKLMNPRSTUVXYZ0123456789") for _ in range(rng.randint(3, 8)))
+        cv2.putText(img, text, (int(w * 0.2), int(h * 0.95)), 0, h / 120, dark, 2)
+    return img
+
+
 def _board(rng: random.Random) -> np.ndarray:
     """A coloured board with a rim and no characters: plate-shaped, not a plate."""
     from edge.vision.train.synth import COLOURS
@@ -89,9 +109,9 @@ def _board(rng: random.Random) -> np.ndarray:
     return img
 
 
-def _paste(scene: np.ndarray, mask: np.ndarray | None, plate: np.ndarray, rng: random.Random) -> None:
+def _paste(scene: np.ndarray, mask: np.ndarray | None, plate: np.ndarray, rng: random.Random, big: bool = False) -> None:
     h, w = plate.shape[:2]
-    pw = rng.uniform(16, 200)
+    pw = rng.uniform(60, 250) if big else rng.uniform(16, 200)
     ph = pw * h / w * rng.uniform(0.85, 1.15)
     cx, cy = rng.uniform(pw / 2, DET - pw / 2), rng.uniform(ph / 2, DET - ph / 2)
     angle = np.deg2rad(rng.uniform(-15, 15))
@@ -127,6 +147,8 @@ def _scenes(args: tuple[int, int, list[str], list[tuple[str, np.ndarray]]]) -> l
         else:
             scene = _clutter(rng)
         mask = np.zeros((DET // STRIDE, DET // STRIDE), np.uint8)
+        for _ in range(rng.choice([0, 1, 2])):
+            _paste(scene, None, _car_front(rng), rng, big=True)  # negatives first: plates sit on top of cars
         for _ in range(rng.choice([0, 1, 1, 1, 2, 3])):
             if rng.random() < 0.4:
                 plate = rng.choice(crops)[1]
@@ -156,7 +178,7 @@ def main() -> None:
     ap.add_argument("--backgrounds", type=Path, help="a folder of photos without plates")
     ap.add_argument("--out", type=Path, default=Path("models/plate_det.onnx"))
     ap.add_argument("--scenes", type=int, default=8000)
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--threads", type=int, default=2)
@@ -197,7 +219,7 @@ def main() -> None:
     model.eval()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(model, torch.zeros(1, 3, DET, DET), str(args.out), input_names=["image"], output_names=["logits"],
-                      dynamic_axes={"image": {0: "n"}, "logits": {0: "n"}}, opset_version=17, dynamo=False)
+                      dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}, "logits": {0: "n", 2: "h4", 3: "w4"}}, opset_version=17, dynamo=False)
     summary = {"out": str(args.out), "held_out_iou": iou(model, val), "seed": args.seed, "steps": args.steps, "scenes": args.scenes}
     args.out.with_suffix(".train.json").write_text(json.dumps(summary))
     print(json.dumps(summary))

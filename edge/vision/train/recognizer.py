@@ -75,6 +75,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12000)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--green", type=float, default=0.3, help="share of green new-energy plates among the synthetic ones")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -86,7 +87,7 @@ def main() -> None:
     n_val = len(real) // 10
     val_real, train_real = real[:n_val], real[n_val:]
     t0 = time.time()
-    synth = synth_set(args.synthetic, args.seed)
+    synth = synth_set(args.synthetic, args.seed, green=args.green)
     print(f"{len(train_real)} real crops for training, {n_val} held out; {len(synth)} synthetic in {time.time() - t0:.0f} s", flush=True)
 
     model = Recogniser()
@@ -115,6 +116,7 @@ def main() -> None:
             print(f"step {step} loss {loss.item():.3f} held-out real exact {acc:.3f} ({time.time() - t0:.0f} s)", flush=True)
     model.eval()
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), args.out.with_suffix(".pt"))  # for fine-tuning; not shipped (models/*.pt is ignored)
     torch.onnx.export(model, to_tensor([np.zeros((REC_H, REC_W, 3), np.uint8)]), str(args.out), input_names=["image"],
                       output_names=["logp"], dynamic_axes={"image": {0: "n"}, "logp": {0: "n"}}, opset_version=17, dynamo=False)
     summary = {"out": str(args.out), "held_out_real_exact": evaluate(model, val_real), "seed": args.seed,

@@ -1,0 +1,152 @@
+"""Plates with the real ONNX models on real photos (tests/data/plates: CCPD and EasyPR scenes, see
+ATTRIBUTION.md): the pipeline reads them, a tampered model is refused, and a gate on virtual
+devices grants a known car, refuses an unknown one and reports a plate it cannot read, once each."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from drivers.virtual import scene
+from drivers.virtual.rig import Rig
+from edge.vision.models import MODELS_DIR, ModelError, checked
+from edge.vision.plate import PlateReader, beam_search
+from edge.vision.plate_format import CHARSET, is_valid
+
+from .conftest import REPO, AppThread
+
+DATA = Path(__file__).parent / "data" / "plates"
+KNOWN, KNOWN_PLATE = "car_known.jpg", "皖AYL375"
+STRANGER, STRANGER_PLATE = "car_unknown.jpg", "皖A931Y9"
+
+
+def rgb(name: str) -> np.ndarray:
+    return scene.read_rgb(DATA / name)
+
+
+@pytest.fixture(scope="module")
+def reader():
+    return PlateReader()
+
+
+def test_the_format_check_knows_ordinary_and_new_energy_plates():
+    assert is_valid("皖A12345") and is_valid("沪AD12345") and is_valid("粤B12345D") and is_valid("京A1234学")
+    assert not is_valid("皖I12345")       # no I: it reads as 1
+    assert not is_valid("XA12345")        # not a province
+    assert not is_valid("沪AX12345")      # 8 characters but not D/F
+    assert not is_valid("皖A1234")        # too short
+
+
+def test_beam_search_gives_the_likely_readings_in_order():
+    t = np.full((8, len(CHARSET) + 1), -20.0, np.float32)
+    seq = ["皖", None, "A", None, "1", "1", None, "1"]  # a repeated 1 needs a blank between to count twice
+    for i, c in enumerate(seq):
+        t[i, 0 if c is None else CHARSET.index(c) + 1] = 0.0
+    t[2, CHARSET.index("4") + 1] = -1.0  # "4" a close second to "A"
+    best = beam_search(t, k=3)
+    assert best[0][0] == "皖A11" and best[0][1] > best[1][1] and best[1][0] == "皖411"
+
+
+@pytest.mark.parametrize("name,plate", [(KNOWN, KNOWN_PLATE), (STRANGER, STRANGER_PLATE)])
+def test_a_real_scene_is_read(reader, name, plate):
+    reads = reader.read(rgb(name))
+    assert plate in [r.text for r in reads]
+
+
+def test_an_unreadable_plate_is_found_but_not_read(reader):
+    reads = reader.read(unreadable(rgb(KNOWN)))
+    assert reads and all(KNOWN_PLATE not in [c.text for c in r.candidates] for r in reads)
+
+
+def unreadable(img: np.ndarray) -> np.ndarray:
+    """The known car with its characters smeared (mud, a bent plate): the plate is there, unreadable."""
+    out = img.copy()
+    (quad, _), = [(r.quad, r.score) for r in PlateReader().read(img)][:1]
+    x0, y0 = np.floor(quad.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(quad.max(axis=0)).astype(int)
+    w = x1 - x0
+    roi = out[y0 + 3:y1 - 3, x0 + w // 8:x1 - 3]
+    out[y0 + 3:y1 - 3, x0 + w // 8:x1 - 3] = cv2.blur(roi, (15, 3))
+    return out
+
+
+def test_a_tampered_model_is_refused(tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(MODELS_DIR, models)
+    data = bytearray((models / "plate_rec.onnx").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (models / "plate_rec.onnx").write_bytes(bytes(data))
+    with pytest.raises(ModelError) as e:
+        checked("plate_rec", models)
+    assert "plate_rec.onnx: sha256" in str(e.value) and "does not match the manifest" in str(e.value)
+    checked("plate_det", models)  # the untouched one still loads
+
+
+GATE_TOML = """
+[[cameras]]
+id = "gate-cam"
+source = "{frames}"
+door = "lobby"
+max_fps = 10
+
+[plate]
+gone_s = 1.0
+unreadable_s = 2.0
+"""
+
+
+def gate_rig(tmp_path, frames: list[np.ndarray], mode: str = "plate") -> Rig:
+    folder = scene.write(tmp_path / "frames", frames)
+    rig = Rig(tmp_path / "rig", own_pcscd=False, pulse_ms=300, mode=mode, extra_toml=GATE_TOML.format(frames=folder)).start()
+    rig.residents_path.write_text(rig.residents_path.read_text() + f"R-0101 Li Wei,plate,{KNOWN_PLATE},lobby,,\n")
+    rig.import_residents()
+    return rig
+
+
+def road(n: int) -> list[np.ndarray]:
+    return [np.full((1160, 720, 3), 110, np.uint8) for _ in range(n)]
+
+
+def test_gate_grants_a_known_car_refuses_a_stranger_and_reports_an_unreadable_plate(tmp_path, pcscd):
+    known, stranger = rgb(KNOWN), rgb(STRANGER)
+    frames = road(3) + [known] * 12 + road(15) + [stranger] * 12 + road(15) + [unreadable(known)] * 40 + road(5)
+    rig = gate_rig(tmp_path, frames)
+    app = AppThread(rig.config_path).start()
+    try:
+        try:
+            app.wait_event("plate_unreadable", timeout=90)
+        except TimeoutError:
+            raise AssertionError(f"events so far: {app.reasons()}") from None
+        access = [e for e in app.events if e.type == "access"]
+        assert [(e.kind, e.reason) for e in access] == [("plate", "granted"), ("plate", "unknown_plate"), ("plate", "plate_unreadable")]
+        assert rig.board.wait_for(lambda tl: [w.on for w in tl][:2] == [True, False], 3)  # the barrier, once
+        assert sum(1 for w in rig.board.timeline if w.on) == 1
+        log = "".join(str(e.as_dict()) for e in app.events)
+        assert KNOWN_PLATE not in log and STRANGER_PLATE not in log  # tokens only
+    finally:
+        app.stop()
+        rig.stop()
+
+
+def test_daemon_refuses_to_start_with_a_tampered_model(tmp_path, pcscd):
+    rig = gate_rig(tmp_path, road(2))
+    models = tmp_path / "models"
+    shutil.copytree(MODELS_DIR, models)
+    data = bytearray((models / "plate_det.onnx").read_bytes())
+    data[100] ^= 0xFF
+    (models / "plate_det.onnx").write_bytes(bytes(data))
+    try:
+        import os
+
+        env = dict(os.environ, DOOR_EDGE_MODELS=str(models))
+        res = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(rig.config_path)], capture_output=True,
+                             text=True, cwd=REPO, timeout=60, env=env)
+        assert res.returncode == 2 and "plate_det.onnx: sha256" in res.stderr
+    finally:
+        rig.stop()
