@@ -86,9 +86,9 @@ class Scene:
         self.coil_is(False)
 
     def play_gate(self) -> None:
-        self.say("the vehicle gate camera: Li Wei's car (its plate on central's list) drives up")
+        self.say("meanwhile at the vehicle gate (its camera plays alongside): Li Wei's car, its plate on central's list, drove up")
         self.expect("granted", timeout=60, door="gate")
-        self.say("a visitor's car, not on the list, drives up")
+        self.say("then a visitor's car, not on the list")
         self.expect("unknown_plate", timeout=60, door="gate")
 
     def play(self) -> None:
@@ -257,7 +257,7 @@ def main(args: argparse.Namespace | None = None) -> int:
         scene.play_gate()
         scene.play()
         scene.play_sync(run, central_cfg)
-        print("\n== relay timeline (lock coil 0, as the board saw it)")
+        print("\n== relay timeline (coil 0: lobby lock, coil 1: gate barrier; as the board saw it)")
         t_first = board.timeline[0].t_ns if board.timeline else 0
         for w in board.timeline:
             print(f"   +{(w.t_ns - t_first) / 1e9:7.3f}s  coil {w.coil} {'ON  (released)' if w.on else 'off (locked)'}")
