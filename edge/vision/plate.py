@@ -219,7 +219,7 @@ class PlateReader:
 
     # -- recognition ----------------------------------------------------------------------------
     @staticmethod
-    def rectify(bgr: np.ndarray, quad: np.ndarray, mx: float = 0.04, my: float = 0.10) -> np.ndarray:
+    def rectify(bgr: np.ndarray, quad: np.ndarray, mx: float = 0.02, my: float = 0.05) -> np.ndarray:
         """The plate face-on at 128x32, with a small margin like the training crops."""
         dst = np.float32([[REC_W * mx, REC_H * my], [REC_W * (1 - mx), REC_H * my],
                           [REC_W * (1 - mx), REC_H * (1 - my)], [REC_W * mx, REC_H * (1 - my)]])

@@ -76,6 +76,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--green", type=float, default=0.3, help="share of green new-energy plates among the synthetic ones")
+    ap.add_argument("--init", type=Path, help="start from these weights (a .pt this script saved): fine-tuning")
+    ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (one-cycle)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -91,8 +93,10 @@ def main() -> None:
     print(f"{len(train_real)} real crops for training, {n_val} held out; {len(synth)} synthetic in {time.time() - t0:.0f} s", flush=True)
 
     model = Recogniser()
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=args.steps, pct_start=0.1)
+    if args.init is not None:
+        model.load_state_dict(torch.load(args.init))
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)
     ctc = nn.CTCLoss(blank=0, zero_infinity=True)
     real_share = 0.35
     for step in range(1, args.steps + 1):
