@@ -55,8 +55,12 @@ train-deps: setup fonts
 	$(VENV)/bin/pip install -q 'torch==2.13.0' -e '.[train]'
 
 train-plates: train-deps
-	$(VENV)/bin/python -m edge.vision.train.recognizer --real $(PLATES_TRAIN) --out models/plate_rec.onnx --seed 7
-	$(VENV)/bin/python -m edge.vision.train.detector --real $(PLATES_TRAIN) --backgrounds $(BACKGROUNDS) --out models/plate_det.onnx --seed 11
+	$(VENV)/bin/python -m edge.vision.train.recognizer --real $(PLATES_TRAIN) --out /tmp/door-edge-stage1/plate_rec.onnx \
+	  --synthetic 50000 --steps 15000 --green 0.35 --seed 17
+	$(VENV)/bin/python -m edge.vision.train.recognizer --real $(PLATES_TRAIN) --out models/plate_rec.onnx \
+	  --init /tmp/door-edge-stage1/plate_rec.pt --lr 5e-4 --synthetic 50000 --steps 8000 --green 0.4 --seed 23
+	$(VENV)/bin/python -m edge.vision.train.detector --real $(PLATES_TRAIN) --backgrounds $(BACKGROUNDS) --out models/plate_det.onnx \
+	  --scenes 8000 --steps 4000 --seed 11
 	$(VENV)/bin/python -m edge.vision.train.manifest
 
 clean:
