@@ -150,3 +150,21 @@ def test_daemon_refuses_to_start_with_a_tampered_model(tmp_path, pcscd):
         assert res.returncode == 2 and "plate_det.onnx: sha256" in res.stderr
     finally:
         rig.stop()
+
+
+def test_diag_checks_the_models_and_outlines_the_plate_without_its_text(tmp_path, pcscd):
+    import json
+
+    rig = gate_rig(tmp_path, [rgb(KNOWN)] * 30)
+    try:
+        res = subprocess.run([sys.executable, "-m", "edge", "diag", "--config", str(rig.config_path), "--json"],
+                             capture_output=True, text=True, cwd=REPO, timeout=120)
+        checks = {c["name"]: c for c in json.loads(res.stdout)["checks"]}
+        assert checks["model plate_det"]["status"] == "ok" and checks["model plate_rec"]["status"] == "ok"
+        snap = checks["snapshot gate-cam"]
+        assert snap["status"] == "ok" and "1 readable" in snap["detail"]
+        (png,) = (rig.root / "state" / "diag").glob("snapshot-gate-cam-*.png")
+        assert scene.read_rgb(png).shape == rgb(KNOWN).shape
+        assert KNOWN_PLATE not in res.stdout
+    finally:
+        rig.stop()

@@ -1,11 +1,13 @@
 """Plates: detect, rectify, recognise (our own ONNX models on onnxruntime), top-k candidates, the
 format check, and a vote across the frames of one vehicle. Pure computation on numpy frames (RGB).
 
-- Detector (`models/plate_det.onnx`): a plate mask at 1/4 resolution of a 256x256 letterboxed frame.
-  Each blob is a plate candidate; a second pass on a crop around it, at a scale where the plate
-  fills the input, gives tight corners (minimum-area rectangle of the refined blob).
-- Rectify: a perspective warp of those corners (with the margin the recogniser was trained with)
-  to 128x32.
+- Detector (`models/plate_det.onnx`): a plate mask at 1/4 resolution of a 256x256 letterboxed frame
+  (and 512 when a big frame shows nothing readable near). Each blob is a plate region with up to
+  three candidate outlines: the plate colour's own outline inside it (HSV, characters closed over),
+  the blob of a second pass on a crop around it, and the first blob. Each is rectified (128x32)
+  and read; the outline whose best reading is most probable wins. The detector was trained on
+  composites only, and alone it often marks a whole car front: the colour outline and the
+  read-to-choose step are what make its regions usable (see the issue 5 note).
 - Recogniser (`models/plate_rec.onnx`): CNN + CTC over 32 columns; a prefix beam search gives the
   top-k strings with probabilities; only strings with the shape of a real plate are kept.
 Why top-k: lookups are by keyed hash, so a gate cannot compare a read with the list "fuzzily"
@@ -182,12 +184,9 @@ class PlateReader:
         where the plate fills its input, and the first pass's. `read` keeps the one that reads best."""
         return self._regions(bgr, self._blobs(*self._mask(bgr)))
 
-    def _finer(self, bgr: np.ndarray, known: list[tuple[list[np.ndarray], float]]) -> list[tuple[list[np.ndarray], float]]:
-        """A pass at twice the resolution for plates far away in a big frame, less the regions already found."""
-        fine = self._blobs(*self._mask(bgr, 2 * DET))
-        new = [b for b in fine if not any(cv2.pointPolygonTest(o[-1], tuple(map(float, b[0].mean(axis=0))), False) >= 0
-                                          for o, _ in known)]
-        return self._regions(bgr, new)
+    def _finer(self, bgr: np.ndarray) -> list[tuple[list[np.ndarray], float]]:
+        """A pass at twice the resolution, for plates far away in a big frame."""
+        return self._regions(bgr, self._blobs(*self._mask(bgr, 2 * DET)))
 
     def _regions(self, bgr: np.ndarray, blobs: list[tuple[np.ndarray, float]]) -> list[tuple[list[np.ndarray], float]]:
         H, W = bgr.shape[:2]
@@ -245,7 +244,7 @@ class PlateReader:
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         reads = self._read_regions(bgr, self.detect(bgr), k)
         if max(bgr.shape[:2]) > 2 * DET and not any(r.candidates for r in reads):
-            reads += self._read_regions(bgr, self._finer(bgr, []), k)  # nothing readable near: look farther
+            reads += self._read_regions(bgr, self._finer(bgr), k)  # nothing readable near: look farther
         return self._dedupe(reads)
 
     def _read_regions(self, bgr: np.ndarray, dets: list[tuple[list[np.ndarray], float]], k: int) -> list[PlateRead]:
