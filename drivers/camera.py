@@ -160,6 +160,18 @@ class Camera(threading.Thread):
             f = self._frame
         return f if f is not None and f.index > after else None
 
+    def new_frames(self, halt: threading.Event | None = None, poll_s: float = 1.0):
+        """Each new frame as it comes (frames the caller was too slow for are skipped), and None when
+        `poll_s` passed without one (so a caller can beat its heartbeat); ends with the source or `halt`."""
+        last = 0
+        while halt is None or not halt.is_set():
+            frame = self.wait_frame(last, timeout=poll_s)
+            if frame is None and self.ended:
+                return
+            if frame is not None:
+                last = frame.index
+            yield frame
+
     def stop(self) -> None:
         self._halt.set()
         if self.is_alive():

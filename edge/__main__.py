@@ -236,19 +236,15 @@ def _moments(cam, timeout: float):
 
     cam.start()
     try:
-        deadline, last, n = time.monotonic() + timeout, 0, 0
-        while time.monotonic() < deadline:
-            frame = cam.wait_frame(last, timeout=1.0)
-            if frame is None:
-                if cam.ended:
-                    return
+        deadline, next_ns, n = time.monotonic() + timeout, 0, 0
+        for frame in cam.new_frames(poll_s=0.5):
+            if time.monotonic() >= deadline:
+                return
+            if frame is None or frame.t_ns < next_ns:
                 continue
-            last = frame.index
+            next_ns = frame.t_ns + 400_000_000  # moments 0.4 s apart
             n += 1
             yield f"moment {n}", frame.rgb
-            next_at = time.monotonic() + 0.4
-            while time.monotonic() < next_at and cam.wait_frame(last, timeout=0.4) is not None:
-                last = cam.latest().index  # type: ignore[union-attr]
     finally:
         cam.stop()
 

@@ -73,8 +73,9 @@ def face_rig(tmp_path, templates, frames: list[np.ndarray], *, mode: str, window
 def test_resident_in_stranger_out_photo_refused(tmp_path, pcscd, templates):
     """One walk-up each: the resident's live face opens; a stranger and a held-up photo of the
     resident do not; each walk-up is one event however many frames it lasted."""
-    frames = (scene.blank(4) + scene.live([photo(f"{RESIDENT}_000{i}") for i in (4, 1, 2, 3)], 16) + scene.blank(15)
-              + scene.live([photo("Ken_Loach_0001")], 14) + scene.blank(15)
+    # segments long enough for a loaded machine, where the worker drops most frames (it keeps the newest)
+    frames = (scene.blank(4) + scene.live([photo(f"{RESIDENT}_000{i}") for i in (4, 1, 2, 3)], 30) + scene.blank(15)
+              + scene.live([photo("Ken_Loach_0001")], 30) + scene.blank(15)
               + scene.photo_held(photo(f"{RESIDENT}_0004"), 40) + scene.blank(15))
     rig = face_rig(tmp_path, templates, frames, mode="card_or_face",
                    face_rows=f"{RESIDENT_ID},face,,lobby,,\n")
@@ -100,7 +101,7 @@ def test_resident_in_stranger_out_photo_refused(tmp_path, pcscd, templates):
 def test_card_and_face_needs_both_within_the_window(tmp_path, pcscd, templates):
     """card_and_face: a face alone waits, then times out; a card and the face within the window open
     the door once, recorded as one event with both kinds."""
-    live = scene.live([photo(f"{RESIDENT}_000{i}") for i in (4, 1, 2, 3)], 16)
+    live = scene.live([photo(f"{RESIDENT}_000{i}") for i in (4, 1, 2, 3)], 30)
     frames = scene.blank(4) + live + scene.blank(50) + live + scene.blank(10)
     rig = face_rig(tmp_path, templates, frames, mode="card_and_face", window=4.0,
                    face_rows=f"{RESIDENT_ID},face,,lobby,,\n")

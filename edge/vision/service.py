@@ -99,16 +99,10 @@ class VisionService:
         log.info("faces: %d camera(s) on, %d person(s) enrolled", len(self.cameras), self.enrolled)
 
     def _pump(self, camera_id: str, cam: Camera) -> None:
-        last = 0
-        while not self._halt.is_set():
+        for frame in cam.new_frames(self._halt):
             self._beat = time.monotonic()
-            frame = cam.wait_frame(last, timeout=1.0)
-            if frame is None:
-                if cam.ended:
-                    return
-                continue
-            last = frame.index
-            self.worker.submit(frame.rgb, frame.index, frame.t_ns, camera_id)
+            if frame is not None:
+                self.worker.submit(frame.rgb, frame.index, frame.t_ns, camera_id)
 
     def refresh(self) -> None:
         """Reload the templates if an enrolment changed them (called from the event loop's ticker)."""
