@@ -117,7 +117,7 @@ class Parts:
     controller: Controller
     watcher: PcscWatcher | None
     sync: "SyncService | None" = None
-    faces: "VisionService | None" = None
+    vision: "VisionService | None" = None
     heartbeats: Heartbeats = field(default_factory=Heartbeats)
 
 
@@ -155,9 +155,9 @@ class App:
         if cfg.readers:
             watcher = PcscWatcher(sorted({r.match for r in cfg.readers}),
                                   lambda read: loop.call_soon_threadsafe(controller.on_card, read))
-        faces = self._build_faces(loop, controller) if cfg.cameras else None
+        vision = self._build_vision(loop, controller) if cfg.cameras else None
         sync = self._build_sync(loop, whitelist, flusher, controller, links, watcher) if cfg.sync is not None else None
-        parts = Parts(conn, whitelist, outbox, flusher, links, controller, watcher, sync, faces)
+        parts = Parts(conn, whitelist, outbox, flusher, links, controller, watcher, sync, vision)
         hb = parts.heartbeats
         hb.add("loop", lambda: self._loop_beat)
         hb.add("journal", lambda: flusher.heartbeat)
@@ -167,8 +167,8 @@ class App:
             hb.add("readers", lambda: watcher.heartbeat)
         if sync is not None:
             hb.add("sync", lambda: sync.heartbeat)
-        if faces is not None:
-            hb.add("cameras", lambda: faces.heartbeat)
+        if vision is not None:
+            hb.add("cameras", lambda: vision.heartbeat)
         flusher.start()
         for link in links.values():
             link.start()
@@ -176,13 +176,13 @@ class App:
             watcher.start()
         if sync is not None:
             sync.start()
-        if faces is not None:
-            faces.start()
+        if vision is not None:
+            vision.start()
         log.info("started: %d door(s), %d reader match(es), whitelist v%d with %d credential(s), journal seq %d",
                  len(doors), len(cfg.readers), whitelist.version, len(whitelist), outbox.last_seq())
         return parts
 
-    def _build_faces(self, loop: asyncio.AbstractEventLoop, controller: Controller) -> "VisionService":
+    def _build_vision(self, loop: asyncio.AbstractEventLoop, controller: Controller) -> "VisionService":
         from edge.vision.face import liveness_score
         from edge.vision.service import VisionService
 
@@ -226,8 +226,8 @@ class App:
     def _teardown(self, parts: Parts, *, fail_mode: bool) -> None:
         if parts.watcher is not None:
             parts.watcher.stop()
-        if parts.faces is not None:
-            parts.faces.stop()
+        if parts.vision is not None:
+            parts.vision.stop()
         finals = parts.controller.final_states() if fail_mode else {}
         for link in parts.links.values():
             link.stop(final=finals.get(link))
@@ -296,8 +296,8 @@ class App:
             if parts is None:
                 continue
             parts.controller.tick()
-            if parts.faces is not None:
-                parts.faces.refresh()
+            if parts.vision is not None:
+                parts.vision.refresh()
             if self._loop_beat >= next_wl and parts.sync is None:  # with sync, the sync thread swaps lists in
                 next_wl = self._loop_beat + WHITELIST_CHECK_S
                 if parts.whitelist.stored_version() != parts.whitelist.version:
@@ -327,8 +327,8 @@ class App:
         central = ""
         if p.sync is not None:
             central = f"; central {'connected' if p.sync.mqtt.connected else 'OFFLINE'}{', list STALE' if p.sync.is_stale else ''}"
-        faces = ""
-        if p.faces is not None:
-            w = p.faces.worker.stats
-            faces = f"; faces: {p.faces.enrolled} enrolled, worker {'up' if p.faces.worker.ready else 'DOWN'}, {w.restarts} restart(s)"
-        return f"{readers}; relays: {links}; whitelist v{p.whitelist.version}; journal seq {p.outbox.last_seq()}{central}{faces}"
+        cameras = ""
+        if p.vision is not None:
+            w = p.vision.worker.stats
+            cameras = f"; cameras: {p.vision.enrolled} face(s) enrolled, worker {'up' if p.vision.worker.ready else 'DOWN'}, {w.restarts} restart(s)"
+        return f"{readers}; relays: {links}; whitelist v{p.whitelist.version}; journal seq {p.outbox.last_seq()}{central}{cameras}"

@@ -82,7 +82,7 @@ def test_resident_in_stranger_out_photo_refused(tmp_path, pcscd, templates):
     app = AppThread(rig.config_path).start()
     try:
         app.wait_event("liveness_failed", timeout=60)
-        wait_until(lambda: app.app.parts.faces.cameras["lobby-cam"].ended, 30, "the scene to end")
+        wait_until(lambda: app.app.parts.vision.cameras["lobby-cam"].ended, 30, "the scene to end")
         access = [e for e in app.events if e.type == "access"]
         assert [(e.kind, e.reason) for e in access] == [("face", "granted"), ("face", "unknown_face"), ("face", "liveness_failed")]
         granted = access[0]

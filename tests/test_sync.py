@@ -54,7 +54,9 @@ def test_a_list_change_decides_the_next_swipe_and_events_reach_central(synced_fa
                    10, "both decisions at central")
         wait_until(lambda: app.app.parts.outbox.depth() == 0, 5, "the journal emptied by central's acks")
         assert central.gateway(s.gw)["applied_version"] == 2
-        wait_until(lambda: s.gw in central.telemetry and central.telemetry[s.gw].whitelist["version"] == 2, 5, "telemetry")
+        # a telemetry message sent between the last swipe and central's ack still counts it: wait for a later one
+        wait_until(lambda: s.gw in central.telemetry and central.telemetry[s.gw].whitelist["version"] == 2
+                   and central.telemetry[s.gw].journal["depth"] == 0, 10, "telemetry after the acks")
         tel = central.telemetry[s.gw]
         assert tel.relays == {str(s.rig.root / "ttyGW"): {"up": True}} and tel.readers["service_up"] is True
         assert tel.journal["depth"] == 0 and tel.whitelist["stale"] is False and tel.counters["mqtt.connects"] == 1

@@ -55,7 +55,7 @@ class VehicleVote:
                 order = sorted(self._weight, key=lambda t: -self._weight[t])
                 order.remove(text)
                 return PlateVerdict(READ, (text, *order[: TOP_K - 1]))
-        if not self.decided and UNREADABLE not in self.decided and now - self.started >= self.unreadable_s:
+        if not self.decided and now - self.started >= self.unreadable_s:
             self.decided.add(UNREADABLE)
             return PlateVerdict(UNREADABLE, ())
         return None

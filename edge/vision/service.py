@@ -70,7 +70,6 @@ class VisionService:
                        for cid, cam in self.cameras.items()]
         self._next_check = 0.0
         self._beat = time.monotonic()
-        self.started = False
 
     @property
     def heartbeat(self) -> float:
@@ -95,7 +94,6 @@ class VisionService:
             cam.start()
         for t in self._pumps:
             t.start()
-        self.started = True
         log.info("faces: %d camera(s) on, %d person(s) enrolled", len(self.cameras), self.enrolled)
 
     def _pump(self, camera_id: str, cam: Camera) -> None:

@@ -132,7 +132,7 @@ def _paste(scene: np.ndarray, mask: np.ndarray | None, plate: np.ndarray, rng: r
 
 
 def _scenes(args: tuple[int, int, list[str], list[tuple[str, np.ndarray]]]) -> list[tuple[np.ndarray, np.ndarray]]:
-    from edge.vision.train.synth import age, render, sample
+    from edge.vision.train.synth import sample
 
     seed, n, backgrounds, crops = args
     rng = random.Random(seed)
