@@ -16,8 +16,9 @@ import pytest
 from drivers.virtual import scene
 from drivers.virtual.rig import Rig
 from edge.vision.models import MODELS_DIR, ModelError, checked
-from edge.vision.plate import PlateReader, beam_search
-from edge.vision.plate_format import CHARSET, is_valid
+from edge.vision.plate import Candidate, PlateRead, PlateReader, beam_search
+from edge.vision.plate_cues import proposals
+from edge.vision.plate_format import CHARSET, is_valid, normalise
 
 from .conftest import REPO, AppThread
 
@@ -43,6 +44,12 @@ def test_the_format_check_knows_ordinary_and_new_energy_plates():
     assert not is_valid("皖A1234")        # too short
 
 
+def test_a_zero_in_the_issuing_code_is_the_letter_o():
+    assert normalise("粤0A9112") == "粤OA9112" and is_valid("粤OA9112")  # police plates: 粤O
+    assert normalise("皖A00T45") == "皖A00T45"                        # elsewhere a 0 stays a digit
+    assert not is_valid("皖AO0T45")
+
+
 def test_beam_search_gives_the_likely_readings_in_order():
     t = np.full((8, len(CHARSET) + 1), -20.0, np.float32)
     seq = ["皖", None, "A", None, "1", "1", None, "1"]  # a repeated 1 needs a blank between to count twice
@@ -57,6 +64,25 @@ def test_beam_search_gives_the_likely_readings_in_order():
 def test_a_real_scene_is_read(reader, name, plate):
     reads = reader.read(rgb(name))
     assert plate in [r.text for r in reads]
+
+
+def test_classic_cues_find_the_plate_without_the_detector():
+    img = cv2.cvtColor(rgb(KNOWN), cv2.COLOR_RGB2BGR)
+    centre = (295.0, 466.0)  # the middle of the plate's corners as CCPD labels them
+    quads = proposals(img)
+    assert any(cv2.pointPolygonTest(q.reshape(-1, 1, 2), centre, False) >= 0 for q in quads)
+    assert len(quads) <= 10  # places to try, not a flood
+
+
+def test_one_plate_gives_one_reading_with_the_runners_up_kept():
+    box = np.float32([[0, 0], [100, 0], [100, 30], [0, 30]])
+    near = box + np.float32([4, 2])
+    first = PlateRead(box, [Candidate("皖AYL375", 0.9)], 0.8)
+    second = PlateRead(near, [Candidate("皖AYL376", 0.6), Candidate("皖AYL375", 0.2)], 0.0)
+    elsewhere = PlateRead(box + np.float32([300, 0]), [Candidate("皖A931Y9", 0.7)], 0.7)
+    out = PlateReader._dedupe([second, elsewhere, first])
+    assert [r.text for r in out] == ["皖AYL375", "皖A931Y9"]
+    assert [c.text for c in out[0].candidates] == ["皖AYL375", "皖AYL376"]
 
 
 def test_an_unreadable_plate_is_found_but_not_read(reader):

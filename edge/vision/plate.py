@@ -8,6 +8,10 @@ format check, and a vote across the frames of one vehicle. Pure computation on n
   and read; the outline whose best reading is most probable wins. The detector was trained on
   composites only, and alone it often marks a whole car front: the colour outline and the
   read-to-choose step are what make its regions usable (see the issue 5 note).
+- Cues (`edge.vision.plate_cues`): plate-coloured and edge-dense places the detector missed (night,
+  grey cars from above, big yellow plates); they count only when they read as a plate.
+- One reading per plate: overlapping regions keep the most probable reading, the others' strings
+  join its runners-up.
 - Recogniser (`models/plate_rec.onnx`): CNN + CTC over 32 columns; a prefix beam search gives the
   top-k strings with probabilities; only strings with the shape of a real plate are kept.
 Why top-k: lookups are by keyed hash, so a gate cannot compare a read with the list "fuzzily"
@@ -25,7 +29,8 @@ import cv2
 import numpy as np
 
 from edge.vision.models import MODELS_DIR, checked, session
-from edge.vision.plate_format import CHARSET, is_valid
+from edge.vision.plate_cues import colour_outline, order_quad, proposals
+from edge.vision.plate_format import CHARSET, is_valid, normalise
 
 DET, STRIDE = 256, 4
 REC_H, REC_W = 32, 128
@@ -62,23 +67,16 @@ def letterbox(img: np.ndarray, size: int) -> tuple[np.ndarray, float]:
     return out, s
 
 
-def order_quad(pts: np.ndarray) -> np.ndarray:
-    """Corners as top-left, top-right, bottom-right, bottom-left."""
-    pts = np.asarray(pts, np.float32)
-    c = pts.mean(axis=0)
-    ang = np.arctan2(pts[:, 1] - c[1], pts[:, 0] - c[0])
-    pts = pts[np.argsort(ang)]  # from the left, clockwise in image coordinates: tl first after a roll
-    tl = int(np.argmin(pts.sum(axis=1)))
-    return np.roll(pts, -tl, axis=0)
-
-
-def beam_search(logp: np.ndarray, beam: int = 8, k: int = 5, prune: float = -7.0) -> list[tuple[str, float]]:
-    """CTC prefix beam search over (T, C) log-probabilities; the `k` best strings with probabilities."""
+def beam_search(logp: np.ndarray, beam: int = 8, k: int = 5, prune: float = -7.0, per_step: int = 8) -> list[tuple[str, float]]:
+    """CTC prefix beam search over (T, C) log-probabilities; the `k` best strings with probabilities.
+    Per step only the `per_step` likeliest classes above `prune` extend a beam (bounded work on the
+    garbage a false region gives)."""
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}  # prefix -> (log p blank-end, log p char-end)
     lse = np.logaddexp
     for t in range(logp.shape[0]):
         row = logp[t]
-        chars = np.nonzero(row > prune)[0]
+        top = np.argpartition(row, -per_step)[-per_step:]
+        chars = top[row[top] > prune]
         nxt: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [-math.inf, -math.inf])
         for prefix, (pb, pnb) in beams.items():
             total = lse(pb, pnb)
@@ -133,51 +131,6 @@ class PlateReader:
             out.append((cv2.boxPoints(rect) / s, float(prob[labels == i].mean())))
         return out
 
-    @staticmethod
-    def colour_refine(bgr: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
-        """The plate's own outline inside a detector region: the largest blob of a plate colour (blue,
-        yellow, new-energy green) with a plate's proportions, characters closed over. None if none."""
-        H, W = bgr.shape[:2]
-        x0, y0 = np.floor(quad.min(axis=0)).astype(int)
-        x1, y1 = np.ceil(quad.max(axis=0)).astype(int)
-        pw, ph = x1 - x0, y1 - y0
-        x0, y0 = max(0, x0 - pw // 6), max(0, y0 - ph // 3)
-        x1, y1 = min(W, x1 + pw // 6), min(H, y1 + ph // 3)
-        region = bgr[y0:y1, x0:x1]
-        if region.size == 0:
-            return None
-        scale = min(1.0, 480 / max(region.shape[:2]))
-        if scale < 1.0:
-            region = cv2.resize(region, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        hsv = cv2.cvtColor(region, cv2.COLOR_BGR2HSV)
-        rh, rw = region.shape[:2]
-        k = cv2.getStructuringElement(cv2.MORPH_RECT, (max(3, rw // 40), max(3, rh // 30)))
-        best, best_score = None, 0.0
-        # plate colours, strict saturation first: a blue-tinted silver car must not merge with its plate
-        for s_min in (150, 110, 80):
-            for lo, hi in (((100, s_min, 50), (128, 255, 255)),              # blue
-                           ((15, s_min, 90), (34, 255, 255)),                # yellow
-                           ((35, max(40, s_min - 70), 110), (85, 255, 255))):  # new-energy green (pale)
-                m = cv2.morphologyEx(cv2.inRange(hsv, lo, hi), cv2.MORPH_CLOSE, k)
-                contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-                for c in contours:
-                    area = cv2.contourArea(c)
-                    if area < 80:
-                        continue
-                    (cx, cy), (w, h), a = cv2.minAreaRect(c)
-                    long_, short = max(w, h), min(w, h)
-                    fill = area / max(1.0, w * h)
-                    if short < 6 or long_ > 0.95 * rw or not 2.0 <= long_ / short <= 5.5 or fill < 0.6:
-                        continue
-                    score = area * fill / (1 + abs(np.log(long_ / short / 3.2)))
-                    if score > best_score:
-                        best, best_score = cv2.boxPoints(((cx, cy), (w, h), a)), score
-            if best is not None:
-                break
-        if best is None:
-            return None
-        return order_quad(best / scale + np.array([x0, y0], np.float32))
-
     def detect(self, bgr: np.ndarray) -> list[tuple[list[np.ndarray], float]]:
         """Plate regions in the frame, each with its candidate outlines (best guess first): the plate
         colour's own outline inside the region, the detector's outline from a second pass at a scale
@@ -194,7 +147,7 @@ class PlateReader:
         for quad, score in blobs:
             quad = order_quad(quad)
             outlines = []
-            colour = self.colour_refine(bgr, quad)
+            colour = colour_outline(bgr, quad)
             if colour is not None:
                 outlines.append(colour)
             x0, y0 = quad.min(axis=0)
@@ -233,18 +186,28 @@ class PlateReader:
         logp = self._rec.run(None, {"image": x})[0]
         out = []
         for lp in logp:
-            cands = [Candidate(t, p) for t, p in beam_search(lp, k=k * 2) if is_valid(t) and p >= self.min_p * 0.1]
+            if not 6 <= _greedy_length(lp) <= 9:  # nothing like a plate (a grille, a sign): skip the search
+                out.append([])
+                continue
+            reads = ((normalise(t), p) for t, p in beam_search(lp, k=k * 2))
+            cands = [Candidate(t, p) for t, p in reads if is_valid(t) and p >= self.min_p * 0.1]
             # unreadable unless the best reading is confident; the runners-up stay for the lookup (fuzzy tolerance)
             out.append(cands[:k] if cands and cands[0].p >= self.min_p else [])
         return out
 
     def read(self, rgb: np.ndarray, k: int = 5) -> list[PlateRead]:
         """Every plate region, read through each of its candidate outlines; the outline whose best
-        valid reading is most probable wins (a region no outline can read is kept, unreadable)."""
+        valid reading is most probable wins (a detector region no outline can read is kept,
+        unreadable). Then the places classic cues propose (edge.vision.plate_cues) outside the plates
+        already read: those count only when they read as a plate."""
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         reads = self._read_regions(bgr, self.detect(bgr), k)
         if max(bgr.shape[:2]) > 2 * DET and not any(r.candidates for r in reads):
             reads += self._read_regions(bgr, self._finer(bgr), k)  # nothing readable near: look farther
+        read_boxes = [r.quad for r in reads if r.candidates]
+        cued = [([c, q] if (c := colour_outline(bgr, q)) is not None else [q], 0.0)
+                for q in proposals(bgr) if not any(_inside(q.mean(axis=0), b) for b in read_boxes)]
+        reads += [r for r in self._read_regions(bgr, cued, k) if r.candidates]
         return self._dedupe(reads)
 
     def _read_regions(self, bgr: np.ndarray, dets: list[tuple[list[np.ndarray], float]], k: int) -> list[PlateRead]:
@@ -260,12 +223,25 @@ class PlateReader:
 
     @staticmethod
     def _dedupe(reads: list[PlateRead]) -> list[PlateRead]:
-        """Two regions that settled on the same reading are one plate."""
-        seen: dict[str, PlateRead] = {}
-        rest = []
-        for r in reads:
-            if r.text is None:
-                rest.append(r)
-            elif r.text not in seen or r.candidates[0].p > seen[r.text].candidates[0].p:
-                seen[r.text] = r
-        return list(seen.values()) + rest
+        """One reading per plate: of the readings whose outlines overlap, or that agree, the most
+        probable stays (its runners-up stay with it); unreadable regions stay as they are."""
+        kept: list[PlateRead] = []
+        for r in sorted((r for r in reads if r.candidates), key=lambda r: -r.candidates[0].p):
+            same = next((o for o in kept if r.text == o.text or _inside(r.quad.mean(axis=0), o.quad) or _inside(o.quad.mean(axis=0), r.quad)), None)
+            if same is None:
+                kept.append(r)
+                continue
+            known = {c.text for c in same.candidates}
+            extra = [c for c in r.candidates if c.text not in known]
+            same.candidates = sorted(same.candidates + extra, key=lambda c: -c.p)[: max(len(same.candidates), len(r.candidates))]
+        return kept + [r for r in reads if not r.candidates]
+
+
+def _greedy_length(logp: np.ndarray) -> int:
+    """Characters on the best path (blanks and repeats collapsed)."""
+    best = logp.argmax(-1)
+    return int(np.count_nonzero((best != 0) & np.r_[True, best[1:] != best[:-1]]))
+
+
+def _inside(point: np.ndarray, quad: np.ndarray) -> bool:
+    return cv2.pointPolygonTest(np.asarray(quad, np.float32).reshape(-1, 1, 2), (float(point[0]), float(point[1])), False) >= 0

@@ -19,9 +19,16 @@ SPECIAL = "学警挂港澳"
 CHARSET = PROVINCES + LETTERS + DIGITS + SPECIAL  # CTC class i+1 is CHARSET[i]; class 0 is the blank
 
 _AD = f"[{LETTERS}{DIGITS}]"
-_ORDINARY = re.compile(f"^[{PROVINCES}][{LETTERS}]{_AD}{{4}}(?:{_AD}|[{SPECIAL}])$")
-_NEV_SMALL = re.compile(f"^[{PROVINCES}][{LETTERS}][DF]{_AD}[{DIGITS}]{{4}}$")
-_NEV_LARGE = re.compile(f"^[{PROVINCES}][{LETTERS}][{DIGITS}]{{5}}[DF]$")
+_CITY = f"[{LETTERS}O]"  # the issuing code may be O (police: 粤O, 京O); the recogniser reads it as 0
+_ORDINARY = re.compile(f"^[{PROVINCES}]{_CITY}{_AD}{{4}}(?:{_AD}|[{SPECIAL}])$")
+_NEV_SMALL = re.compile(f"^[{PROVINCES}]{_CITY}[DF]{_AD}[{DIGITS}]{{4}}$")
+_NEV_LARGE = re.compile(f"^[{PROVINCES}]{_CITY}[{DIGITS}]{{5}}[DF]$")
+
+
+def normalise(read: str) -> str:
+    """A recogniser's string in plate spelling: 0 and O are one glyph on a plate, and only the
+    issuing code (the second character) can be the letter O."""
+    return read[:1] + "O" + read[2:] if read[1:2] == "0" else read
 
 
 def is_valid(plate: str) -> bool:

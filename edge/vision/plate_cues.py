@@ -1,0 +1,126 @@
+"""Where a plate may be, from classic image cues: a plate's own colour and the dense vertical edges of
+its characters. Pure OpenCV on BGR frames, no model.
+
+Why beside a trained detector: ours was trained on composites (synthetic plates pasted on photos),
+and on real street photos it misses plates at night, on grey cars seen from above, and big yellow
+truck plates. These cues find most of those, and cheaply; they also fire on grilles, signs and
+lettering, so every proposal is only a place to try: the recogniser and the format check decide
+whether a plate is there (a proposal that does not read as a plate is dropped, not reported).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# HSV ranges of plate backgrounds (OpenCV hue 0-180); saturation floor given per use
+BLUE, YELLOW, GREEN = ((100, 50), (128, 255, 255)), ((15, 90), (34, 255, 255)), ((35, 110), (85, 255, 255))
+
+
+def order_quad(pts: np.ndarray) -> np.ndarray:
+    """Corners as top-left, top-right, bottom-right, bottom-left."""
+    pts = np.asarray(pts, np.float32)
+    c = pts.mean(axis=0)
+    ang = np.arctan2(pts[:, 1] - c[1], pts[:, 0] - c[0])
+    pts = pts[np.argsort(ang)]  # from the left, clockwise in image coordinates: tl first after a roll
+    tl = int(np.argmin(pts.sum(axis=1)))
+    return np.roll(pts, -tl, axis=0)
+
+
+def _ranges(s_min: int) -> list[tuple[tuple[int, int, int], tuple[int, int, int]]]:
+    (blo, bv), bhi = BLUE[0], BLUE[1]
+    (ylo, yv), yhi = YELLOW[0], YELLOW[1]
+    (glo, gv), ghi = GREEN[0], GREEN[1]
+    return [((blo, s_min, bv), bhi), ((ylo, s_min, yv), yhi), ((glo, max(40, s_min - 70), gv), ghi)]
+
+
+def _plate_shaped(c: np.ndarray, max_long: float, aspect: tuple[float, float], fill_min: float) -> tuple | None:
+    """The contour's minimum-area rectangle if it has a plate's proportions and fills it, else None."""
+    area = cv2.contourArea(c)
+    if area < 60:
+        return None
+    (cx, cy), (w, h), a = cv2.minAreaRect(c)
+    long_, short = max(w, h), min(w, h)
+    tilt = a if w >= h else a - 90  # the long side's angle from horizontal
+    tilt = (tilt + 90) % 180 - 90
+    if abs(tilt) > 35:  # plates stand upright: a tall thing is a post, a sign or a lamp
+        return None
+    if short < 5 or long_ > max_long or not aspect[0] <= long_ / short <= aspect[1] or area / max(1.0, w * h) < fill_min:
+        return None
+    return (cx, cy), (w, h), a, area
+
+
+def colour_outline(bgr: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
+    """The plate's own outline inside a region: the largest blob of a plate colour (blue, yellow,
+    new-energy green) with a plate's proportions, characters closed over. None if none."""
+    H, W = bgr.shape[:2]
+    x0, y0 = np.floor(quad.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(quad.max(axis=0)).astype(int)
+    pw, ph = x1 - x0, y1 - y0
+    x0, y0 = max(0, x0 - pw // 6), max(0, y0 - ph // 3)
+    x1, y1 = min(W, x1 + pw // 6), min(H, y1 + ph // 3)
+    region = bgr[y0:y1, x0:x1]
+    if region.size == 0:
+        return None
+    scale = min(1.0, 480 / max(region.shape[:2]))
+    if scale < 1.0:
+        region = cv2.resize(region, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    hsv = cv2.cvtColor(region, cv2.COLOR_BGR2HSV)
+    rh, rw = region.shape[:2]
+    k = cv2.getStructuringElement(cv2.MORPH_RECT, (max(3, rw // 40), max(3, rh // 30)))
+    best, best_score = None, 0.0
+    # strict saturation first: a blue-tinted silver car must not merge with its plate
+    for s_min in (150, 110, 80):
+        for lo, hi in _ranges(s_min):
+            m = cv2.morphologyEx(cv2.inRange(hsv, lo, hi), cv2.MORPH_CLOSE, k)
+            for c in cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]:
+                shape = _plate_shaped(c, 0.95 * rw, (2.0, 5.5), 0.6)
+                if shape is None or min(shape[1]) < 6 or shape[3] < 80:
+                    continue
+                (cx, cy), (w, h), a, area = shape
+                long_, short = max(w, h), min(w, h)
+                score = area * (area / (w * h)) / (1 + abs(np.log(long_ / short / 3.2)))
+                if score > best_score:
+                    best, best_score = cv2.boxPoints(((cx, cy), (w, h), a)), score
+        if best is not None:
+            break
+    if best is None:
+        return None
+    return order_quad(best / scale + np.array([x0, y0], np.float32))
+
+
+def proposals(bgr: np.ndarray, limit: int = 10, max_side: int = 640) -> list[np.ndarray]:
+    """Up to `limit` plate-shaped places in the whole frame, the most edge-dense first: blobs of a
+    plate colour, and blobs of dense vertical edges (a row of characters) at two closing widths."""
+    H, W = bgr.shape[:2]
+    s = min(1.0, max_side / max(H, W))
+    img = cv2.resize(bgr, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1.0 else bgr
+    h, w = img.shape[:2]
+    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    edges = cv2.convertScaleAbs(cv2.Sobel(cv2.GaussianBlur(gray, (3, 3), 0), cv2.CV_16S, 1, 0, ksize=3))
+    found: list[tuple[np.ndarray, float]] = []
+
+    def keep(c: np.ndarray, aspect: tuple[float, float], fill_min: float, grow: tuple[float, float], min_edges: float) -> None:
+        shape = _plate_shaped(c, 0.5 * w, aspect, fill_min)
+        if shape is None or shape[3] > 0.1 * h * w:
+            return
+        (cx, cy), (rw, rh), a, _ = shape
+        x, y, bw, bh = cv2.boundingRect(c)
+        density = float(edges[y:y + bh, x:x + bw].mean())
+        if density >= min_edges:
+            found.append((cv2.boxPoints(((cx, cy), (rw * grow[0], rh * grow[1]), a)) / s, density))
+
+    hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+    k = cv2.getStructuringElement(cv2.MORPH_RECT, (max(3, w // 80), max(3, h // 120)))
+    for lo, hi in _ranges(80):
+        m = cv2.morphologyEx(cv2.inRange(hsv, lo, hi), cv2.MORPH_CLOSE, k)
+        for c in cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]:
+            keep(c, (1.8, 6.0), 0.5, (1.0, 1.0), 15.0)
+    _, strong = cv2.threshold(edges, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    for kw in (w // 50, w // 30):
+        m = cv2.morphologyEx(strong, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (max(3, kw), max(3, kw // 5))))
+        m = cv2.morphologyEx(m, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (max(3, kw // 2), max(3, kw // 6))))
+        for c in cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]:
+            keep(c, (2.0, 6.0), 0.55, (1.1, 1.2), 0.0)  # edge blobs: the characters; grow to the plate's rim
+    found.sort(key=lambda f: -f[1])
+    return [order_quad(q) for q, _ in found[:limit]]
