@@ -293,8 +293,9 @@ def _cameras(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
             out.append(Check("face templates", "fail", str(exc), "create the key with `door-edge keygen FILE` (gateway.face_key_file)"))
     if any(d.mode in config_mod.PLATE_MODES for d in cfg.doors):
         from edge.vision.models import ModelError, checked
+        from edge.vision.plate import PLATE_MODELS
 
-        for name in ("plate_det", "plate_rec"):
+        for name in PLATE_MODELS:
             try:
                 info = checked(name)
                 out.append(Check(f"model {name}", "ok", f"{info.path.name}: sha256 matches the manifest"))

@@ -16,9 +16,9 @@ import pytest
 from drivers.virtual import scene
 from drivers.virtual.rig import Rig
 from edge.vision.models import MODELS_DIR, ModelError, checked
-from edge.vision.plate import Candidate, PlateRead, PlateReader, beam_search
+from edge.vision.plate import Candidate, PlateRead, PlateReader, beam_search, with_province
 from edge.vision.plate_cues import proposals
-from edge.vision.plate_format import CHARSET, is_valid, normalise
+from edge.vision.plate_format import CHARSET, PROVINCES, is_valid, normalise
 
 from .conftest import REPO, AppThread
 
@@ -58,6 +58,19 @@ def test_beam_search_gives_the_likely_readings_in_order():
     t[2, CHARSET.index("4") + 1] = -1.0  # "4" a close second to "A"
     best = beam_search(t, k=3)
     assert best[0][0] == "皖A11" and best[0][1] > best[1][1] and best[1][0] == "皖411"
+
+
+def test_the_province_classifier_can_overrule_the_province_but_not_the_rest():
+    reads = [("浙A12345", 0.55), ("皖A12345", 0.25), ("浙A12346", 0.1)]
+    sure = np.zeros(len(PROVINCES))
+    sure[PROVINCES.index("皖")] = 0.95
+    sure[PROVINCES.index("浙")] = 0.05
+    out = with_province(reads, sure, weight=0.7)
+    assert out[0][0] == "皖A12345" and out[0][1] > 0.5
+    assert {t[1:] for t, _ in out} == {"A12345", "A12346"}          # never a new rest
+    assert abs(sum(p for t, p in out if t.endswith("A12345")) - 0.8) < 0.05  # the rest keeps its probability
+    unsure = np.full(len(PROVINCES), 1 / len(PROVINCES))
+    assert with_province(reads, unsure, weight=0.7)[0][0] == "浙A12345"  # no opinion: the recogniser's stands
 
 
 @pytest.mark.parametrize("name,plate", [(KNOWN, KNOWN_PLATE), (STRANGER, STRANGER_PLATE)])
@@ -186,7 +199,7 @@ def test_diag_checks_the_models_and_outlines_the_plate_without_its_text(tmp_path
         res = subprocess.run([sys.executable, "-m", "edge", "diag", "--config", str(rig.config_path), "--json"],
                              capture_output=True, text=True, cwd=REPO, timeout=120)
         checks = {c["name"]: c for c in json.loads(res.stdout)["checks"]}
-        assert checks["model plate_det"]["status"] == "ok" and checks["model plate_rec"]["status"] == "ok"
+        assert all(checks[f"model {m}"]["status"] == "ok" for m in ("plate_det", "plate_rec", "plate_prov"))
         snap = checks["snapshot gate-cam"]
         assert snap["status"] == "ok" and "1 readable" in snap["detail"]
         (png,) = (rig.root / "state" / "diag").glob("snapshot-gate-cam-*.png")

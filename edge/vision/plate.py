@@ -14,6 +14,9 @@ format check, and a vote across the frames of one vehicle. Pure computation on n
   join its runners-up.
 - Recogniser (`models/plate_rec.onnx`): CNN + CTC over 32 columns; a prefix beam search gives the
   top-k strings with probabilities; only strings with the shape of a real plate are kept.
+- Province classifier (`models/plate_prov.onnx`): the province character from the plate's left
+  third, mixed into the recogniser's readings (`with_province`): the province is the recogniser's
+  commonest error.
 Why top-k: lookups are by keyed hash, so a gate cannot compare a read with the list "fuzzily"
 after hashing; instead each likely reading is hashed and looked up (edge.access.platevote).
 """
@@ -30,10 +33,13 @@ import numpy as np
 
 from edge.vision.models import MODELS_DIR, checked, session
 from edge.vision.plate_cues import colour_outline, order_quad, proposals
-from edge.vision.plate_format import CHARSET, is_valid, normalise
+from edge.vision.plate_format import CHARSET, PROVINCES, is_valid, normalise
 
 DET, STRIDE = 256, 4
 REC_H, REC_W = 32, 128
+PROVINCE_COLUMNS = 44        # the province classifier sees the rectified plate's left 44 columns
+PROVINCE_WEIGHT = 0.7        # its share when mixed with the recogniser's own belief (with_province)
+PLATE_MODELS = ("plate_det", "plate_rec", "plate_prov")
 PAD = 114
 
 
@@ -99,14 +105,37 @@ def beam_search(logp: np.ndarray, beam: int = 8, k: int = 5, prune: float = -7.0
     return out[:k]
 
 
+def with_province(reads: list[tuple[str, float]], province_p: np.ndarray, weight: float = PROVINCE_WEIGHT) -> list[tuple[str, float]]:
+    """The recogniser's readings with their province re-weighed by the province classifier.
+
+    For each reading of the last characters (the "rest"), the recogniser's own belief in each
+    province, p(province | rest), is mixed with the classifier's (`weight` is the classifier's
+    share); the rest keeps its total probability. So the classifier can overrule the recogniser's
+    province, but never invents the other characters."""
+    rests: dict[str, dict[str, float]] = {}
+    for text, p in reads:
+        if text[:1] in PROVINCES:
+            rests.setdefault(text[1:], {})[text[0]] = rests.get(text[1:], {}).get(text[0], 0.0) + p
+    out = []
+    for rest, provs in rests.items():
+        total = sum(provs.values())
+        if total <= 0.0:  # underflowed: nothing to re-weigh
+            continue
+        mixed = weight * province_p + (1 - weight) * np.array([provs.get(c, 0.0) / total for c in PROVINCES])
+        for i in np.argsort(mixed)[::-1][:3]:
+            out.append((PROVINCES[i] + rest, float(total * mixed[i])))
+    return sorted(out, key=lambda r: -r[1])
+
+
 class PlateReader:
-    """Loads both models (sha256-checked); `read(rgb)` returns the plates in a frame."""
+    """Loads the three models (sha256-checked); `read(rgb)` returns the plates in a frame."""
 
     def __init__(self, models_dir: Path = MODELS_DIR, *, threads: int = 1, det_threshold: float = 0.5):
         self._det_info = checked("plate_det", models_dir)
         self._rec_info = checked("plate_rec", models_dir)
         self._det = session(self._det_info, threads)
         self._rec = session(self._rec_info, threads)
+        self._prov = session(checked("plate_prov", models_dir), threads)
         self.det_threshold = float(self._det_info.meta.get("threshold", det_threshold))
         self.min_p = float(self._rec_info.meta.get("min_p", 0.3))
 
@@ -184,12 +213,13 @@ class PlateReader:
             return []
         x = np.stack([cv2.resize(c, (REC_W, REC_H), interpolation=cv2.INTER_AREA) for c in crops]).astype(np.float32).transpose(0, 3, 1, 2)
         logp = self._rec.run(None, {"image": x})[0]
+        province = _softmax(self._prov.run(None, {"image": np.ascontiguousarray(x[..., :PROVINCE_COLUMNS])})[0])
         out = []
-        for lp in logp:
+        for lp, prov in zip(logp, province):
             if not 6 <= _greedy_length(lp) <= 9:  # nothing like a plate (a grille, a sign): skip the search
                 out.append([])
                 continue
-            reads = ((normalise(t), p) for t, p in beam_search(lp, k=k * 2))
+            reads = ((normalise(t), p) for t, p in with_province(beam_search(lp, k=k * 2), prov))
             cands = [Candidate(t, p) for t, p in reads if is_valid(t) and p >= self.min_p * 0.1]
             # unreadable unless the best reading is confident; the runners-up stay for the lookup (fuzzy tolerance)
             out.append(cands[:k] if cands and cands[0].p >= self.min_p else [])
@@ -235,6 +265,11 @@ class PlateReader:
             extra = [c for c in r.candidates if c.text not in known]
             same.candidates = sorted(same.candidates + extra, key=lambda c: -c.p)[: max(len(same.candidates), len(r.candidates))]
         return kept + [r for r in reads if not r.candidates]
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _greedy_length(logp: np.ndarray) -> int:

@@ -38,9 +38,11 @@ class VisionService:
         people, templates = [], None
         if "plate" in self.tasks.values():
             from edge.vision.models import ModelError, checked
+            from edge.vision.plate import PLATE_MODELS
 
             try:
-                checked("plate_det"), checked("plate_rec")
+                for name in PLATE_MODELS:
+                    checked(name)
             except ModelError as exc:
                 raise VisionSetupError(str(exc)) from None
         if "face" in self.tasks.values():

@@ -61,6 +61,8 @@ def jitter(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     img = img[max(0, dy0): img.shape[0] - max(0, dy1), max(0, dx0): img.shape[1] - max(0, dx1)]
     img = cv2.resize(img, (REC_W, REC_H), interpolation=cv2.INTER_AREA)
     f = img.astype(np.float32) * rng.uniform(0.6, 1.3) + rng.uniform(-25, 25)
+    if rng.random() < 0.3:  # a colour cast (see synth.age)
+        f = f * rng.uniform(0.7, 1.3, 3).astype(np.float32)
     if rng.random() < 0.3:
         f = cv2.GaussianBlur(f, (3, 3), 0)
     f += rng.normal(0, rng.uniform(0, 8), f.shape)

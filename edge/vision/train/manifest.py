@@ -23,6 +23,7 @@ MODELS = {
         "training_data": "composite scenes: ../shared/data/faces photos and generated clutter as backgrounds, car-front-like "
                          "negatives (grilles, headlights, badges, plate-shaped boards without characters); synthetic plates "
                          "(edge/vision/train/synth.py, all colours) and the real crops of ../shared/data/plates_train pasted in perspective",
+        "code": "edge/vision/train as of commit 5aafd92 (the synthetic plates changed since: `git checkout 5aafd92 -- edge/vision/train` to reproduce)",
         "command": "python -m edge.vision.train.detector --real ../shared/data/plates_train --backgrounds ../shared/data/faces "
                    "--out models/plate_det.onnx --scenes 8000 --steps 4000 --seed 11",
         "seed": 11,
@@ -35,11 +36,23 @@ MODELS = {
         "min_p": 0.3,  # a best reading below this is unreadable: on the dev crops every right reading but 1 % had p >= 0.49
         "training_data": "synthetic plates (edge/vision/train/synth.py: 35-40 % green new-energy, mostly blue, some yellow, "
                          "white, black; 50,000 per stage) and 90 % of the 1,194 real crops of ../shared/data/plates_train",
+        "code": "edge/vision/train as of commit 5aafd92 (the synthetic plates and the trainer changed since: `git checkout 5aafd92 -- edge/vision/train` to reproduce)",
         "command": "python -m edge.vision.train.recognizer --real ../shared/data/plates_train --out /tmp/stage1/plate_rec.onnx "
                    "--synthetic 50000 --steps 15000 --green 0.35 --seed 17 && python -m edge.vision.train.recognizer --real "
                    "../shared/data/plates_train --out models/plate_rec.onnx --init /tmp/stage1/plate_rec.pt --lr 5e-4 "
                    "--synthetic 50000 --steps 8000 --green 0.4 --seed 23",
         "seed": 17,
+    },
+    "plate_prov": {
+        "file": "plate_prov.onnx",
+        "task": "province character of a plate (31 classes), mixed into the recogniser's readings",
+        "input": "image: float32 N x 3 x 32 x 44, BGR 0-255, the left 44 columns of the rectified 128x32 plate",
+        "output": "logits: N x 31, in the order of edge.vision.plate_format.PROVINCES",
+        "training_data": "synthetic plates (edge/vision/train/synth.py, 40 % green, 50,000) and 90 % of the 1,194 real crops "
+                         "of ../shared/data/plates_train, real ones drawn with weight 1/sqrt(crops of their province)",
+        "command": "python -m edge.vision.train.province --real ../shared/data/plates_train --out models/plate_prov.onnx "
+                   "--steps 8000 --seed 41",
+        "seed": 41,
     },
 }
 

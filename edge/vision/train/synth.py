@@ -21,10 +21,13 @@ import numpy as np
 
 from edge.vision.plate_format import DIGITS, LETTERS, PROVINCES
 
-FONTS_CJK = ["/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc", "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
-             "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc", "/usr/share/fonts/opentype/noto/NotoSerifCJK-Bold.ttc"]
-FONTS_LATIN = ["/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed-Bold.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed.ttf",
-               "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", "/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc"]
+# (file, face index): the Noto CJK collections hold JP, KR, SC, TC, HK faces in that order (then the
+# Mono ones); plates are printed in simplified Chinese, so the SC faces (2, Mono SC 7)
+FONTS_CJK = [("/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc", 2), ("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc", 2),
+             ("/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc", 7), ("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc", 0),
+             ("/usr/share/fonts/opentype/noto/NotoSerifCJK-Bold.ttc", 2)]
+FONTS_LATIN = [("/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed-Bold.ttf", 0), ("/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed.ttf", 0),
+               ("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", 0), ("/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc", 2)]
 
 # (background colour BGR, text colour BGR) per plate colour
 COLOURS = {"blue": ((160, 60, 10), (245, 245, 245)), "yellow": ((20, 180, 235), (20, 20, 20)),
@@ -36,19 +39,19 @@ class FontsMissing(RuntimeError):
     pass
 
 
-def _fonts(paths: list[str]) -> list[str]:
-    found = [p for p in paths if Path(p).exists()]
+def _fonts(faces: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    found = [f for f in faces if Path(f[0]).exists()]
     if not found:
-        raise FontsMissing(f"none of {', '.join(paths)}: `apt-get install fonts-noto-cjk fonts-wqy-zenhei fonts-dejavu-core` (make train-deps)")
+        raise FontsMissing(f"none of {', '.join(p for p, _ in faces)}: `apt-get install fonts-noto-cjk fonts-wqy-zenhei fonts-dejavu-core` (make train-deps)")
     return found
 
 
 @lru_cache(maxsize=4096)
-def glyph(ch: str, font: str, cell: tuple[int, int]) -> np.ndarray:
+def glyph(ch: str, font: tuple[str, int], cell: tuple[int, int]) -> np.ndarray:
     """The character's ink (uint8 0-255) stretched to fill a cell (w, h) as plate fonts do."""
     from PIL import Image, ImageDraw, ImageFont
 
-    f = ImageFont.truetype(font, 160)
+    f = ImageFont.truetype(font[0], 160, index=font[1])
     img = Image.new("L", (220, 220), 0)
     ImageDraw.Draw(img).text((20, 10), ch, font=f, fill=255)
     a = np.array(img)
@@ -102,6 +105,8 @@ def render(text: str, colour: str, rng: random.Random) -> Plate:
         ink = (20, 20, 20)
     else:
         bg, ink = COLOURS[colour]
+        if colour == "blue":  # from deep navy to the bright cyan-blue of a new, sunlit plate
+            bg = (rng.uniform(140, 230), rng.uniform(45, 120), rng.uniform(0, 40))
         img = np.full((h, w, 3), bg, np.uint8)
     jitter = np.array([rng.randint(-25, 25) for _ in range(3)])
     img = np.clip(img.astype(int) + jitter, 0, 255).astype(np.uint8)
@@ -109,9 +114,13 @@ def render(text: str, colour: str, rng: random.Random) -> Plate:
     cv2.rectangle(img, (4, 4), (w - 5, h - 5), rim, 3)
     ch_h = 90
     y = (h - ch_h) // 2
+    weight = rng.choice([cv2.erode, cv2.dilate, None, None])  # stroke weight differs between fonts and plates
     for i, ch in enumerate(text):
         font = cjk if ch in PROVINCES or not ch.isascii() else latin
-        g = glyph(ch, font, (cw, ch_h)).astype(np.float32) / 255
+        g = glyph(ch, font, (cw, ch_h))
+        if weight is not None:
+            g = weight(g, np.ones((3, 3), np.uint8))
+        g = g.astype(np.float32) / 255
         cell = img[y:y + ch_h, x:x + cw].astype(np.float32)
         img[y:y + ch_h, x:x + cw] = (cell * (1 - g[..., None]) + np.array(ink, np.float32) * g[..., None]).astype(np.uint8)
         x += cw + (dot_gap if i == 1 else gap)
@@ -129,6 +138,8 @@ def age(flat: np.ndarray, rng: random.Random, out_size: tuple[int, int] | None =
     img = flat.astype(np.float32)
     # light: gain, gamma, a shadow band
     img = img * rng.uniform(0.5, 1.3) + rng.uniform(-30, 30)
+    if rng.random() < 0.3:  # a colour cast: sodium lamps, tinted glass, a camera's white balance
+        img = img * np.array([rng.uniform(0.7, 1.3) for _ in range(3)], np.float32)
     if rng.random() < 0.3:
         x0 = rng.randint(0, w)
         img[:, x0:x0 + rng.randint(20, 200)] *= rng.uniform(0.4, 0.8)
