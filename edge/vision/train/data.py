@@ -30,6 +30,15 @@ def real_crops(folder: Path) -> list[tuple[str, np.ndarray]]:
     return out
 
 
+def held_out(real: list[tuple[str, np.ndarray]]) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, np.ndarray]]]:
+    """(held-out tenth, the rest) of the real crops: the same split for every trainer, seed and
+    stage, so that a fine-tuned or companion model never trains on what the others are judged on."""
+    real = list(real)
+    random.Random(0).shuffle(real)
+    n_val = len(real) // 10
+    return real[:n_val], real[n_val:]
+
+
 def _synth_chunk(args: tuple[int, int, str | None, float | None]) -> list[tuple[str, np.ndarray]]:
     from edge.vision.train.synth import sample
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 from torch import nn
 
 from edge.vision.plate_format import PROVINCES
-from edge.vision.train.data import REC_H, REC_W, jitter, real_crops, synth_set
+from edge.vision.train.data import REC_H, REC_W, held_out, jitter, real_crops, synth_set
 from edge.vision.train.recognizer import block, to_tensor
 
 LEFT = 44  # columns of the 128x32 rectified plate the classifier sees (a loose crop's province included)
@@ -65,10 +64,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     torch.set_num_threads(2)
 
-    real = [(t, img) for t, img in real_crops(args.real) if t[0] in PROVINCES]
-    random.Random(0).shuffle(real)  # the recogniser's held-out tenth, held out here too
-    n_val = len(real) // 10
-    val_real, train_real = real[:n_val], real[n_val:]
+    val_real, train_real = held_out(real_crops(args.real))  # the recogniser's held-out tenth, held out here too
     counts = Counter(t[0] for t, _ in train_real)
     weights = np.array([counts[t[0]] ** -0.5 for t, _ in train_real])
     weights /= weights.sum()

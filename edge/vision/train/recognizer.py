@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from edge.vision.plate_format import CHARSET, PROVINCES
-from edge.vision.train.data import REC_H, REC_W, jitter, real_crops, synth_set
+from edge.vision.train.data import REC_H, REC_W, held_out, jitter, real_crops, synth_set
 
 
 def block(cin: int, cout: int) -> list[nn.Module]:
@@ -89,10 +89,8 @@ def main() -> None:
     random.seed(args.seed)
     torch.set_num_threads(2)
 
-    real = real_crops(args.real)
-    random.Random(0).shuffle(real)  # the same held-out tenth for every seed and stage: fine-tuning never sees it
-    n_val = len(real) // 10
-    val_real, train_real = real[:n_val], real[n_val:]
+    val_real, train_real = held_out(real_crops(args.real))
+    n_val = len(val_real)
     t0 = time.time()
     synth = synth_set(args.synthetic, args.seed, green=args.green)
     print(f"{len(train_real)} real crops for training, {n_val} held out; {len(synth)} synthetic in {time.time() - t0:.0f} s", flush=True)
