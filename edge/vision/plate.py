@@ -1,8 +1,8 @@
 """Plates: detect, rectify, recognise (our own ONNX models on onnxruntime), top-k candidates, the
 format check, and a vote across the frames of one vehicle. Pure computation on numpy frames (RGB).
 
-- Detector (`models/plate_det.onnx`): a plate mask at 1/4 resolution of a 256x256 letterboxed frame
-  (and 512 when a big frame shows nothing readable near). Each blob is a plate region with up to
+- Detector (`models/plate_det.onnx`): a plate mask at 1/4 resolution of a 256x256 letterboxed
+  frame. Each blob is a plate region with up to
   three candidate outlines: the plate colour's own outline inside it (HSV, characters closed over),
   the blob of a second pass on a crop around it, and the first blob. Each is rectified (128x32)
   and read; the outline whose best reading is most probable wins. The detector was trained on
@@ -166,10 +166,6 @@ class PlateReader:
         where the plate fills its input, and the first pass's. `read` keeps the one that reads best."""
         return self._regions(bgr, self._blobs(*self._mask(bgr)))
 
-    def _finer(self, bgr: np.ndarray) -> list[tuple[list[np.ndarray], float]]:
-        """A pass at twice the resolution, for plates far away in a big frame."""
-        return self._regions(bgr, self._blobs(*self._mask(bgr, 2 * DET)))
-
     def _regions(self, bgr: np.ndarray, blobs: list[tuple[np.ndarray, float]]) -> list[tuple[list[np.ndarray], float]]:
         H, W = bgr.shape[:2]
         found = []
@@ -229,11 +225,10 @@ class PlateReader:
         """Every plate region, read through each of its candidate outlines; the outline whose best
         valid reading is most probable wins (a detector region no outline can read is kept,
         unreadable). Then the places classic cues propose (edge.vision.plate_cues) outside the plates
-        already read: those count only when they read as a plate."""
+        already read: those count only when they read as a plate (they find the far and dim plates
+        the detector misses; a finer detector pass did less, slower)."""
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         reads = self._read_regions(bgr, self.detect(bgr), k)
-        if max(bgr.shape[:2]) > 2 * DET and not any(r.candidates for r in reads):
-            reads += self._read_regions(bgr, self._finer(bgr), k)  # nothing readable near: look farther
         read_boxes = [r.quad for r in reads if r.candidates]
         cued = [([c, q] if (c := colour_outline(bgr, q)) is not None else [q], 0.0)
                 for q in proposals(bgr) if not any(_inside(q.mean(axis=0), b) for b in read_boxes)]
