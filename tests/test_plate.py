@@ -84,7 +84,7 @@ def test_classic_cues_find_the_plate_without_the_detector():
     centre = (295.0, 466.0)  # the middle of the plate's corners as CCPD labels them
     quads = proposals(img)
     assert any(cv2.pointPolygonTest(q.reshape(-1, 1, 2), centre, False) >= 0 for q in quads)
-    assert len(quads) <= 10  # places to try, not a flood
+    assert len(quads) <= 8  # places to try, not a flood
 
 
 def test_one_plate_gives_one_reading_with_the_runners_up_kept():

@@ -89,7 +89,7 @@ def colour_outline(bgr: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
     return order_quad(best / scale + np.array([x0, y0], np.float32))
 
 
-def proposals(bgr: np.ndarray, limit: int = 10, max_side: int = 640) -> list[np.ndarray]:
+def proposals(bgr: np.ndarray, limit: int = 8, max_side: int = 640) -> list[np.ndarray]:
     """Up to `limit` plate-shaped places in the whole frame, the most edge-dense first: blobs of a
     plate colour, and blobs of dense vertical edges (a row of characters) at two closing widths."""
     H, W = bgr.shape[:2]
