@@ -17,7 +17,7 @@ from drivers.virtual import scene
 from drivers.virtual.rig import Rig
 from edge.vision.models import MODELS_DIR, ModelError, checked
 from edge.vision.plate import Candidate, PlateRead, PlateReader, beam_search, with_province
-from edge.vision.plate_cues import proposals
+from edge.vision.plate_cues import proposals, tighten
 from edge.vision.plate_format import CHARSET, PROVINCES, is_valid, normalise
 
 from .conftest import REPO, AppThread
@@ -85,6 +85,20 @@ def test_classic_cues_find_the_plate_without_the_detector():
     quads = proposals(img)
     assert any(cv2.pointPolygonTest(q.reshape(-1, 1, 2), centre, False) >= 0 for q in quads)
     assert len(quads) <= 8  # places to try, not a flood
+
+
+def test_a_loose_outline_is_tightened_to_the_characters(reader):
+    img = cv2.cvtColor(rgb(KNOWN), cv2.COLOR_RGB2BGR)
+    plate = np.float32([[231, 438], [361, 448], [360, 494], [230, 484]])  # CCPD's corners
+    centre = plate.mean(axis=0)
+    loose = (plate - centre) * np.float32([1.8, 1.6]) + centre             # a cue's or detector's loose guess
+    tight = tighten(img, loose)
+    assert tight is not None
+    width = lambda q: float(np.ptp(q[:, 0]))
+    assert abs(width(tight) - width(plate)) < 0.2 * width(plate) < abs(width(loose) - width(plate))
+    (best, *_), = reader.recognise([reader.rectify(img, tight)])
+    assert best.text == KNOWN_PLATE
+    assert tighten(img, tight) is None or abs(width(tighten(img, tight)) - width(tight)) < 0.1 * width(tight)  # stable
 
 
 def test_one_plate_gives_one_reading_with_the_runners_up_kept():

@@ -106,7 +106,7 @@ class Controller:
 
     # -- plate path -----------------------------------------------------------------------------
     def on_plate(self, camera_id: str, reads: list, t_ns: int) -> Event | None:
-        """One frame's plates from the vision worker (edge.vision.plate.PlateRead, largest first)."""
+        """One frame's plates from the vision worker (edge.vision.plate.PlateRead, readable first, then largest)."""
         door_id = self.camera_door.get(camera_id)
         if door_id is None:
             return None

@@ -2,12 +2,12 @@
 format check, and a vote across the frames of one vehicle. Pure computation on numpy frames (RGB).
 
 - Detector (`models/plate_det.onnx`): a plate mask at 1/4 resolution of a 256x256 letterboxed
-  frame. Each blob is a plate region with up to
-  three candidate outlines: the plate colour's own outline inside it (HSV, characters closed over),
-  the blob of a second pass on a crop around it, and the first blob. Each is rectified (128x32)
-  and read; the outline whose best reading is most probable wins. The detector was trained on
-  composites only, and alone it often marks a whole car front: the colour outline and the
-  read-to-choose step are what make its regions usable (see the issue 5 note).
+  frame. Each blob is a plate region with two candidate outlines: the plate colour's own outline
+  inside it (HSV, characters closed over) and the blob's. Each is rectified (128x32) and read; the
+  outline whose best reading is most probable wins, and a region read below `SURE` is read again
+  through that outline tightened to its band of characters (`plate_cues.tighten`). The detector
+  was trained on composites only, and alone it often marks a whole car front: the colour outline,
+  the tightening and the read-to-choose step are what make its regions usable.
 - Cues (`edge.vision.plate_cues`): plate-coloured and edge-dense places the detector missed (night,
   grey cars from above, big yellow plates); they count only when they read as a plate.
 - One reading per plate: overlapping regions keep the most probable reading, the others' strings
@@ -32,13 +32,14 @@ import cv2
 import numpy as np
 
 from edge.vision.models import MODELS_DIR, checked, session
-from edge.vision.plate_cues import colour_outline, order_quad, proposals
+from edge.vision.plate_cues import colour_outline, order_quad, proposals, tighten
 from edge.vision.plate_format import CHARSET, PROVINCES, is_valid, normalise
 
 DET, STRIDE = 256, 4
 REC_H, REC_W = 32, 128
 PROVINCE_COLUMNS = 44        # the province classifier sees the rectified plate's left 44 columns
 PROVINCE_WEIGHT = 0.7        # its share when mixed with the recogniser's own belief (with_province)
+SURE = 0.9                   # a region read at least this probably gets no second look
 PLATE_MODELS = ("plate_det", "plate_rec", "plate_prov")
 PAD = 114
 
@@ -162,37 +163,9 @@ class PlateReader:
 
     def detect(self, bgr: np.ndarray) -> list[tuple[list[np.ndarray], float]]:
         """Plate regions in the frame, each with its candidate outlines (best guess first): the plate
-        colour's own outline inside the region, the detector's outline from a second pass at a scale
-        where the plate fills its input, and the first pass's. `read` keeps the one that reads best."""
-        return self._regions(bgr, self._blobs(*self._mask(bgr)))
-
-    def _regions(self, bgr: np.ndarray, blobs: list[tuple[np.ndarray, float]]) -> list[tuple[list[np.ndarray], float]]:
-        H, W = bgr.shape[:2]
-        found = []
-        for quad, score in blobs:
-            quad = order_quad(quad)
-            outlines = []
-            colour = colour_outline(bgr, quad)
-            if colour is not None:
-                outlines.append(colour)
-            x0, y0 = quad.min(axis=0)
-            x1, y1 = quad.max(axis=0)
-            side = max(x1 - x0, (y1 - y0) * 3) * 1.6 + 8
-            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-            ax, ay = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
-            bx, by = int(min(W, cx + side / 2)), int(min(H, cy + side / 2))
-            crop = bgr[ay:by, ax:bx]
-            if crop.size:
-                p2, s2 = self._mask(crop)
-                fine = self._blobs(p2, s2)
-                if fine:
-                    centre = np.array([cx - ax, cy - ay])
-                    q, sc = min(fine, key=lambda f: np.linalg.norm(f[0].mean(axis=0) - centre))
-                    outlines.append(order_quad(q + np.array([ax, ay], np.float32)))
-                    score = max(score, sc)
-            outlines.append(quad)
-            found.append((outlines, score))
-        return found
+        colour's own outline inside the region, then the detector's. `read` keeps the one that reads
+        best, and tightens it to its characters when that reading is unsure."""
+        return [(_outlines(bgr, order_quad(quad)), score) for quad, score in self._blobs(*self._mask(bgr))]
 
     # -- recognition ----------------------------------------------------------------------------
     @staticmethod
@@ -209,40 +182,48 @@ class PlateReader:
             return []
         x = np.stack([cv2.resize(c, (REC_W, REC_H), interpolation=cv2.INTER_AREA) for c in crops]).astype(np.float32).transpose(0, 3, 1, 2)
         logp = self._rec.run(None, {"image": x})[0]
-        province = _softmax(self._prov.run(None, {"image": np.ascontiguousarray(x[..., :PROVINCE_COLUMNS])})[0])
-        out = []
-        for lp, prov in zip(logp, province):
-            if not 6 <= _greedy_length(lp) <= 9:  # nothing like a plate (a grille, a sign): skip the search
-                out.append([])
-                continue
+        # only crops whose best path is something like a plate are searched (a grille or a sign is not)
+        plate_like = [i for i, lp in enumerate(logp) if 6 <= _greedy_length(lp) <= 9]
+        out: list[list[Candidate]] = [[] for _ in crops]
+        if not plate_like:
+            return out
+        province = _softmax(self._prov.run(None, {"image": np.ascontiguousarray(x[plate_like, :, :, :PROVINCE_COLUMNS])})[0])
+        for i, prov in zip(plate_like, province):
+            lp = logp[i]
             reads = ((normalise(t), p) for t, p in with_province(beam_search(lp, k=k * 2), prov))
             cands = [Candidate(t, p) for t, p in reads if is_valid(t) and p >= self.min_p * 0.1]
             # unreadable unless the best reading is confident; the runners-up stay for the lookup (fuzzy tolerance)
-            out.append(cands[:k] if cands and cands[0].p >= self.min_p else [])
+            out[i] = cands[:k] if cands and cands[0].p >= self.min_p else []
         return out
 
     def read(self, rgb: np.ndarray, k: int = 5) -> list[PlateRead]:
         """Every plate region, read through each of its candidate outlines; the outline whose best
         valid reading is most probable wins (a detector region no outline can read is kept,
-        unreadable). Then the places classic cues propose (edge.vision.plate_cues) outside the plates
-        already read: those count only when they read as a plate (they find the far and dim plates
-        the detector misses; a finer detector pass did less, slower)."""
+        unreadable). The places classic cues propose (edge.vision.plate_cues) are read alongside and
+        count only when they read as a plate: they find the far and dim plates the detector misses."""
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         reads = self._read_regions(bgr, self.detect(bgr), k)
         read_boxes = [r.quad for r in reads if r.candidates]
-        cued = [([c, q] if (c := colour_outline(bgr, q)) is not None else [q], 0.0)
-                for q in proposals(bgr) if not any(_inside(q.mean(axis=0), b) for b in read_boxes)]
+        cued = [(_outlines(bgr, q), 0.0) for q in proposals(bgr) if not any(_inside(q.mean(axis=0), b) for b in read_boxes)]
         reads += [r for r in self._read_regions(bgr, cued, k) if r.candidates]
         return self._dedupe(reads)
 
-    def _read_regions(self, bgr: np.ndarray, dets: list[tuple[list[np.ndarray], float]], k: int) -> list[PlateRead]:
-        flat = [q for outlines, _ in dets for q in outlines]
-        cands = self.recognise([self.rectify(bgr, q) for q in flat], k)
-        out, i = [], 0
-        for outlines, score in dets:
-            options = list(zip(outlines, cands[i:i + len(outlines)]))
-            i += len(outlines)
-            quad, best = max(options, key=lambda o: o[1][0].p if o[1] else 0.0)
+    def _read_regions(self, bgr: np.ndarray, regions: list[tuple[list[np.ndarray], float]], k: int) -> list[PlateRead]:
+        """Each region's most probable reading over its outlines. A region not read with confidence
+        gets a second look through its best outline tightened to its characters (`tighten`): a loose
+        outline shrinks the characters below what the recogniser knows, or cuts the province off."""
+        options: list[list[tuple[np.ndarray, list[Candidate]]]] = [[] for _ in regions]
+        flat = [(i, q) for i, (outlines, _) in enumerate(regions) for q in outlines]
+        for look in range(2):
+            cands = self.recognise([self.rectify(bgr, q) for _, q in flat], k)
+            for (i, q), c in zip(flat, cands):
+                options[i].append((q, c))
+            if look == 0:
+                best = [(i, max(opts, key=lambda o: o[1][0].p if o[1] else 0.0)[0]) for i, opts in enumerate(options) if _best_p(opts) < SURE]
+                flat = [(i, t) for i, q in best if (t := tighten(bgr, q)) is not None]
+        out = []
+        for (_, score), opts in zip(regions, options):
+            quad, best = max(opts, key=lambda o: o[1][0].p if o[1] else 0.0)
             out.append(PlateRead(quad, best, score))
         return out
 
@@ -260,6 +241,16 @@ class PlateReader:
             extra = [c for c in r.candidates if c.text not in known]
             same.candidates = sorted(same.candidates + extra, key=lambda c: -c.p)[: max(len(same.candidates), len(r.candidates))]
         return kept + [r for r in reads if not r.candidates]
+
+
+def _outlines(bgr: np.ndarray, quad: np.ndarray) -> list[np.ndarray]:
+    """A region's outlines to read: the plate colour's own inside it (if any), then the region's."""
+    colour = colour_outline(bgr, quad)
+    return [colour, quad] if colour is not None else [quad]
+
+
+def _best_p(options: list[tuple[np.ndarray, list[Candidate]]]) -> float:
+    return max((c[0].p for _, c in options if c), default=0.0)
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

@@ -124,3 +124,29 @@ def proposals(bgr: np.ndarray, limit: int = 8, max_side: int = 640) -> list[np.n
             keep(c, (2.0, 6.0), 0.55, (1.1, 1.2), 0.0)  # edge blobs: the characters; grow to the plate's rim
     found.sort(key=lambda f: -f[1])
     return [order_quad(q) for q, _ in found[:limit]]
+
+
+def tighten(bgr: np.ndarray, quad: np.ndarray, size: tuple[int, int] = (256, 64)) -> np.ndarray | None:
+    """The outline shrunk to the band of characters inside it (dense vertical edges), with a rim's
+    margin; None when it is already tight or nothing inside looks like a row of characters."""
+    w, h = size
+    quad = np.asarray(quad, np.float32)
+    m = cv2.getPerspectiveTransform(quad, np.float32([[0, 0], [w, 0], [w, h], [0, h]]))
+    face = cv2.warpPerspective(bgr, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    edges = np.abs(cv2.Sobel(cv2.cvtColor(face, cv2.COLOR_BGR2GRAY), cv2.CV_32F, 1, 0, ksize=3))
+    rows = np.nonzero(edges.mean(axis=1) > 0.5 * edges.mean(axis=1).max())[0]
+    if len(rows) < h // 4:
+        return None
+    y0, y1 = rows[0], rows[-1] + 1
+    cols = np.convolve(edges[y0:y1].mean(axis=0), np.ones(9) / 9, mode="same")
+    on = np.nonzero(cols > 0.35 * cols.max())[0]
+    if len(on) == 0:
+        return None
+    x0, x1 = on[0], on[-1] + 1
+    if x1 - x0 > 0.92 * w and y1 - y0 > 0.85 * h:
+        return None  # already tight
+    if x1 - x0 < 0.3 * w or (x1 - x0) / (y1 - y0) < 2.0:
+        return None  # not a row of characters
+    px, py = (x1 - x0) * 0.04, (y1 - y0) * 0.12
+    band = np.float32([[x0 - px, y0 - py], [x1 + px, y0 - py], [x1 + px, y1 + py], [x0 - px, y1 + py]])
+    return cv2.perspectiveTransform(band[None], np.linalg.inv(m))[0]

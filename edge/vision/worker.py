@@ -39,7 +39,7 @@ class VisionResult:
     chip: np.ndarray | None       # aligned grey face for the liveness check (never stored)
     ms: float                     # time in the worker
     camera: str = ""              # which camera the frame came from
-    plates: list | None = None    # plate cameras: edge.vision.plate.PlateRead per plate, largest first (faces: None)
+    plates: list | None = None    # plate cameras: edge.vision.plate.PlateRead per plate, readable first, then largest (faces: None)
 
 
 def _serve(conn, shm_name: str, slots: int, people: list[str], templates: np.ndarray, settings,
@@ -72,7 +72,8 @@ def _serve(conn, shm_name: str, slots: int, people: list[str], templates: np.nda
             if tasks.get(camera) == "plate":
                 try:
                     reads = plates.read(frames[slot, : h * w * 3].reshape(h, w, 3))  # type: ignore[union-attr]
-                    reads.sort(key=lambda r: -float(np.ptp(r.quad[:, 0])))
+                    # the gate acts on the first: a readable plate before any unreadable region, then the largest
+                    reads.sort(key=lambda r: (not r.candidates, -float(np.ptp(r.quad[:, 0]))))
                     result.plates = reads
                 except Exception as exc:  # noqa: BLE001 - one bad frame must not take the worker down
                     result.plates, result.answer = [], f"error: {exc.__class__.__name__}"
