@@ -219,13 +219,9 @@ class PlateReader:
             for (i, q), c in zip(flat, cands):
                 options[i].append((q, c))
             if look == 0:
-                best = [(i, max(opts, key=lambda o: o[1][0].p if o[1] else 0.0)[0]) for i, opts in enumerate(options) if _best_p(opts) < SURE]
-                flat = [(i, t) for i, q in best if (t := tighten(bgr, q)) is not None]
-        out = []
-        for (_, score), opts in zip(regions, options):
-            quad, best = max(opts, key=lambda o: o[1][0].p if o[1] else 0.0)
-            out.append(PlateRead(quad, best, score))
-        return out
+                unsure = [(i, q) for i, (q, c) in enumerate(map(_best, options)) if _p(c) < SURE]
+                flat = [(i, t) for i, q in unsure if (t := tighten(bgr, q)) is not None]
+        return [PlateRead(*_best(opts), score) for (_, score), opts in zip(regions, options)]
 
     @staticmethod
     def _dedupe(reads: list[PlateRead]) -> list[PlateRead]:
@@ -249,8 +245,13 @@ def _outlines(bgr: np.ndarray, quad: np.ndarray) -> list[np.ndarray]:
     return [colour, quad] if colour is not None else [quad]
 
 
-def _best_p(options: list[tuple[np.ndarray, list[Candidate]]]) -> float:
-    return max((c[0].p for _, c in options if c), default=0.0)
+def _p(cands: list[Candidate]) -> float:
+    return cands[0].p if cands else 0.0
+
+
+def _best(options: list[tuple[np.ndarray, list[Candidate]]]) -> tuple[np.ndarray, list[Candidate]]:
+    """The (outline, readings) whose best reading is most probable."""
+    return max(options, key=lambda o: _p(o[1]))
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
