@@ -13,8 +13,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-# HSV ranges of plate backgrounds (OpenCV hue 0-180); saturation floor given per use
-BLUE, YELLOW, GREEN = ((100, 50), (128, 255, 255)), ((15, 90), (34, 255, 255)), ((35, 110), (85, 255, 255))
+# plate backgrounds in HSV (OpenCV hue 0-180): hue from, hue to, least value, and how much below the
+# asked-for saturation floor the colour may go (new-energy green is pale): blue, yellow, green
+PLATE_HUES = [(100, 128, 50, 0), (15, 34, 90, 0), (35, 85, 110, 70)]
 
 
 def order_quad(pts: np.ndarray) -> np.ndarray:
@@ -28,10 +29,8 @@ def order_quad(pts: np.ndarray) -> np.ndarray:
 
 
 def _ranges(s_min: int) -> list[tuple[tuple[int, int, int], tuple[int, int, int]]]:
-    (blo, bv), bhi = BLUE[0], BLUE[1]
-    (ylo, yv), yhi = YELLOW[0], YELLOW[1]
-    (glo, gv), ghi = GREEN[0], GREEN[1]
-    return [((blo, s_min, bv), bhi), ((ylo, s_min, yv), yhi), ((glo, max(40, s_min - 70), gv), ghi)]
+    """cv2.inRange bounds of each plate colour at a saturation floor."""
+    return [((lo, max(40, s_min - paler), v), (hi, 255, 255)) for lo, hi, v, paler in PLATE_HUES]
 
 
 def _plate_shaped(c: np.ndarray, max_long: float, aspect: tuple[float, float], fill_min: float) -> tuple | None:
