@@ -61,7 +61,7 @@ train-plates: train-deps
 	  --init /tmp/door-edge-stage1/plate_rec.pt --lr 5e-4 --synthetic 50000 --steps 8000 --green 0.4 --seed 23
 	$(VENV)/bin/python -m edge.vision.train.detector --real $(PLATES_TRAIN) --backgrounds $(BACKGROUNDS) --out models/plate_det.onnx \
 	  --scenes 8000 --steps 4000 --seed 11
-	$(VENV)/bin/python -m edge.vision.train.province --real $(PLATES_TRAIN) --out models/plate_prov.onnx --steps 8000 --seed 41
+	$(VENV)/bin/python -m edge.vision.train.province --real $(PLATES_TRAIN) --out models/plate_prov.onnx --synthetic 100000 --steps 16000 --seed 43
 	$(VENV)/bin/python -m edge.vision.train.manifest
 
 clean:
