@@ -116,7 +116,8 @@ def with_province(reads: list[tuple[str, float]], province_p: np.ndarray, weight
     rests: dict[str, dict[str, float]] = {}
     for text, p in reads:
         if text[:1] in PROVINCES:
-            rests.setdefault(text[1:], {})[text[0]] = rests.get(text[1:], {}).get(text[0], 0.0) + p
+            provs = rests.setdefault(text[1:], {})
+            provs[text[0]] = provs.get(text[0], 0.0) + p
     out = []
     for rest, provs in rests.items():
         total = sum(provs.values())
