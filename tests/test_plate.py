@@ -17,7 +17,7 @@ from drivers.virtual import scene
 from drivers.virtual.rig import Rig
 from edge.vision.models import MODELS_DIR, ModelError, checked
 from edge.vision.plate import Candidate, PlateRead, PlateReader, beam_search, with_province
-from edge.vision.plate_cues import proposals, tighten
+from edge.vision.plate_cues import proposals, proposals_in, tighten
 from edge.vision.plate_format import CHARSET, PROVINCES, is_valid, normalise
 
 from .conftest import REPO, AppThread
@@ -99,6 +99,18 @@ def test_a_loose_outline_is_tightened_to_the_characters(reader):
     (best, *_), = reader.recognise([reader.rectify(img, tight)])
     assert best.text == KNOWN_PLATE
     assert tighten(img, tight) is None or abs(width(tighten(img, tight)) - width(tight)) < 0.1 * width(tight)  # stable
+
+
+def test_the_plate_is_found_inside_a_region_much_bigger_than_it(reader):
+    img = cv2.cvtColor(rgb(KNOWN), cv2.COLOR_RGB2BGR)
+    plate = np.float32([[231, 438], [361, 448], [360, 494], [230, 484]])  # CCPD's corners
+    centre = plate.mean(axis=0)
+    car = (plate - centre) * np.float32([3.5, 4.0]) + centre               # a region the size of a car's back
+    inside = proposals_in(img, car)
+    assert 0 < len(inside) <= 3
+    hits = [q for q in inside if cv2.pointPolygonTest(q.reshape(-1, 1, 2), tuple(map(float, centre)), False) >= 0]
+    assert hits and all(float(np.ptp(q[:, 0])) < 0.5 * float(np.ptp(car[:, 0])) for q in hits)
+    assert KNOWN_PLATE in [c[0].text for c in reader.recognise([reader.rectify(img, q) for q in hits]) if c]
 
 
 def test_one_plate_gives_one_reading_with_the_runners_up_kept():

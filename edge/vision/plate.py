@@ -5,7 +5,9 @@ format check, and a vote across the frames of one vehicle. Pure computation on n
   frame. Each blob is a plate region with two candidate outlines: the plate colour's own outline
   inside it (HSV, characters closed over) and the blob's. Each is rectified (128x32) and read; the
   outline whose best reading is most probable wins, and a region read below `SURE` is read again
-  through that outline tightened to its band of characters (`plate_cues.tighten`). The detector
+  through that outline tightened to its band of characters (`plate_cues.tighten`) and through the
+  plate-shaped places inside it (`plate_cues.proposals_in`: a blue car's whole back is one blue
+  blob, the plate only a part of it). The detector
   was trained on composites only, and alone it often marks a whole car front: the colour outline,
   the tightening and the read-to-choose step are what make its regions usable.
 - Cues (`edge.vision.plate_cues`): plate-coloured and edge-dense places the detector missed (night,
@@ -32,7 +34,7 @@ import cv2
 import numpy as np
 
 from edge.vision.models import MODELS_DIR, checked, session
-from edge.vision.plate_cues import colour_outline, order_quad, proposals, tighten
+from edge.vision.plate_cues import colour_outline, order_quad, proposals, proposals_in, tighten
 from edge.vision.plate_format import CHARSET, PROVINCES, is_valid, normalise
 
 DET, STRIDE = 256, 4
@@ -212,7 +214,9 @@ class PlateReader:
     def _read_regions(self, bgr: np.ndarray, regions: list[tuple[list[np.ndarray], float]], k: int) -> list[PlateRead]:
         """Each region's most probable reading over its outlines. A region not read with confidence
         gets a second look through its best outline tightened to its characters (`tighten`): a loose
-        outline shrinks the characters below what the recogniser knows, or cuts the province off."""
+        outline shrinks the characters below what the recogniser knows, or cuts the province off;
+        and through the plate-shaped places inside the region (`proposals_in`), for a region far
+        bigger than its plate."""
         options: list[list[tuple[np.ndarray, list[Candidate]]]] = [[] for _ in regions]
         flat = [(i, q) for i, (outlines, _) in enumerate(regions) for q in outlines]
         for look in range(2):
@@ -222,6 +226,7 @@ class PlateReader:
             if look == 0:
                 unsure = [(i, q) for i, (q, c) in enumerate(map(_best, options)) if _p(c) < SURE]
                 flat = [(i, t) for i, q in unsure if (t := tighten(bgr, q)) is not None]
+                flat += [(i, p) for i, _ in unsure for p in proposals_in(bgr, regions[i][0][-1])]
         return [PlateRead(*_best(opts), score) for (_, score), opts in zip(regions, options)]
 
     @staticmethod

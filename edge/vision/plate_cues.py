@@ -125,6 +125,18 @@ def proposals(bgr: np.ndarray, limit: int = 8, max_side: int = 640) -> list[np.n
     return [order_quad(q) for q, _ in found[:limit]]
 
 
+def proposals_in(bgr: np.ndarray, quad: np.ndarray, limit: int = 3) -> list[np.ndarray]:
+    """`proposals` inside a region (its bounding box): a region much bigger than its plate, such as
+    the back of a car of the plate's own colour, holds the plate at a scale the whole-frame search
+    cannot see."""
+    H, W = bgr.shape[:2]
+    x0, y0 = np.clip(np.floor(quad.min(axis=0)).astype(int), 0, [W, H])
+    x1, y1 = np.clip(np.ceil(quad.max(axis=0)).astype(int), 0, [W, H])
+    if x1 - x0 < 40 or y1 - y0 < 16:
+        return []
+    return [q + np.float32([x0, y0]) for q in proposals(bgr[y0:y1, x0:x1], limit)]
+
+
 def tighten(bgr: np.ndarray, quad: np.ndarray, size: tuple[int, int] = (256, 64)) -> np.ndarray | None:
     """The outline shrunk to the band of characters inside it (dense vertical edges), with a rim's
     margin; None when it is already tight or nothing inside looks like a row of characters."""
