@@ -16,9 +16,9 @@ import pytest
 from drivers.virtual import scene
 from drivers.virtual.rig import Rig
 from edge.vision.models import MODELS_DIR, ModelError, checked
-from edge.vision.plate import Candidate, PlateRead, PlateReader, beam_search, with_province
+from edge.vision.plate import Candidate, PlateRead, PlateReader, beam_search, readings, with_province
 from edge.vision.plate_cues import proposals, proposals_in, tighten
-from edge.vision.plate_format import CHARSET, PROVINCES, is_valid, normalise
+from edge.vision.plate_format import CHARSET, PROVINCES, could_be, is_valid, normalise
 
 from .conftest import REPO, AppThread
 
@@ -58,6 +58,45 @@ def test_beam_search_gives_the_likely_readings_in_order():
     t[2, CHARSET.index("4") + 1] = -1.0  # "4" a close second to "A"
     best = beam_search(t, k=3)
     assert best[0][0] == "皖A11" and best[0][1] > best[1][1] and best[1][0] == "皖411"
+
+
+def test_the_decoder_follows_only_strings_that_can_still_be_a_plate():
+    assert could_be("皖A12") and could_be("沪AD1234") and could_be("粤0A91")   # a 0 second is the letter O
+    assert not could_be("皖A123456") and not could_be("A1") and not could_be("沪AX12345")
+    # the best path reads the rim after the last character as a ninth one: 皖AW8A088
+    t = np.full((15, len(CHARSET) + 1), -20.0, np.float32)
+    for i, c in enumerate("皖_A_W_8_A_0_8_8"):
+        t[i, 0 if c == "_" else CHARSET.index(c) + 1] = 0.0
+    t[13, CHARSET.index("8") + 1] = -4.0  # without the blank between them, the two 8s are one
+    free = beam_search(t, k=3)
+    assert free[0][0] == "皖AW8A088"
+    ruled = beam_search(t, k=3, grammar=could_be)
+    assert ruled[0][0] == "皖AW8A08" and all(could_be(s) for s, _ in ruled)
+
+
+def _path(chars: str, last: dict[str, float], rim: float) -> np.ndarray:
+    """Log-probabilities spelling `chars` with blanks between, then a last position split as `last`,
+    then a step where the rim reads as one more character with probability `rim`."""
+    t = np.full((2 * len(chars) + 2, len(CHARSET) + 1), -30.0, np.float32)
+    for i, c in enumerate(chars):
+        t[2 * i, CHARSET.index(c) + 1], t[2 * i + 1, 0] = 0.0, 0.0
+    for c, p in last.items():
+        t[-2, CHARSET.index(c) + 1] = np.log(p)
+    t[-1, 0], t[-1, CHARSET.index("7") + 1] = np.log(1 - rim), np.log(rim)
+    return t
+
+
+def test_readings_are_renormalised_over_plates_only_when_mostly_a_plate():
+    wan = np.eye(len(PROVINCES))[PROVINCES.index("皖")]  # the province classifier agrees: 皖
+    # 70 % a plate, its last character a close call: each reading alone is below min_p (0.3) ...
+    t = _path("皖A1234", {"5": 0.35, "6": 0.33, "8": 0.32}, rim=0.3)
+    assert max(p for s, p in beam_search(t, k=10, grammar=could_be) if is_valid(s)) < 0.3
+    best = readings(t, wan)
+    assert best[0][0] == "皖A12345" and best[0][1] > 0.3             # ... as a plate, the likeliest is read
+    assert sum(p for _, p in best) == pytest.approx(1.0, abs=0.05)
+    # mostly not a plate (overlay text, a sign): nothing is inflated
+    t = _path("皖A1234", {"5": 0.35, "6": 0.33, "8": 0.32}, rim=0.6)
+    assert sum(p for _, p in readings(t, wan)) < 0.5
 
 
 def test_the_province_classifier_can_overrule_the_province_but_not_the_rest():

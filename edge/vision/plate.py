@@ -14,8 +14,10 @@ format check, and a vote across the frames of one vehicle. Pure computation on n
   grey cars from above, big yellow plates); they count only when they read as a plate.
 - One reading per plate: overlapping regions keep the most probable reading, the others' strings
   join its runners-up.
-- Recogniser (`models/plate_rec.onnx`): CNN + CTC over 32 columns; a prefix beam search gives the
-  top-k strings with probabilities; only strings with the shape of a real plate are kept.
+- Recogniser (`models/plate_rec.onnx`): CNN + CTC over 32 columns; a prefix beam search bound by
+  the plate grammar (`plate_format.could_be`) gives the top-k strings with probabilities; only
+  strings with the shape of a real plate are kept, renormalised over plates when the crop is mostly
+  a plate (`readings`).
 - Province classifier (`models/plate_prov.onnx`): the province character from the plate's left
   third, mixed into the recogniser's readings (`with_province`): the province is the recogniser's
   commonest error.
@@ -28,6 +30,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import cv2
@@ -35,13 +38,14 @@ import numpy as np
 
 from edge.vision.models import MODELS_DIR, checked, session
 from edge.vision.plate_cues import colour_outline, order_quad, proposals, proposals_in, tighten
-from edge.vision.plate_format import CHARSET, PROVINCES, is_valid, normalise
+from edge.vision.plate_format import CHARSET, PROVINCES, could_be, is_valid, normalise
 
 DET, STRIDE = 256, 4
 REC_H, REC_W = 32, 128
 PROVINCE_COLUMNS = 44        # the province classifier sees the rectified plate's left 44 columns
 PROVINCE_WEIGHT = 0.7        # its share when mixed with the recogniser's own belief (with_province)
 SURE = 0.9                   # a region read at least this probably gets no second look
+PLATE_MASS = 0.5             # readings renormalised over the plate-shaped ones when those hold this much
 PLATE_MODELS = ("plate_det", "plate_rec", "plate_prov")
 PAD = 114
 
@@ -76,12 +80,24 @@ def letterbox(img: np.ndarray, size: int) -> tuple[np.ndarray, float]:
     return out, s
 
 
-def beam_search(logp: np.ndarray, beam: int = 8, k: int = 5, prune: float = -7.0, per_step: int = 8) -> list[tuple[str, float]]:
+def beam_search(logp: np.ndarray, beam: int = 8, k: int = 5, prune: float = -7.0, per_step: int = 8,
+                grammar: Callable[[str], bool] | None = None) -> list[tuple[str, float]]:
     """CTC prefix beam search over (T, C) log-probabilities; the `k` best strings with probabilities.
     Per step only the `per_step` likeliest classes above `prune` extend a beam (bounded work on the
-    garbage a false region gives)."""
+    garbage a false region gives). With `grammar`, a prefix it rejects is never followed: the beams
+    go to strings that can still be a plate (a rim read as a ninth character no longer crowds out
+    the plate it follows)."""
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}  # prefix -> (log p blank-end, log p char-end)
     lse = np.logaddexp
+    allowed: dict[tuple[int, ...], bool] = {}
+
+    def ok(prefix: tuple[int, ...]) -> bool:
+        if grammar is None:
+            return True
+        if prefix not in allowed:
+            allowed[prefix] = grammar("".join(CHARSET[i - 1] for i in prefix))
+        return allowed[prefix]
+
     for t in range(logp.shape[0]):
         row = logp[t]
         top = np.argpartition(row, -per_step)[-per_step:]
@@ -96,12 +112,14 @@ def beam_search(logp: np.ndarray, beam: int = 8, k: int = 5, prune: float = -7.0
                     e[0] = lse(e[0], total + p)
                     continue
                 new = prefix + (int(c),)
-                e = nxt[new]
                 if prefix and prefix[-1] == c:
-                    e[1] = lse(e[1], pb + p)          # a repeated char needs a blank between
                     same = nxt[prefix]
-                    same[1] = lse(same[1], pnb + p)   # ... else it collapses into the same prefix
-                else:
+                    same[1] = lse(same[1], pnb + p)   # a repeat collapses into the same prefix ...
+                    if ok(new):
+                        e = nxt[new]
+                        e[1] = lse(e[1], pb + p)      # ... unless a blank came between
+                elif ok(new):
+                    e = nxt[new]
                     e[1] = lse(e[1], total + p)
         beams = dict(sorted(((p, (v[0], v[1])) for p, v in nxt.items()), key=lambda kv: -lse(*kv[1]))[:beam])
     out = sorted(((("".join(CHARSET[i - 1] for i in p)), float(np.exp(lse(*v)))) for p, v in beams.items()), key=lambda x: -x[1])
@@ -129,6 +147,18 @@ def with_province(reads: list[tuple[str, float]], province_p: np.ndarray, weight
         for i in np.argsort(mixed)[::-1][:3]:
             out.append((PROVINCES[i] + rest, float(total * mixed[i])))
     return sorted(out, key=lambda r: -r[1])
+
+
+def readings(logp: np.ndarray, province_p: np.ndarray, k: int = 10) -> list[tuple[str, float]]:
+    """A crop's plate readings (plate spelling), most probable first: the grammar-bound beam search,
+    renormalised over the plate-shaped strings when those hold at least `PLATE_MASS` of its belief
+    (p(reading | it is a plate): a rim read as one more character no longer dilutes the plate),
+    then the province re-weighed by the classifier (`with_province`)."""
+    found = [(t, p) for t, p in beam_search(logp, k=k, grammar=could_be) if is_valid(normalise(t))]
+    mass = sum(p for _, p in found)
+    if mass >= PLATE_MASS:
+        found = [(t, p / mass) for t, p in found]
+    return [(normalise(t), p) for t, p in with_province(found, province_p)]
 
 
 class PlateReader:
@@ -192,9 +222,7 @@ class PlateReader:
             return out
         province = _softmax(self._prov.run(None, {"image": np.ascontiguousarray(x[plate_like, :, :, :PROVINCE_COLUMNS])})[0])
         for i, prov in zip(plate_like, province):
-            lp = logp[i]
-            reads = ((normalise(t), p) for t, p in with_province(beam_search(lp, k=k * 2), prov))
-            cands = [Candidate(t, p) for t, p in reads if is_valid(t) and p >= self.min_p * 0.1]
+            cands = [Candidate(t, p) for t, p in readings(logp[i], prov, k * 2) if p >= self.min_p * 0.1]
             # unreadable unless the best reading is confident; the runners-up stay for the lookup (fuzzy tolerance)
             out[i] = cands[:k] if cands and cands[0].p >= self.min_p else []
         return out

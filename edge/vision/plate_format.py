@@ -25,6 +25,22 @@ _NEV_SMALL = re.compile(f"^[{PROVINCES}]{_CITY}[DF]{_AD}[{DIGITS}]{{4}}$")
 _NEV_LARGE = re.compile(f"^[{PROVINCES}]{_CITY}[{DIGITS}]{{5}}[DF]$")
 
 
+# the same formats as one set of allowed characters per position, for a decoder that only follows
+# strings that can still become a plate (`could_be`)
+_AD_SET = frozenset(LETTERS + DIGITS)
+_POSITIONS = (
+    [frozenset(PROVINCES), frozenset(LETTERS + "O")] + [_AD_SET] * 4 + [_AD_SET | frozenset(SPECIAL)],
+    [frozenset(PROVINCES), frozenset(LETTERS + "O"), frozenset("DF"), _AD_SET] + [frozenset(DIGITS)] * 4,
+    [frozenset(PROVINCES), frozenset(LETTERS + "O")] + [frozenset(DIGITS)] * 5 + [frozenset("DF")],
+)
+
+
+def could_be(prefix: str) -> bool:
+    """True when `prefix` (recogniser spelling: a 0 second is an O) can still grow into a plate."""
+    prefix = normalise(prefix)
+    return any(len(prefix) <= len(f) and all(c in allowed for c, allowed in zip(prefix, f)) for f in _POSITIONS)
+
+
 def normalise(read: str) -> str:
     """A recogniser's string in plate spelling: 0 and O are one glyph on a plate, and only the
     issuing code (the second character) can be the letter O."""
