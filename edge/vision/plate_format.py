@@ -10,35 +10,31 @@ string can be a real plate.
 
 from __future__ import annotations
 
-import re
-
 PROVINCES = "京沪津渝冀晋蒙辽吉黑苏浙皖闽赣鲁豫鄂湘粤桂琼川贵云藏陕甘青宁新"
 LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"  # no I, no O: they would read as 1 and 0
 DIGITS = "0123456789"
 SPECIAL = "学警挂港澳"
 CHARSET = PROVINCES + LETTERS + DIGITS + SPECIAL  # CTC class i+1 is CHARSET[i]; class 0 is the blank
 
-_AD = f"[{LETTERS}{DIGITS}]"
-_CITY = f"[{LETTERS}O]"  # the issuing code may be O (police: 粤O, 京O); the recogniser reads it as 0
-_ORDINARY = re.compile(f"^[{PROVINCES}]{_CITY}{_AD}{{4}}(?:{_AD}|[{SPECIAL}])$")
-_NEV_SMALL = re.compile(f"^[{PROVINCES}]{_CITY}[DF]{_AD}[{DIGITS}]{{4}}$")
-_NEV_LARGE = re.compile(f"^[{PROVINCES}]{_CITY}[{DIGITS}]{{5}}[DF]$")
-
-
-# the same formats as one set of allowed characters per position, for a decoder that only follows
-# strings that can still become a plate (`could_be`)
-_AD_SET = frozenset(LETTERS + DIGITS)
-_POSITIONS = (
-    [frozenset(PROVINCES), frozenset(LETTERS + "O")] + [_AD_SET] * 4 + [_AD_SET | frozenset(SPECIAL)],
-    [frozenset(PROVINCES), frozenset(LETTERS + "O"), frozenset("DF"), _AD_SET] + [frozenset(DIGITS)] * 4,
-    [frozenset(PROVINCES), frozenset(LETTERS + "O")] + [frozenset(DIGITS)] * 5 + [frozenset("DF")],
+# each format as the characters allowed at each position. The issuing code (second) may be O
+# (police: 粤O, 京O); the recogniser reads it as 0 (`normalise`)
+_PROVINCE, _CITY = frozenset(PROVINCES), frozenset(LETTERS + "O")
+_AD, _DIGIT, _DF = frozenset(LETTERS + DIGITS), frozenset(DIGITS), frozenset("DF")
+_FORMATS = (
+    [_PROVINCE, _CITY] + [_AD] * 4 + [_AD | frozenset(SPECIAL)],   # ordinary
+    [_PROVINCE, _CITY, _DF, _AD] + [_DIGIT] * 4,                  # new energy, small car
+    [_PROVINCE, _CITY] + [_DIGIT] * 5 + [_DF],                    # new energy, large vehicle
 )
+
+
+def _fits(text: str, fmt: list[frozenset[str]]) -> bool:
+    return all(c in allowed for c, allowed in zip(text, fmt))
 
 
 def could_be(prefix: str) -> bool:
     """True when `prefix` (recogniser spelling: a 0 second is an O) can still grow into a plate."""
     prefix = normalise(prefix)
-    return any(len(prefix) <= len(f) and all(c in allowed for c, allowed in zip(prefix, f)) for f in _POSITIONS)
+    return any(len(prefix) <= len(f) and _fits(prefix, f) for f in _FORMATS)
 
 
 def normalise(read: str) -> str:
@@ -49,11 +45,7 @@ def normalise(read: str) -> str:
 
 def is_valid(plate: str) -> bool:
     """True when `plate` (no dot, no spaces) has the shape of a real plate."""
-    if len(plate) == 7:
-        return bool(_ORDINARY.match(plate))
-    if len(plate) == 8:
-        return bool(_NEV_SMALL.match(plate) or _NEV_LARGE.match(plate))
-    return False
+    return any(len(plate) == len(f) and _fits(plate, f) for f in _FORMATS)
 
 
 def kind_of(plate: str) -> str:
