@@ -1,12 +1,13 @@
 """`door-edge bench plate --data DIR`: our plate models against hyperlpr2 on the same images, same run.
 
-- crops: every `crop` row of DIR/labels.csv through the recogniser alone; exact = the best valid
-  reading equals the label.
+- crops: every `crop` row of DIR/labels.csv read as a plate already cut out
+  (`PlateReader.read_crop`: the pipeline's refine and rectify steps, no detector); exact = the best
+  valid reading equals the label.
 - scenes: every `scene...` row through the whole pipeline (detect, refine, rectify, recognise); a
   scene is read when its labelled plate is among the plates read (a photo may show several cars).
   `frame_ms` is the whole pipeline's time per scene.
 - green_synthetic_exact: green 8-character new-energy plates generated with a seed that training
-  never used (so never seen), aged like camera crops, through the recogniser.
+  never used (so never seen), aged like camera crops, read like the crops.
 - peer: hyperlpr2 (MIT; Caffe models run by OpenCV's dnn, needs OpenCV 4.x), its recogniser
   (`segmentation_free_recognition`) on the crops and its pipeline (`plate_recognition`) on the
   scenes, timed the same way. Installed by `make bench` (pip --no-deps: it asks for the GUI OpenCV).
@@ -61,7 +62,7 @@ def bench_plate(data: Path) -> dict:
     reader = PlateReader()
     peer = _peer()
 
-    ours_crop = [c[0].text == label if (c := reader.recognise([img])[0]) else False for label, img in crops]
+    ours_crop = [c[0].text == label if (c := reader.read_crop(img)) else False for label, img in crops]
     ours_scene, frame_ms = [], []
     for label, img in scenes:
         rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
@@ -71,7 +72,7 @@ def bench_plate(data: Path) -> dict:
         ours_scene.append(label in {r.text for r in reads})
     try:
         green = green_set()
-        green_exact = float(np.mean([c[0].text == t if (c := reader.recognise([img])[0]) else False for t, img in green]))
+        green_exact = float(np.mean([c[0].text == t if (c := reader.read_crop(img)) else False for t, img in green]))
     except Exception as exc:  # noqa: BLE001 - fonts or Pillow missing: say so, keep the other figures
         print(f"bench plate: no green synthetic set ({exc}); `make bench` installs Pillow and the fonts", file=sys.stderr)
         green_exact = None

@@ -152,6 +152,21 @@ def test_the_plate_is_found_inside_a_region_much_bigger_than_it(reader):
     assert KNOWN_PLATE in [c[0].text for c in reader.recognise([reader.rectify(img, q) for q in hits]) if c]
 
 
+def test_a_crop_cut_square_around_a_slanted_plate_is_read(reader):
+    """A plate crop from elsewhere (another camera's, a technician's) is the bounding box of a tilted
+    plate, shrunk to the size of a far plate: read_crop finds the plate inside and rectifies it."""
+    img = cv2.cvtColor(rgb(KNOWN), cv2.COLOR_RGB2BGR)
+    plate = np.float32([[231, 438], [361, 448], [360, 494], [230, 484]])  # CCPD's corners
+    turn = cv2.getRotationMatrix2D(tuple(map(float, plate.mean(axis=0))), -12, 1.0)
+    slanted = cv2.transform(plate[None], turn)[0]
+    x0, y0 = np.floor(slanted.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(slanted.max(axis=0)).astype(int)
+    crop = cv2.warpAffine(img, turn, img.shape[1::-1])[y0:y1, x0:x1]
+    crop = cv2.resize(crop, (94, 24), interpolation=cv2.INTER_AREA)   # the size of the dev set's crops
+    best, *_ = reader.read_crop(crop)
+    assert best.text == KNOWN_PLATE
+
+
 def test_one_plate_gives_one_reading_with_the_runners_up_kept():
     box = np.float32([[0, 0], [100, 0], [100, 30], [0, 30]])
     near = box + np.float32([4, 2])
