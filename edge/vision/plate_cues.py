@@ -56,8 +56,9 @@ def colour_outline(bgr: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
     x0, y0 = np.floor(quad.min(axis=0)).astype(int)
     x1, y1 = np.ceil(quad.max(axis=0)).astype(int)
     pw, ph = x1 - x0, y1 - y0
-    x0, y0 = max(0, x0 - pw // 6), max(0, y0 - ph // 3)
-    x1, y1 = min(W, x1 + pw // 6), min(H, y1 + ph // 3)
+    # a third of the width each side: a detector blob often covers only part of a long plate
+    x0, y0 = max(0, x0 - pw // 3), max(0, y0 - ph // 3)
+    x1, y1 = min(W, x1 + pw // 3), min(H, y1 + ph // 3)
     region = bgr[y0:y1, x0:x1]
     if region.size == 0:
         return None
