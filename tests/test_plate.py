@@ -17,7 +17,7 @@ from drivers.virtual import scene
 from drivers.virtual.rig import Rig
 from edge.vision.models import MODELS_DIR, ModelError, checked
 from edge.vision.plate import Candidate, PlateRead, PlateReader, beam_search, readings, with_province
-from edge.vision.plate_cues import proposals, proposals_in, tighten
+from edge.vision.plate_cues import colour_outline, proposals, proposals_in, tighten
 from edge.vision.plate_format import CHARSET, PROVINCES, could_be, is_valid, normalise
 
 from .conftest import REPO, AppThread
@@ -150,6 +150,19 @@ def test_the_plate_is_found_inside_a_region_much_bigger_than_it(reader):
     hits = [q for q in inside if cv2.pointPolygonTest(q.reshape(-1, 1, 2), tuple(map(float, centre)), False) >= 0]
     assert hits and all(float(np.ptp(q[:, 0])) < 0.5 * float(np.ptp(car[:, 0])) for q in hits)
     assert KNOWN_PLATE in [c[0].text for c in reader.recognise([reader.rectify(img, q) for q in hits]) if c]
+
+
+def test_a_plate_seen_from_the_side_keeps_its_colour_outline(reader):
+    """Yaw foreshortens a plate to under twice as wide as tall (the known car squeezed to 0.55 of
+    its width: the plate 1.7 : 1); its colour outline is still found and reads."""
+    img = cv2.cvtColor(rgb(KNOWN), cv2.COLOR_RGB2BGR)
+    squeezed = cv2.resize(img, None, fx=0.55, fy=1.0, interpolation=cv2.INTER_AREA)
+    plate = np.float32([[231, 438], [361, 448], [360, 494], [230, 484]]) * np.float32([0.55, 1.0])
+    centre = plate.mean(axis=0)
+    outline = colour_outline(squeezed, (plate - centre) * np.float32([1.3, 1.5]) + centre)
+    assert outline is not None
+    (best, *_), = reader.recognise([reader.rectify(squeezed, outline)])
+    assert best.text == KNOWN_PLATE
 
 
 def test_a_crop_cut_square_around_a_slanted_plate_is_read(reader):

@@ -74,7 +74,7 @@ def colour_outline(bgr: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
         for lo, hi in _ranges(s_min):
             m = cv2.morphologyEx(cv2.inRange(hsv, lo, hi), cv2.MORPH_CLOSE, k)
             for c in cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]:
-                shape = _plate_shaped(c, 0.95 * rw, (2.0, 5.5), 0.6)
+                shape = _plate_shaped(c, 0.95 * rw, (1.6, 5.5), 0.6)  # from 1.6: a plate seen from the side
                 if shape is None or min(shape[1]) < 6 or shape[3] < 80:
                     continue
                 (cx, cy), (w, h), a, area = shape
