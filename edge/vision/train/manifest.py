@@ -17,7 +17,7 @@ MODELS = {
     "plate_det": {
         "file": "plate_det.onnx",
         "task": "plate detection: plate mask at 1/4 resolution",
-        "input": "image: float32 N x 3 x S x S, BGR 0-255, letterboxed (pad 114); S = 256, and 512 for far plates in big frames",
+        "input": "image: float32 N x 3 x S x S, BGR 0-255, letterboxed (pad 114); S = 256 in the pipeline (fully convolutional: any multiple of 4 runs)",
         "output": "logits: N x 1 x S/4 x S/4 (sigmoid > threshold = plate)",
         "threshold": 0.5,
         "training_data": "composite scenes: ../shared/data/faces photos and generated clutter as backgrounds, car-front-like "
