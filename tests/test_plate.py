@@ -16,8 +16,8 @@ import pytest
 from drivers.virtual import scene
 from drivers.virtual.rig import Rig
 from edge.vision.models import MODELS_DIR, ModelError, checked
-from edge.vision.plate import Candidate, PlateRead, PlateReader, beam_search, readings, with_province
-from edge.vision.plate_cues import colour_outline, proposals, proposals_in, tighten
+from edge.vision.plate import Candidate, PlateRead, PlateReader, _vote, beam_search, readings, with_province
+from edge.vision.plate_cues import colour_corners, colour_outline, order_quad, proposals, proposals_in, tighten
 from edge.vision.plate_format import CHARSET, PROVINCES, could_be, is_valid, normalise
 
 from .conftest import REPO, AppThread
@@ -163,6 +163,39 @@ def test_a_plate_seen_from_the_side_keeps_its_colour_outline(reader):
     assert outline is not None
     (best, *_), = reader.recognise([reader.rectify(squeezed, outline)])
     assert best.text == KNOWN_PLATE
+
+
+def test_a_car_seen_from_the_side_is_read(reader):
+    """Yaw: the known car squeezed to half its width and sheared, so its plate is a parallelogram
+    rising 20 degrees. The rectangle around the plate's colour rectifies it slanted; its four
+    corners (the second look's colour_corners) rectify it straight."""
+    img = cv2.cvtColor(rgb(KNOWN), cv2.COLOR_RGB2BGR)
+    plate = np.float32([[231, 438], [361, 448], [360, 494], [230, 484]])  # CCPD's corners
+    yaw = np.float32([[0.5, 0, 0], [0.2, 1, -0.2 * plate[:, 0].mean()]])
+    seen = cv2.warpAffine(img, yaw, (img.shape[1] // 2, img.shape[0] + 100))
+    skewed = cv2.transform(plate[None], yaw)[0]
+    region = (skewed - skewed.mean(axis=0)) * 1.3 + skewed.mean(axis=0)
+    corners = colour_corners(seen, region)
+    assert corners is not None and np.abs(corners - order_quad(skewed)).max() < 8
+    assert KNOWN_PLATE in [r.text for r in reader.read(cv2.cvtColor(seen, cv2.COLOR_BGR2RGB))]
+
+
+def test_the_outlines_of_a_region_vote_on_its_reading():
+    box = np.float32([[0, 0], [100, 0], [100, 30], [0, 30]])
+    cut, whole, loose = box * 0.9, box, box * 1.2
+    options = [(cut, [Candidate("皖AYL378", 0.8)]),                       # one outline, confidently wrong
+               (whole, [Candidate("皖AYL375", 0.6), Candidate("皖AYL378", 0.1)]),
+               (loose, [Candidate("皖AYL375", 0.5)])]
+    quad, cands = _vote(options, min_p=0.3)
+    assert [c.text for c in cands] == ["皖AYL375", "皖AYL378"]
+    assert cands[0].p == 0.6 and quad is whole             # its best single probability, and that outline
+    # a runner-up everywhere, confident nowhere, does not come first however often it is seen
+    options = [(cut, [Candidate("皖AYL375", 0.35), Candidate("浙AYL375", 0.2)]),
+               (whole, [Candidate("皖AYL376", 0.32), Candidate("浙AYL375", 0.25)]),
+               (loose, [Candidate("皖AYL378", 0.31), Candidate("浙AYL375", 0.28)])]
+    texts = [c.text for c in _vote(options, min_p=0.3)[1]]
+    assert texts[0] == "皖AYL375" and "浙AYL375" in texts     # kept as a runner-up for the lookup
+    assert _vote([(box, [])], min_p=0.3) == (box, [])
 
 
 def test_a_crop_cut_square_around_a_slanted_plate_is_read(reader):

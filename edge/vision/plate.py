@@ -3,13 +3,14 @@ format check, and a vote across the frames of one vehicle. Pure computation on n
 
 - Detector (`models/plate_det.onnx`): a plate mask at 1/4 resolution of a 256x256 letterboxed
   frame. Each blob is a plate region with two candidate outlines: the plate colour's own outline
-  inside it (HSV, characters closed over) and the blob's. Each is rectified (128x32) and read; the
-  outline whose best reading is most probable wins, and a region read below `SURE` is read again
-  through that outline tightened to its band of characters (`plate_cues.tighten`) and through the
-  plate-shaped places inside it (`plate_cues.proposals_in`: a blue car's whole back is one blue
-  blob, the plate only a part of it). The detector
-  was trained on composites only, and alone it often marks a whole car front: the colour outline,
-  the tightening and the read-to-choose step are what make its regions usable.
+  inside it (HSV, characters closed over) and the blob's. Each is rectified (128x32) and read, and
+  the outlines vote (`_vote`); a region read below `SURE` is read again through the winning outline
+  tightened to its band of characters (`plate_cues.tighten`), through the plate-shaped places
+  inside it (`plate_cues.proposals_in`: a blue car's whole back is one blue blob, the plate only a
+  part of it) and through the plate colour's four corners (`plate_cues.colour_corners`: a plate
+  seen from the side is a parallelogram). The detector was trained on composites only, and alone
+  it often marks a whole car front: the colour outline, the second look and the vote across
+  outlines are what make its regions usable.
 - Cues (`edge.vision.plate_cues`): plate-coloured and edge-dense places the detector missed (night,
   grey cars from above, big yellow plates); they count only when they read as a plate.
 - One reading per plate: overlapping regions keep the most probable reading, the others' strings
@@ -37,7 +38,7 @@ import cv2
 import numpy as np
 
 from edge.vision.models import MODELS_DIR, checked, session
-from edge.vision.plate_cues import colour_outline, order_quad, proposals, proposals_in, tighten
+from edge.vision.plate_cues import colour_corners, colour_outline, order_quad, proposals, proposals_in, tighten
 from edge.vision.plate_format import CHARSET, PROVINCES, could_be, is_valid, normalise
 
 DET, STRIDE = 256, 4
@@ -241,9 +242,8 @@ class PlateReader:
         return self._read_regions(padded, [(_outlines(padded, quad), 0.0)], k)[0].candidates
 
     def read(self, rgb: np.ndarray, k: int = 5) -> list[PlateRead]:
-        """Every plate region, read through each of its candidate outlines; the outline whose best
-        valid reading is most probable wins (a detector region no outline can read is kept,
-        unreadable). The places classic cues propose (edge.vision.plate_cues) are read alongside and
+        """Every plate region, read through each of its candidate outlines, which vote on the
+        reading (a detector region no outline can read is kept, unreadable). The places classic cues propose (edge.vision.plate_cues) are read alongside and
         count only when they read as a plate: they find the far and dim plates the detector misses."""
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         reads = self._read_regions(bgr, self.detect(bgr), k)
@@ -253,11 +253,12 @@ class PlateReader:
         return self._dedupe(reads)
 
     def _read_regions(self, bgr: np.ndarray, regions: list[tuple[list[np.ndarray], float]], k: int) -> list[PlateRead]:
-        """Each region's most probable reading over its outlines. A region not read with confidence
-        gets a second look through its best outline tightened to its characters (`tighten`): a loose
-        outline shrinks the characters below what the recogniser knows, or cuts the province off;
-        and through the plate-shaped places inside the region (`proposals_in`), for a region far
-        bigger than its plate."""
+        """Each region's reading, voted over its outlines (`_vote`). A region not read with
+        confidence gets a second look through the winning outline tightened to its characters
+        (`tighten`): a loose outline shrinks the characters below what the recogniser knows, or cuts
+        the province off; through the plate-shaped places inside the region (`proposals_in`), for a
+        region far bigger than its plate; and through the plate colour's four corners
+        (`colour_corners`), for a plate seen from the side."""
         options: list[list[tuple[np.ndarray, list[Candidate]]]] = [[] for _ in regions]
         flat = [(i, q) for i, (outlines, _) in enumerate(regions) for q in outlines]
         for look in range(2):
@@ -265,10 +266,14 @@ class PlateReader:
             for (i, q), c in zip(flat, cands):
                 options[i].append((q, c))
             if look == 0:
-                unsure = [(i, q) for i, (q, c) in enumerate(map(_best, options)) if _p(c) < SURE]
+                unsure = [(i, q) for i, (q, c) in enumerate(self._vote(o) for o in options) if _p(c) < SURE]
                 flat = [(i, t) for i, q in unsure if (t := tighten(bgr, q)) is not None]
                 flat += [(i, p) for i, _ in unsure for p in proposals_in(bgr, regions[i][0][-1])]
-        return [PlateRead(*_best(opts), score) for (_, score), opts in zip(regions, options)]
+                flat += [(i, c) for i, _ in unsure if (c := colour_corners(bgr, regions[i][0][-1])) is not None]
+        return [PlateRead(*self._vote(opts), score) for (_, score), opts in zip(regions, options)]
+
+    def _vote(self, options: list[tuple[np.ndarray, list[Candidate]]]) -> tuple[np.ndarray, list[Candidate]]:
+        return _vote(options, self.min_p)
 
     @staticmethod
     def _dedupe(reads: list[PlateRead]) -> list[PlateRead]:
@@ -296,9 +301,27 @@ def _p(cands: list[Candidate]) -> float:
     return cands[0].p if cands else 0.0
 
 
-def _best(options: list[tuple[np.ndarray, list[Candidate]]]) -> tuple[np.ndarray, list[Candidate]]:
-    """The (outline, readings) whose best reading is most probable."""
-    return max(options, key=lambda o: _p(o[1]))
+def _vote(options: list[tuple[np.ndarray, list[Candidate]]], min_p: float) -> tuple[np.ndarray, list[Candidate]]:
+    """A region's readings from those of its outlines: each string ranked by the sum of its
+    probabilities over the outlines (agreement), reported with its best single probability and the
+    outline that gave it; only a string read confidently (>= min_p) by some outline can come first.
+    Why a vote, not the single most probable outline: more outlines are read than fit the plate
+    (the colour's rectangle, its corners, the detector's blob, tightened and inner ones), and one
+    that cuts a character off or slants the glyphs can read a wrong plate confidently; the
+    outlines that see the plate whole then agree against it."""
+    total: dict[str, float] = defaultdict(float)
+    best: dict[str, tuple[np.ndarray, Candidate]] = {}
+    for quad, cands in options:
+        for c in cands:
+            total[c.text] += c.p
+            if c.text not in best or c.p > best[c.text][1].p:
+                best[c.text] = (quad, c)
+    if not total:
+        return options[0][0], []
+    order = sorted(total, key=lambda t: -total[t])
+    first = next((t for t in order if best[t][1].p >= min_p), order[0])
+    order = [first] + [t for t in order if t != first]
+    return best[first][0], [best[t][1] for t in order[: max(len(c) for _, c in options)]]
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

@@ -49,14 +49,14 @@ def _plate_shaped(c: np.ndarray, max_long: float, aspect: tuple[float, float], f
     return (cx, cy), (w, h), a, area
 
 
-def colour_outline(bgr: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
-    """The plate's own outline inside a region: the largest blob of a plate colour (blue, yellow,
-    new-energy green) with a plate's proportions, characters closed over. None if none."""
+def _colour_region(bgr: np.ndarray, quad: np.ndarray) -> tuple[np.ndarray, float, np.ndarray] | None:
+    """The region around a quad where its plate colour is searched, as HSV at most 480 px (with
+    the scale and the region's top-left corner in the frame). A third of the width each side: a
+    detector blob often covers only part of a long plate."""
     H, W = bgr.shape[:2]
     x0, y0 = np.floor(quad.min(axis=0)).astype(int)
     x1, y1 = np.ceil(quad.max(axis=0)).astype(int)
     pw, ph = x1 - x0, y1 - y0
-    # a third of the width each side: a detector blob often covers only part of a long plate
     x0, y0 = max(0, x0 - pw // 3), max(0, y0 - ph // 3)
     x1, y1 = min(W, x1 + pw // 3), min(H, y1 + ph // 3)
     region = bgr[y0:y1, x0:x1]
@@ -65,28 +65,82 @@ def colour_outline(bgr: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
     scale = min(1.0, 480 / max(region.shape[:2]))
     if scale < 1.0:
         region = cv2.resize(region, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    hsv = cv2.cvtColor(region, cv2.COLOR_BGR2HSV)
-    rh, rw = region.shape[:2]
+    return cv2.cvtColor(region, cv2.COLOR_BGR2HSV), scale, np.array([x0, y0], np.float32)
+
+
+def _colour_blobs(hsv: np.ndarray):
+    """(saturation floor, blob contour) of every plate colour, strictest floor first (a
+    blue-tinted silver car must not merge with its plate), characters closed over."""
+    rh, rw = hsv.shape[:2]
     k = cv2.getStructuringElement(cv2.MORPH_RECT, (max(3, rw // 40), max(3, rh // 30)))
-    best, best_score = None, 0.0
-    # strict saturation first: a blue-tinted silver car must not merge with its plate
     for s_min in (150, 110, 80):
         for lo, hi in _ranges(s_min):
             m = cv2.morphologyEx(cv2.inRange(hsv, lo, hi), cv2.MORPH_CLOSE, k)
             for c in cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]:
-                shape = _plate_shaped(c, 0.95 * rw, (1.6, 5.5), 0.6)  # from 1.6: a plate seen from the side
-                if shape is None or min(shape[1]) < 6 or shape[3] < 80:
-                    continue
-                (cx, cy), (w, h), a, area = shape
-                long_, short = max(w, h), min(w, h)
-                score = area * (area / (w * h)) / (1 + abs(np.log(long_ / short / 3.2)))
-                if score > best_score:
-                    best, best_score = cv2.boxPoints(((cx, cy), (w, h), a)), score
-        if best is not None:
-            break
-    if best is None:
+                yield s_min, c
+
+
+def colour_outline(bgr: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
+    """The plate's own outline inside a region: the largest blob of a plate colour (blue, yellow,
+    new-energy green) with a plate's proportions, characters closed over. None if none."""
+    found = _colour_region(bgr, quad)
+    if found is None:
         return None
-    return order_quad(best / scale + np.array([x0, y0], np.float32))
+    hsv, scale, origin = found
+    rw = hsv.shape[1]
+    best, best_score, level = None, 0.0, None
+    for s_min, c in _colour_blobs(hsv):
+        if best is not None and s_min != level:
+            break  # the strictest floor that found a plate wins
+        shape = _plate_shaped(c, 0.95 * rw, (1.6, 5.5), 0.6)  # from 1.6: a plate seen from the side
+        if shape is None or min(shape[1]) < 6 or shape[3] < 80:
+            continue
+        (cx, cy), (w, h), a, area = shape
+        long_, short = max(w, h), min(w, h)
+        score = area * (area / (w * h)) / (1 + abs(np.log(long_ / short / 3.2)))
+        if score > best_score:
+            best, best_score, level = cv2.boxPoints(((cx, cy), (w, h), a)), score, s_min
+    return None if best is None else order_quad(best / scale + origin)
+
+
+def colour_corners(bgr: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
+    """The four corners of the biggest plate-coloured blob in a region that is a plate seen at a
+    strong angle (`_corners`): a yawed plate is a parallelogram, and the rectangle around it
+    (`colour_outline`) rectifies it slanted or is not plate-shaped at all. None if none."""
+    found = _colour_region(bgr, quad)
+    if found is None:
+        return None
+    hsv, scale, origin = found
+    rw = hsv.shape[1]
+    best, best_area, level = None, 80.0, None
+    for s_min, c in _colour_blobs(hsv):
+        if best is not None and s_min != level:
+            break
+        area = cv2.contourArea(c)
+        if area > best_area and np.ptp(c[:, 0, 0]) < 0.95 * rw and (q := _corners(c)) is not None:
+            best, best_area, level = q, area, s_min
+    return None if best is None else order_quad(best / scale + origin)
+
+
+def _corners(c: np.ndarray) -> np.ndarray | None:
+    """The blob's four corners (its convex hull simplified to a quadrilateral) if they make a plate
+    seen at an angle: top edge within 35 degrees of level, wider than tall, filled by the blob."""
+    hull = cv2.convexHull(c)
+    peri = cv2.arcLength(hull, True)
+    for eps in (0.02, 0.04, 0.06, 0.08):
+        approx = cv2.approxPolyDP(hull, eps * peri, True)
+        if len(approx) == 4:
+            break
+    else:
+        return None
+    q = order_quad(approx.reshape(4, 2))
+    tl, tr, br, bl = q
+    wide = (np.linalg.norm(tr - tl) + np.linalg.norm(br - bl)) / 2
+    tall = (np.linalg.norm(bl - tl) + np.linalg.norm(br - tr)) / 2
+    tilt = np.degrees(np.arctan2(tr[1] - tl[1], tr[0] - tl[0]))
+    if abs(tilt) > 35 or tall < 6 or not 1.1 <= wide / tall <= 6.0:
+        return None
+    return q if cv2.contourArea(c) >= 0.75 * cv2.contourArea(q.reshape(-1, 1, 2)) else None
 
 
 def proposals(bgr: np.ndarray, limit: int = 8, max_side: int = 640) -> list[np.ndarray]:
