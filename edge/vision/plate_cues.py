@@ -10,6 +10,8 @@ whether a plate is there (a proposal that does not read as a plate is dropped, n
 
 from __future__ import annotations
 
+from typing import Callable
+
 import cv2
 import numpy as np
 
@@ -80,46 +82,53 @@ def _colour_blobs(hsv: np.ndarray):
                 yield s_min, c
 
 
-def colour_outline(bgr: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
-    """The plate's own outline inside a region: the largest blob of a plate colour (blue, yellow,
-    new-energy green) with a plate's proportions, characters closed over. None if none."""
+def _best_blob(bgr: np.ndarray, quad: np.ndarray, judge: Callable[[np.ndarray, int], tuple[np.ndarray, float] | None]) -> np.ndarray | None:
+    """The outline of the plate-coloured blob in a region that `judge(contour, region width)`
+    scores highest (it returns (outline, score), or None for a blob that is no plate), at the
+    strictest saturation floor where any blob qualifies; in frame coordinates, or None."""
     found = _colour_region(bgr, quad)
     if found is None:
         return None
     hsv, scale, origin = found
-    rw = hsv.shape[1]
     best, best_score, level = None, 0.0, None
     for s_min, c in _colour_blobs(hsv):
         if best is not None and s_min != level:
             break  # the strictest floor that found a plate wins
-        shape = _plate_shaped(c, 0.95 * rw, (1.6, 5.5), 0.6)  # from 1.6: a plate seen from the side
-        if shape is None or min(shape[1]) < 6 or shape[3] < 80:
-            continue
-        (cx, cy), (w, h), a, area = shape
-        long_, short = max(w, h), min(w, h)
-        score = area * (area / (w * h)) / (1 + abs(np.log(long_ / short / 3.2)))
-        if score > best_score:
-            best, best_score, level = cv2.boxPoints(((cx, cy), (w, h), a)), score, s_min
+        judged = judge(c, hsv.shape[1])
+        if judged is not None and judged[1] > best_score:
+            (best, best_score), level = judged, s_min
     return None if best is None else order_quad(best / scale + origin)
+
+
+def _as_rectangle(c: np.ndarray, rw: int) -> tuple[np.ndarray, float] | None:
+    """A blob with a plate's proportions as its minimum-area rectangle, scored by size, fill and
+    closeness to a plate's 3.2 : 1 (from 1.6 : 1: a plate seen from the side)."""
+    shape = _plate_shaped(c, 0.95 * rw, (1.6, 5.5), 0.6)
+    if shape is None or min(shape[1]) < 6 or shape[3] < 80:
+        return None
+    (cx, cy), (w, h), a, area = shape
+    return cv2.boxPoints(((cx, cy), (w, h), a)), area * (area / (w * h)) / (1 + abs(np.log(max(w, h) / min(w, h) / 3.2)))
+
+
+def _as_corners(c: np.ndarray, rw: int) -> tuple[np.ndarray, float] | None:
+    """A blob that is a plate seen at a strong angle as its four corners, scored by size."""
+    area = cv2.contourArea(c)
+    if area < 80 or np.ptp(c[:, 0, 0]) >= 0.95 * rw or (q := _corners(c)) is None:
+        return None
+    return q, area
+
+
+def colour_outline(bgr: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
+    """The plate's own outline inside a region: the best blob of a plate colour (blue, yellow,
+    new-energy green) with a plate's proportions, characters closed over. None if none."""
+    return _best_blob(bgr, quad, _as_rectangle)
 
 
 def colour_corners(bgr: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
     """The four corners of the biggest plate-coloured blob in a region that is a plate seen at a
     strong angle (`_corners`): a yawed plate is a parallelogram, and the rectangle around it
     (`colour_outline`) rectifies it slanted or is not plate-shaped at all. None if none."""
-    found = _colour_region(bgr, quad)
-    if found is None:
-        return None
-    hsv, scale, origin = found
-    rw = hsv.shape[1]
-    best, best_area, level = None, 80.0, None
-    for s_min, c in _colour_blobs(hsv):
-        if best is not None and s_min != level:
-            break
-        area = cv2.contourArea(c)
-        if area > best_area and np.ptp(c[:, 0, 0]) < 0.95 * rw and (q := _corners(c)) is not None:
-            best, best_area, level = q, area, s_min
-    return None if best is None else order_quad(best / scale + origin)
+    return _best_blob(bgr, quad, _as_corners)
 
 
 def _corners(c: np.ndarray) -> np.ndarray | None:
