@@ -12,7 +12,8 @@ format check, and a vote across the frames of one vehicle. Pure computation on n
   it often marks a whole car front: the colour outline, the second look and the vote across
   outlines are what make its regions usable.
 - Cues (`edge.vision.plate_cues`): plate-coloured and edge-dense places the detector missed (night,
-  grey cars from above, big yellow plates); they count only when they read as a plate.
+  grey cars from above, big yellow plates); they count only when they read as a plate. A frame
+  where nothing reads gets the cues once more on its locally equalised copy (dusk, haze, glare).
 - One reading per plate: overlapping regions keep the most probable reading, the others' strings
   join its runners-up.
 - Recogniser (`models/plate_rec.onnx`): CNN + CTC over 32 columns; a prefix beam search bound by
@@ -47,6 +48,7 @@ PROVINCE_COLUMNS = 44        # the province classifier sees the rectified plate'
 PROVINCE_WEIGHT = 0.7        # its share when mixed with the recogniser's own belief (with_province)
 SURE = 0.9                   # a region read at least this probably gets no second look
 PLATE_MASS = 0.5             # readings renormalised over the plate-shaped ones when those hold this much
+EQUALISE_CLIP = 2.0          # CLAHE clip limit of the second pass over a frame where nothing read
 PLATE_MODELS = ("plate_det", "plate_rec", "plate_prov")
 PAD = 114
 
@@ -243,25 +245,40 @@ class PlateReader:
 
     def read(self, rgb: np.ndarray, k: int = 5) -> list[PlateRead]:
         """Every plate region, read through each of its candidate outlines, which vote on the
-        reading (a detector region no outline can read is kept, unreadable). The places classic cues propose (edge.vision.plate_cues) are read alongside and
-        count only when they read as a plate: they find the far and dim plates the detector misses."""
+        reading (a detector region no outline can read is kept, unreadable). The places classic
+        cues propose (edge.vision.plate_cues) are read alongside and count only when they read as
+        a plate: they find the far and dim plates the detector misses. A frame where nothing reads
+        is tried once more equalised (`_read_equalised`)."""
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         reads = self._read_regions(bgr, self.detect(bgr), k)
         read_boxes = [r.quad for r in reads if r.candidates]
         cued = [(_outlines(bgr, q), 0.0) for q in proposals(bgr) if not any(_inside(q.mean(axis=0), b) for b in read_boxes)]
         reads += [r for r in self._read_regions(bgr, cued, k) if r.candidates]
+        if not any(r.candidates for r in reads):
+            reads += self._read_equalised(bgr, k)
         return self._dedupe(reads)
 
-    def _read_regions(self, bgr: np.ndarray, regions: list[tuple[list[np.ndarray], float]], k: int) -> list[PlateRead]:
+    def _read_equalised(self, bgr: np.ndarray, k: int) -> list[PlateRead]:
+        """A frame where nothing read, once more with its lightness equalised locally (CLAHE): at
+        dusk, in haze or in glare a plate is a dark, flat patch that neither the detector nor the
+        cues pick out, and equalised its characters stand out again. The cues' places only, one
+        look each: it runs on every frame without a plate (an empty gate), so it is kept cheap."""
+        lab = cv2.cvtColor(bgr, cv2.COLOR_BGR2LAB)
+        lab[..., 0] = cv2.createCLAHE(clipLimit=EQUALISE_CLIP, tileGridSize=(8, 8)).apply(lab[..., 0])
+        lit = cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
+        regions = [(_outlines(lit, q), 0.0) for q in proposals(lit)]
+        return [r for r in self._read_regions(lit, regions, k, looks=1) if r.candidates]
+
+    def _read_regions(self, bgr: np.ndarray, regions: list[tuple[list[np.ndarray], float]], k: int, looks: int = 2) -> list[PlateRead]:
         """Each region's reading, voted over its outlines (`_vote`). A region not read with
         confidence gets a second look through the winning outline tightened to its characters
         (`tighten`): a loose outline shrinks the characters below what the recogniser knows, or cuts
         the province off; through the plate-shaped places inside the region (`proposals_in`), for a
         region far bigger than its plate; and through the plate colour's four corners
-        (`colour_corners`), for a plate seen from the side."""
+        (`colour_corners`), for a plate seen from the side. `looks=1`: no second look."""
         options: list[list[tuple[np.ndarray, list[Candidate]]]] = [[] for _ in regions]
         flat = [(i, q) for i, (outlines, _) in enumerate(regions) for q in outlines]
-        for look in range(2):
+        for look in range(looks):
             cands = self.recognise([self.rectify(bgr, q) for _, q in flat], k)
             for (i, q), c in zip(flat, cands):
                 options[i].append((q, c))
