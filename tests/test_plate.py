@@ -205,6 +205,24 @@ def test_the_outlines_of_a_region_vote_on_its_reading():
     assert _vote([(box, [])], min_p=0.3) == (box, [])
 
 
+def test_an_outline_that_misses_a_character_votes_for_the_whole_plate():
+    """A tight outline that cuts the last character off (a shadow across a plate's end shrinks its
+    colour) reads a shorter plate, confidently and validly; so do two equal characters run
+    together. Both saw the same plate as the outline that reads it whole."""
+    box = np.float32([[0, 0], [100, 0], [100, 30], [0, 30]])
+    cut, whole, tight = box * 0.9, box, box * 0.95
+    options = [(cut, [Candidate("皖NF9320", 0.99)]),            # 7 characters: an ordinary plate's shape
+               (whole, [Candidate("皖NF93204", 0.98)]),
+               (tight, [Candidate("皖NF9320", 0.85), Candidate("皖NF93204", 0.13)])]
+    quad, cands = _vote(options, min_p=0.3)
+    assert cands[0].text == "皖NF93204" and quad is whole
+    run_together = [(cut, [Candidate("沪Y9051D", 0.44)]), (tight, [Candidate("沪Y9051D", 0.44)]),
+                    (whole, [Candidate("沪Y90051D", 0.76)])]
+    assert _vote(run_together, min_p=0.3)[1][0].text == "沪Y90051D"
+    # a shorter reading with no longer one around is left alone
+    assert _vote([(cut, [Candidate("皖AYL375", 0.9)]), (whole, [Candidate("皖AYL376", 0.5)])], min_p=0.3)[1][0].text == "皖AYL375"
+
+
 def test_a_crop_cut_square_around_a_slanted_plate_is_read(reader):
     """A plate crop from elsewhere (another camera's, a technician's) is the bounding box of a tilted
     plate, shrunk to the size of a far plate: read_crop finds the plate inside and rectifies it."""

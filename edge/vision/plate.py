@@ -322,6 +322,9 @@ def _vote(options: list[tuple[np.ndarray, list[Candidate]]], min_p: float) -> tu
     """A region's readings from those of its outlines: each string ranked by the sum of its
     probabilities over the outlines (agreement), reported with its best single probability and the
     outline that gave it; only a string read confidently (>= min_p) by some outline can come first.
+    A string with one character fewer than another also votes for that one: an outline that cuts
+    a plate's end off (a shadow across it shrinks the plate's colour) or runs two equal characters
+    together at low resolution saw the same plate, and it loses characters; it does not add them.
     Why a vote, not the single most probable outline: more outlines are read than fit the plate
     (the colour's rectangle, its corners, the detector's blob, tightened and inner ones), and one
     that cuts a character off or slants the glyphs can read a wrong plate confidently; the
@@ -335,10 +338,18 @@ def _vote(options: list[tuple[np.ndarray, list[Candidate]]], min_p: float) -> tu
                 best[c.text] = (quad, c)
     if not total:
         return options[0][0], []
+    for short, votes in list(total.items()):
+        for whole in [t for t in total if _one_more(short, t)]:
+            total[whole] += votes
     order = sorted(total, key=lambda t: -total[t])
     first = next((t for t in order if best[t][1].p >= min_p), order[0])
     order = [first] + [t for t in order if t != first]
     return best[first][0], [best[t][1] for t in order[: max(len(c) for _, c in options)]]
+
+
+def _one_more(short: str, whole: str) -> bool:
+    """True when `whole` is `short` with one character more (anywhere)."""
+    return len(whole) == len(short) + 1 and any(whole[:i] + whole[i + 1:] == short for i in range(len(whole)))
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
