@@ -17,7 +17,7 @@ from drivers.virtual import scene
 from drivers.virtual.rig import Rig
 from edge.vision.models import MODELS_DIR, ModelError, checked
 from edge.vision.plate import Candidate, PlateRead, PlateReader, _vote, beam_search, readings, with_province
-from edge.vision.plate_cues import colour_corners, colour_outline, order_quad, proposals, proposals_in, tighten
+from edge.vision.plate_cues import colour_corners, colour_outline, deslant, order_quad, proposals, proposals_in, tighten
 from edge.vision.plate_format import CHARSET, PROVINCES, could_be, is_valid, normalise
 
 from .conftest import REPO, AppThread
@@ -178,6 +178,25 @@ def test_a_car_seen_from_the_side_is_read(reader):
     corners = colour_corners(seen, region)
     assert corners is not None and np.abs(corners - order_quad(skewed)).max() < 8
     assert KNOWN_PLATE in [r.text for r in reader.read(cv2.cvtColor(seen, cv2.COLOR_BGR2RGB))]
+
+
+def test_an_outline_is_sheared_until_the_characters_stand_upright(reader):
+    """Seen from above and aside, a plate's outline can be a rectangle while its characters lean
+    (italic). deslant finds the lean from the characters alone and leans the outline with them."""
+    img = cv2.cvtColor(rgb(KNOWN), cv2.COLOR_RGB2BGR)
+    plate = np.float32([[231, 438], [361, 448], [360, 494], [230, 484]])  # CCPD's corners
+    w, h = 200, 64
+    rect = np.float32([[20, 16], [20 + w, 16], [20 + w, 16 + h], [20, 16 + h]])
+    face = cv2.warpPerspective(img, cv2.getPerspectiveTransform(plate, rect), (w + 40, h + 32), borderMode=cv2.BORDER_REPLICATE)
+    assert deslant(face, rect) is None                       # upright already: nothing to do
+    for lean in (0.35, -0.3):                                 # tops to the right, then to the left
+        leaning = cv2.warpAffine(face, np.float32([[1, -lean, lean * (h + 32) / 2], [0, 1, 0]]), face.shape[1::-1],
+                                 borderMode=cv2.BORDER_REPLICATE)
+        upright = deslant(leaning, rect)
+        assert upright is not None
+        assert abs((upright[0, 0] - upright[3, 0]) / h - lean) < 0.06 and abs((upright[1, 0] - upright[2, 0]) / h - lean) < 0.06
+        (best, *_), = reader.recognise([reader.rectify(leaning, upright)])
+        assert best.text == KNOWN_PLATE
 
 
 def test_a_plate_in_haze_is_read():

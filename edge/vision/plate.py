@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from edge.vision.models import MODELS_DIR, checked, session
-from edge.vision.plate_cues import colour_corners, colour_outline, order_quad, proposals, proposals_in, tighten
+from edge.vision.plate_cues import colour_corners, colour_outline, deslant, order_quad, proposals, proposals_in, tighten
 from edge.vision.plate_format import CHARSET, PROVINCES, could_be, is_valid, normalise
 
 DET, STRIDE = 256, 4
@@ -241,7 +241,7 @@ class PlateReader:
         m = max(4, round(w * margin))
         padded = cv2.copyMakeBorder(bgr, m, m, m, m, cv2.BORDER_CONSTANT, value=(PAD, PAD, PAD))
         quad = np.float32([[m, m], [m + w, m], [m + w, m + h], [m, m + h]])
-        return self._read_regions(padded, [(_outlines(padded, quad), 0.0)], k)[0].candidates
+        return self._read_regions(padded, [(_outlines(padded, quad), 0.0)], k, known=True)[0].candidates
 
     def read(self, rgb: np.ndarray, k: int = 5) -> list[PlateRead]:
         """Every plate region, read through each of its candidate outlines, which vote on the
@@ -269,13 +269,18 @@ class PlateReader:
         regions = [(_outlines(lit, q), 0.0) for q in proposals(lit)]
         return [r for r in self._read_regions(lit, regions, k, looks=1) if r.candidates]
 
-    def _read_regions(self, bgr: np.ndarray, regions: list[tuple[list[np.ndarray], float]], k: int, looks: int = 2) -> list[PlateRead]:
+    def _read_regions(self, bgr: np.ndarray, regions: list[tuple[list[np.ndarray], float]], k: int, looks: int = 2,
+                      known: bool = False) -> list[PlateRead]:
         """Each region's reading, voted over its outlines (`_vote`). A region not read with
         confidence gets a second look through the winning outline tightened to its characters
         (`tighten`): a loose outline shrinks the characters below what the recogniser knows, or cuts
         the province off; through the plate-shaped places inside the region (`proposals_in`), for a
-        region far bigger than its plate; and through the plate colour's four corners
-        (`colour_corners`), for a plate seen from the side. `looks=1`: no second look."""
+        region far bigger than its plate; through the plate colour's four corners
+        (`colour_corners`), for a plate seen from the side; and through the winning outline sheared
+        until its characters stand upright (`deslant`), for a plate seen from above and aside whose
+        outline is a rectangle but whose characters lean. `looks=1`: no second look. `known`: the
+        region is a plate (a crop handed in), so it is deslanted even if nothing read; a detector's
+        or cue's region must read first (most are not plates, and each look costs a recognition)."""
         options: list[list[tuple[np.ndarray, list[Candidate]]]] = [[] for _ in regions]
         flat = [(i, q) for i, (outlines, _) in enumerate(regions) for q in outlines]
         for look in range(looks):
@@ -283,10 +288,12 @@ class PlateReader:
             for (i, q), c in zip(flat, cands):
                 options[i].append((q, c))
             if look == 0:
-                unsure = [(i, q) for i, (q, c) in enumerate(self._vote(o) for o in options) if _p(c) < SURE]
+                votes = [self._vote(o) for o in options]
+                unsure = [(i, q) for i, (q, c) in enumerate(votes) if _p(c) < SURE]
                 flat = [(i, t) for i, q in unsure if (t := tighten(bgr, q)) is not None]
                 flat += [(i, p) for i, _ in unsure for p in proposals_in(bgr, regions[i][0][-1])]
                 flat += [(i, c) for i, _ in unsure if (c := colour_corners(bgr, regions[i][0][-1])) is not None]
+                flat += [(i, d) for i, q in unsure if (votes[i][1] or known) and (d := deslant(bgr, q)) is not None]
         return [PlateRead(*self._vote(opts), score) for (_, score), opts in zip(regions, options)]
 
     def _vote(self, options: list[tuple[np.ndarray, list[Candidate]]]) -> tuple[np.ndarray, list[Candidate]]:

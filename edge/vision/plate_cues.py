@@ -201,13 +201,18 @@ def proposals_in(bgr: np.ndarray, quad: np.ndarray, limit: int = 3) -> list[np.n
     return [q + np.float32([x0, y0]) for q in proposals(bgr[y0:y1, x0:x1], limit)]
 
 
+def _face(bgr: np.ndarray, quad: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The outline's inside face-on at `size` (w, h), and the homography from the frame to it."""
+    w, h = size
+    m = cv2.getPerspectiveTransform(np.asarray(quad, np.float32), np.float32([[0, 0], [w, 0], [w, h], [0, h]]))
+    return cv2.warpPerspective(bgr, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), m
+
+
 def tighten(bgr: np.ndarray, quad: np.ndarray, size: tuple[int, int] = (256, 64)) -> np.ndarray | None:
     """The outline shrunk to the band of characters inside it (dense vertical edges), with a rim's
     margin; None when it is already tight or nothing inside looks like a row of characters."""
     w, h = size
-    quad = np.asarray(quad, np.float32)
-    m = cv2.getPerspectiveTransform(quad, np.float32([[0, 0], [w, 0], [w, h], [0, h]]))
-    face = cv2.warpPerspective(bgr, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    face, m = _face(bgr, quad, size)
     edges = np.abs(cv2.Sobel(cv2.cvtColor(face, cv2.COLOR_BGR2GRAY), cv2.CV_32F, 1, 0, ksize=3))
     rows = np.nonzero(edges.mean(axis=1) > 0.5 * edges.mean(axis=1).max())[0]
     if len(rows) < h // 4:
@@ -225,3 +230,24 @@ def tighten(bgr: np.ndarray, quad: np.ndarray, size: tuple[int, int] = (256, 64)
     px, py = (x1 - x0) * 0.04, (y1 - y0) * 0.12
     band = np.float32([[x0 - px, y0 - py], [x1 + px, y0 - py], [x1 + px, y1 + py], [x0 - px, y1 + py]])
     return cv2.perspectiveTransform(band[None], np.linalg.inv(m))[0]
+
+
+def deslant(bgr: np.ndarray, quad: np.ndarray, size: tuple[int, int] = (256, 64), min_shear: float = 0.15) -> np.ndarray | None:
+    """The outline sheared so that the characters inside it stand upright; None when they already
+    do. The slant is the shear that makes the ink of the band of characters fall into the fewest
+    columns (the sum of squared column counts is highest)."""
+    w, h = size
+    face, m = _face(bgr, quad, size)
+    band = cv2.cvtColor(face, cv2.COLOR_BGR2GRAY)[int(h * 0.18): int(h * 0.82)]
+    _, ink = cv2.threshold(band, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    if ink.mean() > 0.5:
+        ink = 1 - ink  # the characters are the minority
+    bh = ink.shape[0]
+    ink = cv2.copyMakeBorder(ink.astype(np.float32), 0, 0, bh, bh, cv2.BORDER_CONSTANT)
+    shears = np.linspace(-0.5, 0.5, 21)
+    score = [float((cv2.warpAffine(ink, np.float32([[1, s, -s * bh / 2], [0, 1, 0]]), ink.shape[::-1]).sum(axis=0) ** 2).sum()) for s in shears]
+    s = float(shears[int(np.argmax(score))])
+    if abs(s) < min_shear:
+        return None
+    upright = np.float32([[s * h / 2, 0], [w + s * h / 2, 0], [w - s * h / 2, h], [-s * h / 2, h]])
+    return cv2.perspectiveTransform(upright[None], np.linalg.inv(m))[0]
