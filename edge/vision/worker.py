@@ -56,9 +56,11 @@ def _serve(conn, shm_name: str, slots: int, people: list[str], templates: np.nda
     plates = None
     if "plate" in tasks.values():
         from edge.vision.plate import PlateReader
+        from edge.vision.stillness import StillView
 
         plates = PlateReader()
     boxes: dict[str, tuple[int, int, int, int] | None] = {}  # last face box per camera: the next search starts there
+    views: dict[str, StillView] = {}  # per plate camera: the view last read (edge.vision.stillness)
     conn.send(("ready",))
     try:
         while True:
@@ -71,9 +73,14 @@ def _serve(conn, shm_name: str, slots: int, people: list[str], templates: np.nda
             result = VisionResult(index, t_ns, None, None, None, None, None, 0.0, camera)
             if tasks.get(camera) == "plate":
                 try:
-                    reads = plates.read(frames[slot, : h * w * 3].reshape(h, w, 3))  # type: ignore[union-attr]
-                    # the gate acts on the first: a readable plate before any unreadable region, then the largest
-                    reads.sort(key=lambda r: (not r.candidates, -float(np.ptp(r.quad[:, 0]))))
+                    frame, view, now = frames[slot, : h * w * 3].reshape(h, w, 3), views.setdefault(camera, StillView()), time.monotonic()
+                    if view.unchanged(frame, now):
+                        reads = view.reads  # an empty gate: the view read a moment ago, unchanged
+                    else:
+                        reads = plates.read(frame)  # type: ignore[union-attr]
+                        # the gate acts on the first: a readable plate before any unreadable region, then the largest
+                        reads.sort(key=lambda r: (not r.candidates, -float(np.ptp(r.quad[:, 0]))))
+                        view.read(frame, now, reads)
                     result.plates = reads
                 except Exception as exc:  # noqa: BLE001 - one bad frame must not take the worker down
                     result.plates, result.answer = [], f"error: {exc.__class__.__name__}"
