@@ -7,10 +7,11 @@ format check, and a vote across the frames of one vehicle. Pure computation on n
   the outlines vote (`_vote`); a region read below `SURE` is read again through the winning outline
   tightened to its band of characters (`plate_cues.tighten`), through the plate-shaped places
   inside it (`plate_cues.proposals_in`: a blue car's whole back is one blue blob, the plate only a
-  part of it) and through the plate colour's four corners (`plate_cues.colour_corners`: a plate
-  seen from the side is a parallelogram). The detector was trained on composites only, and alone
-  it often marks a whole car front: the colour outline, the second look and the vote across
-  outlines are what make its regions usable.
+  part of it), through the plate colour's four corners (`plate_cues.colour_corners`: a plate
+  seen from the side is a parallelogram) and sheared until its characters stand upright
+  (`plate_cues.deslant`: seen from above and aside, they lean). The detector was trained on
+  composites only, and alone it often marks a whole car front: the colour outline, the second look
+  and the vote across outlines are what make its regions usable.
 - Cues (`edge.vision.plate_cues`): plate-coloured and edge-dense places the detector missed (night,
   grey cars from above, big yellow plates); they count only when they read as a plate. A frame
   where nothing reads gets the cues once more on its locally equalised copy (dusk, haze, glare).
