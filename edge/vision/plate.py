@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -90,44 +91,47 @@ def beam_search(logp: np.ndarray, beam: int = 8, k: int = 5, prune: float = -7.0
     Per step only the `per_step` likeliest classes above `prune` extend a beam (bounded work on the
     garbage a false region gives). With `grammar`, a prefix it rejects is never followed: the beams
     go to strings that can still be a plate (a rim read as a ninth character no longer crowds out
-    the plate it follows)."""
+    the plate it follows). Plain Python floats and a grammar cache shared across calls: it runs on
+    every plate-like outline of every frame, and numpy's scalar calls cost more than the search."""
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}  # prefix -> (log p blank-end, log p char-end)
-    lse = np.logaddexp
-    allowed: dict[tuple[int, ...], bool] = {}
-
-    def ok(prefix: tuple[int, ...]) -> bool:
-        if grammar is None:
-            return True
-        if prefix not in allowed:
-            allowed[prefix] = grammar("".join(CHARSET[i - 1] for i in prefix))
-        return allowed[prefix]
-
     for t in range(logp.shape[0]):
         row = logp[t]
         top = np.argpartition(row, -per_step)[-per_step:]
-        chars = top[row[top] > prune]
+        top = top[row[top] > prune]
+        steps = list(zip(top.tolist(), row[top].tolist()))
         nxt: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [-math.inf, -math.inf])
         for prefix, (pb, pnb) in beams.items():
-            total = lse(pb, pnb)
-            for c in chars:
-                p = float(row[c])
+            total = _lse(pb, pnb)
+            for c, p in steps:
                 if c == 0:
                     e = nxt[prefix]
-                    e[0] = lse(e[0], total + p)
+                    e[0] = _lse(e[0], total + p)
                     continue
-                new = prefix + (int(c),)
+                new = prefix + (c,)
                 if prefix and prefix[-1] == c:
                     same = nxt[prefix]
-                    same[1] = lse(same[1], pnb + p)   # a repeat collapses into the same prefix ...
-                    if ok(new):
+                    same[1] = _lse(same[1], pnb + p)   # a repeat collapses into the same prefix ...
+                    if grammar is None or _allowed(grammar, new):
                         e = nxt[new]
-                        e[1] = lse(e[1], pb + p)      # ... unless a blank came between
-                elif ok(new):
+                        e[1] = _lse(e[1], pb + p)      # ... unless a blank came between
+                elif grammar is None or _allowed(grammar, new):
                     e = nxt[new]
-                    e[1] = lse(e[1], total + p)
-        beams = dict(sorted(((p, (v[0], v[1])) for p, v in nxt.items()), key=lambda kv: -lse(*kv[1]))[:beam])
-    out = sorted(((("".join(CHARSET[i - 1] for i in p)), float(np.exp(lse(*v)))) for p, v in beams.items()), key=lambda x: -x[1])
+                    e[1] = _lse(e[1], total + p)
+        beams = dict(sorted(((p, (v[0], v[1])) for p, v in nxt.items()), key=lambda kv: -_lse(*kv[1]))[:beam])
+    out = sorted((("".join(CHARSET[i - 1] for i in p), math.exp(_lse(*v))) for p, v in beams.items()), key=lambda x: -x[1])
     return out[:k]
+
+
+def _lse(a: float, b: float) -> float:
+    """log(exp(a) + exp(b)) on Python floats."""
+    if a < b:
+        a, b = b, a
+    return a if b == -math.inf else a + math.log1p(math.exp(b - a))
+
+
+@lru_cache(maxsize=1 << 16)
+def _allowed(grammar: Callable[[str], bool], prefix: tuple[int, ...]) -> bool:
+    return grammar("".join(CHARSET[i - 1] for i in prefix))
 
 
 def with_province(reads: list[tuple[str, float]], province_p: np.ndarray, weight: float = PROVINCE_WEIGHT) -> list[tuple[str, float]]:
