@@ -27,23 +27,29 @@ def block(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
+# channels of each stage: the reader that looks at every outline in a frame (`small`), and the one
+# that looks again at the outline a region was read through (`large`, about 3.5x the work)
+WIDTHS = {"small": (16, 32, 64, 64, 96, 160), "large": (32, 64, 128, 128, 192, 256)}
+
+
 class Recogniser(nn.Module):
     """32x128 BGR (0-255) in; (N, T=32, classes) log-probabilities out; class 0 = CTC blank."""
 
-    def __init__(self, classes: int = len(CHARSET) + 1):
+    def __init__(self, classes: int = len(CHARSET) + 1, size: str = "small"):
         super().__init__()
+        c1, c2, c3, c4, c5, c6 = WIDTHS[size]
         self.features = nn.Sequential(
-            *block(3, 16), nn.MaxPool2d(2),                     # 16 x 64
-            *block(16, 32), nn.MaxPool2d(2),                    # 8 x 32
-            *block(32, 64), *block(64, 64), nn.MaxPool2d((2, 1)),  # 4 x 32
-            *block(64, 96),
-            nn.Conv2d(96, 160, (4, 1), bias=False), nn.BatchNorm2d(160), nn.ReLU(inplace=True),  # 1 x 32
+            *block(3, c1), nn.MaxPool2d(2),                     # 16 x 64
+            *block(c1, c2), nn.MaxPool2d(2),                    # 8 x 32
+            *block(c2, c3), *block(c3, c4), nn.MaxPool2d((2, 1)),  # 4 x 32
+            *block(c4, c5),
+            nn.Conv2d(c5, c6, (4, 1), bias=False), nn.BatchNorm2d(c6), nn.ReLU(inplace=True),  # 1 x 32
         )
-        self.context = nn.Sequential(nn.Conv1d(160, 160, 5, padding=2), nn.ReLU(inplace=True), nn.Dropout(0.15))
-        self.head = nn.Conv1d(160, classes, 1)
+        self.context = nn.Sequential(nn.Conv1d(c6, c6, 5, padding=2), nn.ReLU(inplace=True), nn.Dropout(0.15))
+        self.head = nn.Conv1d(c6, classes, 1)
         # training only (not exported): the province from the plate's left quarter. Provinces are the
         # commonest error; a loss of their own makes the features tell 31 similar glyphs apart
-        self.province = nn.Linear(160, len(PROVINCES))
+        self.province = nn.Linear(c6, len(PROVINCES))
 
     def forward(self, x: torch.Tensor, with_province: bool = False):
         x = (x - 127.5) / 64.0
@@ -81,6 +87,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--green", type=float, default=0.3, help="share of green new-energy plates among the synthetic ones")
+    ap.add_argument("--size", choices=sorted(WIDTHS), default="small", help="the network's width (WIDTHS)")
     ap.add_argument("--init", type=Path, help="start from these weights (a .pt this script saved): fine-tuning")
     ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (one-cycle)")
     args = ap.parse_args()
@@ -95,7 +102,7 @@ def main() -> None:
     synth = synth_set(args.synthetic, args.seed, green=args.green)
     print(f"{len(train_real)} real crops for training, {n_val} held out; {len(synth)} synthetic in {time.time() - t0:.0f} s", flush=True)
 
-    model = Recogniser()
+    model = Recogniser(size=args.size)
     if args.init is not None:
         missing, _ = model.load_state_dict(torch.load(args.init), strict=False)
         assert all(k.startswith("province.") for k in missing), missing
@@ -132,7 +139,7 @@ def main() -> None:
     torch.onnx.export(model, to_tensor([np.zeros((REC_H, REC_W, 3), np.uint8)]), str(args.out), input_names=["image"],
                       output_names=["logp"], dynamic_axes={"image": {0: "n"}, "logp": {0: "n"}}, opset_version=17, dynamo=False)
     summary = {"out": str(args.out), "held_out_real_exact": evaluate(model, val_real), "seed": args.seed,
-                      "steps": args.steps, "synthetic": args.synthetic}
+                      "steps": args.steps, "synthetic": args.synthetic, "size": args.size}
     args.out.with_suffix(".train.json").write_text(json.dumps(summary))
     print(json.dumps(summary))
 
