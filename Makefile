@@ -59,6 +59,10 @@ train-plates: train-deps
 	  --synthetic 50000 --steps 15000 --green 0.35 --seed 17
 	$(VENV)/bin/python -m edge.vision.train.recognizer --real $(PLATES_TRAIN) --out models/plate_rec.onnx \
 	  --init /tmp/door-edge-stage1/plate_rec.pt --lr 5e-4 --synthetic 50000 --steps 8000 --green 0.4 --seed 23
+	$(VENV)/bin/python -m edge.vision.train.recognizer --real $(PLATES_TRAIN) --size large --out /tmp/door-edge-large1/plate_rec_large.onnx \
+	  --synthetic 50000 --steps 9000 --green 0.4 --seed 101
+	$(VENV)/bin/python -m edge.vision.train.recognizer --real $(PLATES_TRAIN) --size large --out models/plate_rec_large.onnx \
+	  --init /tmp/door-edge-large1/plate_rec_large.pt --lr 5e-4 --synthetic 50000 --steps 5000 --green 0.4 --seed 103
 	$(VENV)/bin/python -m edge.vision.train.detector --real $(PLATES_TRAIN) --backgrounds $(BACKGROUNDS) --out models/plate_det.onnx \
 	  --scenes 8000 --steps 4000 --seed 11
 	$(VENV)/bin/python -m edge.vision.train.province --real $(PLATES_TRAIN) --out models/plate_prov.onnx --synthetic 100000 --steps 16000 --seed 43

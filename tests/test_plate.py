@@ -369,7 +369,7 @@ def test_diag_checks_the_models_and_outlines_the_plate_without_its_text(tmp_path
         res = subprocess.run([sys.executable, "-m", "edge", "diag", "--config", str(rig.config_path), "--json"],
                              capture_output=True, text=True, cwd=REPO, timeout=120)
         checks = {c["name"]: c for c in json.loads(res.stdout)["checks"]}
-        assert all(checks[f"model {m}"]["status"] == "ok" for m in ("plate_det", "plate_rec", "plate_prov"))
+        assert all(checks[f"model {m}"]["status"] == "ok" for m in ("plate_det", "plate_rec", "plate_rec_large", "plate_prov"))
         snap = checks["snapshot gate-cam"]
         assert snap["status"] == "ok" and "1 readable" in snap["detail"]
         (png,) = (rig.root / "state" / "diag").glob("snapshot-gate-cam-*.png")

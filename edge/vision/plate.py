@@ -21,6 +21,11 @@ format check, and a vote across the frames of one vehicle. Pure computation on n
   the plate grammar (`plate_format.could_be`) gives the top-k strings with probabilities; only
   strings with the shape of a real plate are kept, renormalised over plates when the crop is mostly
   a plate (`readings`).
+- Large recogniser (`models/plate_rec_large.onnx`): the same network at 3.5x the work. A region
+  whose reading is unsure after the vote is read by it through the winning outline shrunk by 10 %
+  (`ZOOMS`), and that reading joins the vote. Why not the large one everywhere: a frame
+  has about 17 outlines to read, nearly all of them not plates; the small one sorts them out, and
+  the large one's work goes to the one or two regions that hold a plate it could not read surely.
 - Province classifier (`models/plate_prov.onnx`): the province character from the plate's left
   third, mixed into the recogniser's readings (`with_province`): the province is the recogniser's
   commonest error.
@@ -48,10 +53,11 @@ DET, STRIDE = 256, 4
 REC_H, REC_W = 32, 128
 PROVINCE_COLUMNS = 44        # the province classifier sees the rectified plate's left 44 columns
 PROVINCE_WEIGHT = 0.7        # its share when mixed with the recogniser's own belief (with_province)
+ZOOMS = (0.9,)               # the large recogniser's look at an unsure reading: its outline 10 % smaller
 SURE = 0.9                   # a region read at least this probably gets no second look
 PLATE_MASS = 0.5             # readings renormalised over the plate-shaped ones when those hold this much
 EQUALISE_CLIP = 2.0          # CLAHE clip limit of the second pass over a frame where nothing read
-PLATE_MODELS = ("plate_det", "plate_rec", "plate_prov")
+PLATE_MODELS = ("plate_det", "plate_rec", "plate_rec_large", "plate_prov")
 PAD = 114
 
 
@@ -177,6 +183,7 @@ class PlateReader:
         self._rec_info = checked("plate_rec", models_dir)
         self._det = session(self._det_info, threads)
         self._rec = session(self._rec_info, threads)
+        self._large = session(checked("plate_rec_large", models_dir), threads)
         self._prov = session(checked("plate_prov", models_dir), threads)
         self.det_threshold = float(self._det_info.meta.get("threshold", det_threshold))
         self.min_p = float(self._rec_info.meta.get("min_p", 0.3))
@@ -217,12 +224,12 @@ class PlateReader:
         m = cv2.getPerspectiveTransform(np.asarray(quad, np.float32), dst)
         return cv2.warpPerspective(bgr, m, (REC_W, REC_H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
-    def recognise(self, crops: list[np.ndarray], k: int = 5) -> list[list[Candidate]]:
-        """Top-k valid readings of plate crops (BGR, any size)."""
+    def recognise(self, crops: list[np.ndarray], k: int = 5, *, large: bool = False) -> list[list[Candidate]]:
+        """Top-k valid readings of plate crops (BGR, any size), by the small recogniser or the `large` one."""
         if not crops:
             return []
         x = np.stack([cv2.resize(c, (REC_W, REC_H), interpolation=cv2.INTER_AREA) for c in crops]).astype(np.float32).transpose(0, 3, 1, 2)
-        logp = self._rec.run(None, {"image": x})[0]
+        logp = (self._large if large else self._rec).run(None, {"image": x})[0]
         # only crops whose best path is something like a plate are searched (a grille or a sign is not)
         plate_like = [i for i, lp in enumerate(logp) if 6 <= _greedy_length(lp) <= 9]
         out: list[list[Candidate]] = [[] for _ in crops]
@@ -283,23 +290,31 @@ class PlateReader:
         region far bigger than its plate; through the plate colour's four corners
         (`colour_corners`), for a plate seen from the side; and through the winning outline sheared
         until its characters stand upright (`deslant`), for a plate seen from above and aside whose
-        outline is a rectangle but whose characters lean. `looks=1`: no second look. `known`: the
+        outline is a rectangle but whose characters lean. A region that read something unsure is
+        also read by the large recogniser through its winning outline shrunk by 10 % (`_zoomed`):
+        where the small one is unsure, a stronger reader with a slightly tighter framing is the look
+        that most often settles it. `looks=1`: no second look. `known`: the
         region is a plate (a crop handed in), so it is deslanted even if nothing read; a detector's
         or cue's region must read first (most are not plates, and each look costs a recognition)."""
         options: list[list[tuple[np.ndarray, list[Candidate]]]] = [[] for _ in regions]
-        flat = [(i, q) for i, (outlines, _) in enumerate(regions) for q in outlines]
-        for look in range(looks):
-            cands = self.recognise([self.rectify(bgr, q) for _, q in flat], k)
-            for (i, q), c in zip(flat, cands):
-                options[i].append((q, c))
-            if look == 0:
-                votes = [self._vote(o) for o in options]
-                unsure = [(i, q) for i, (q, c) in enumerate(votes) if _p(c) < SURE]
-                flat = [(i, t) for i, q in unsure if (t := tighten(bgr, q)) is not None]
-                flat += [(i, p) for i, _ in unsure for p in proposals_in(bgr, regions[i][0][-1])]
-                flat += [(i, c) for i, _ in unsure if (c := colour_corners(bgr, regions[i][0][-1])) is not None]
-                flat += [(i, d) for i, q in unsure if (votes[i][1] or known) and (d := deslant(bgr, q)) is not None]
+        self._look(bgr, [(i, q) for i, (outlines, _) in enumerate(regions) for q in outlines], options, k)
+        if looks > 1:
+            votes = [self._vote(o) for o in options]
+            unsure = [(i, q) for i, (q, c) in enumerate(votes) if _p(c) < SURE]
+            again = [(i, t) for i, q in unsure if (t := tighten(bgr, q)) is not None]
+            again += [(i, p) for i, _ in unsure for p in proposals_in(bgr, regions[i][0][-1])]
+            again += [(i, c) for i, _ in unsure if (c := colour_corners(bgr, regions[i][0][-1])) is not None]
+            again += [(i, d) for i, q in unsure if (votes[i][1] or known) and (d := deslant(bgr, q)) is not None]
+            self._look(bgr, again, options, k)
+            closer = [(i, z) for i, q in unsure if votes[i][1] or known for z in _zoomed(q)]
+            self._look(bgr, closer, options, k, large=True)
         return [PlateRead(*self._vote(opts), score) for (_, score), opts in zip(regions, options)]
+
+    def _look(self, bgr: np.ndarray, outlines: list[tuple[int, np.ndarray]], options: list[list[tuple[np.ndarray, list[Candidate]]]],
+              k: int, large: bool = False) -> None:
+        """Read each (region index, outline) and add the outline's readings to its region's options."""
+        for (i, q), c in zip(outlines, self.recognise([self.rectify(bgr, q) for _, q in outlines], k, large=large)):
+            options[i].append((q, c))
 
     def _vote(self, options: list[tuple[np.ndarray, list[Candidate]]]) -> tuple[np.ndarray, list[Candidate]]:
         return _vote(options, self.min_p)
@@ -318,6 +333,13 @@ class PlateReader:
             extra = [c for c in r.candidates if c.text not in known]
             same.candidates = sorted(same.candidates + extra, key=lambda c: -c.p)[: max(len(same.candidates), len(r.candidates))]
         return kept + [r for r in reads if not r.candidates]
+
+
+def _zoomed(quad: np.ndarray, scales: tuple[float, ...] = ZOOMS) -> list[np.ndarray]:
+    """The outline scaled about its centre by each of `scales`."""
+    q = np.asarray(quad, np.float32)
+    c = q.mean(axis=0)
+    return [c + (q - c) * s for s in scales]
 
 
 def _outlines(bgr: np.ndarray, quad: np.ndarray) -> list[np.ndarray]:

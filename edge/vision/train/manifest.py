@@ -43,6 +43,20 @@ MODELS = {
                    "--synthetic 50000 --steps 8000 --green 0.4 --seed 23",
         "seed": 17,
     },
+    "plate_rec_large": {
+        "file": "plate_rec_large.onnx",
+        "task": "plate recognition, the second look at an unsure reading: the same CNN + CTC as plate_rec, 3.5x its work (--size large)",
+        "input": "image: float32 N x 3 x 32 x 128, BGR 0-255, the rectified plate",
+        "output": "logp: N x 32 x (1 + len(edge.vision.plate_format.CHARSET)) log-probabilities; class 0 = blank",
+        "training_data": "synthetic plates (edge/vision/train/synth.py: 40 % green new-energy, mostly blue, some yellow, "
+                         "white, black; 50,000 per stage) and 90 % of the 1,194 real crops of ../shared/data/plates_train",
+        "command": "python -m edge.vision.train.recognizer --real ../shared/data/plates_train --size large --out /tmp/large1/plate_rec_large.onnx "
+                   "--synthetic 50000 --steps 9000 --green 0.4 --seed 101 && python -m edge.vision.train.recognizer --real "
+                   "../shared/data/plates_train --size large --out models/plate_rec_large.onnx --init /tmp/large1/plate_rec_large.pt "
+                   "--lr 5e-4 --synthetic 50000 --steps 5000 --green 0.4 --seed 103",
+        "code": "edge/vision/train as of the commit that added this file (`git log --diff-filter=A -- models/plate_rec_large.onnx`)",
+        "seed": 101,
+    },
     "plate_prov": {
         "file": "plate_prov.onnx",
         "task": "province character of a plate (31 classes), mixed into the recogniser's readings",
