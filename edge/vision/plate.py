@@ -304,10 +304,10 @@ class PlateReader:
             again = [(i, t) for i, q in unsure if (t := tighten(bgr, q)) is not None]
             again += [(i, p) for i, _ in unsure for p in proposals_in(bgr, regions[i][0][-1])]
             again += [(i, c) for i, _ in unsure if (c := colour_corners(bgr, regions[i][0][-1])) is not None]
-            again += [(i, d) for i, q in unsure if (votes[i][1] or known) and (d := deslant(bgr, q)) is not None]
+            read = [(i, q) for i, q in unsure if votes[i][1] or known]  # unsure, but something like a plate
+            again += [(i, d) for i, q in read if (d := deslant(bgr, q)) is not None]
             self._look(bgr, again, options, k)
-            closer = [(i, z) for i, q in unsure if votes[i][1] or known for z in _zoomed(q)]
-            self._look(bgr, closer, options, k, large=True)
+            self._look(bgr, [(i, z) for i, q in read for z in _zoomed(q)], options, k, large=True)
         return [PlateRead(*self._vote(opts), score) for (_, score), opts in zip(regions, options)]
 
     def _look(self, bgr: np.ndarray, outlines: list[tuple[int, np.ndarray]], options: list[list[tuple[np.ndarray, list[Candidate]]]],
