@@ -28,6 +28,14 @@ def write_coil(unit: int, coil: int, on: bool) -> bytes:
     return with_crc(struct.pack(">BBHH", unit, 0x05, coil, 0xFF00 if on else 0x0000))
 
 
+FLASH_ON_BASE = 0x0200  # "flash on" coil addresses of boards that time a pulse themselves (Waveshare-style)
+
+
+def flash_on(unit: int, coil: int, tenths: int) -> bytes:
+    """Turn `coil` on for `tenths` x 100 ms, timed by the board (function 05 at 0x0200 + coil)."""
+    return with_crc(struct.pack(">BBHH", unit, 0x05, FLASH_ON_BASE + coil, tenths))
+
+
 def read_bits(unit: int, func: int, start: int, count: int) -> bytes:
     """Request for function 01 (coils) or 02 (discrete inputs)."""
     return with_crc(struct.pack(">BBHH", unit, func, start, count))

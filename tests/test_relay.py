@@ -144,10 +144,11 @@ def test_lcus_pulse(pty):
     try:
         wait_until(lambda: ln.up, 5, "lcus link up")
         ln.pulse(Output(0, 1), 200)
-        assert b.wait_for(lambda tl: [w.on for w in tl] == [True, False], 2)
+        assert b.wait_for(lambda tl: [w.on for w in tl][:2] == [True, False], 2)
         b.inject(b"garbage")  # an LCUS board never talks: nothing breaks
         ln.pulse(Output(0, 2), 100)
-        assert b.wait_for(lambda tl: len(tl) == 4, 2)
+        assert b.wait_for(lambda tl: [(w.coil, w.on) for w in tl if w.coil == 2][:2] == [(2, True), (2, False)], 2)
+        assert not b.relays[1] and not b.relays[2]
     finally:
         ln.stop()
         b.stop()
@@ -172,3 +173,71 @@ def test_missing_port_is_retried_not_fatal(tmp_path):
 def test_stop_writes_final_states(link, board):
     link.stop(final={Output(1, 0): True})
     assert board.coils[0] is True
+
+
+def test_every_owned_output_is_written_locked_the_moment_the_port_opens(pty, board):
+    board.coils[0] = board.coils[1] = True  # what a daemon killed mid-pulse leaves behind
+    lis = Listener()
+    ln = ModbusLink(str(pty.gateway_end), 9600, lis, outputs={Output(1, 0): False, Output(1, 1): False})
+    ln.start()
+    try:
+        wait_until(lambda: not board.coils[0] and not board.coils[1], 2, "both locks relocked at open")
+        assert [w.on for w in board.timeline[:2]] == [False, False]
+    finally:
+        ln.stop()
+
+
+def test_a_coil_found_in_the_wrong_state_is_set_right(pty, board):
+    lis = Listener()
+    ln = ModbusLink(str(pty.gateway_end), 9600, lis, outputs={Output(1, 0): False}, assert_s=0.2)
+    ln.start()
+    try:
+        wait_until(lambda: ln.up and board.timeline, 3, "the link up")
+        board.coils[0] = True  # the board glitched (a brown-out, a hand on its button): the lock is open
+        wait_until(lambda: not board.coils[0], 2, "the periodic check relocks it")
+        assert ln.stats.corrections == 1
+        ln.pulse(Output(1, 0), 800)  # a pulse is what the lock should be: not "corrected"
+        wait_until(lambda: board.coils[0], 2, "released by the pulse")
+        wait_until(lambda: not board.coils[0], 3, "relocked when the pulse ends")
+        assert ln.stats.corrections == 1
+    finally:
+        ln.stop()
+
+
+@pytest.mark.parametrize("timer,left_on", [("board", False), ("gateway", True)])
+def test_a_link_that_dies_mid_pulse_leaves_the_lock_to_the_board_timer(pty, board, timer, left_on):
+    """The daemon dies 100 ms into a 500 ms pulse: only a board-timed pulse still ends on time."""
+    lis = Listener()
+    ln = ModbusLink(str(pty.gateway_end), 9600, lis, outputs={Output(1, 0): False}, board_timed=timer == "board")
+    ln.start()
+    wait_until(lambda: ln.up and board.timeline, 3, "the link up")
+    ln.pulse(Output(1, 0), 500)
+    wait_until(lambda: board.coils[0], 2, "released")
+    ln.request_stop()  # the thread ends at once: no pulse end, no final state (as after SIGKILL)
+    ln.join(2)
+    deadline = board.timeline[-1].t_ns + 900_000_000
+    board.wait_for(lambda tl: not board.coils[0], 1.5)
+    assert board.coils[0] is left_on
+    if not left_on:
+        off = board.timeline[-1]
+        assert not off.on and off.t_ns <= deadline
+
+
+def test_a_port_missing_for_many_attempts_is_still_retried(tmp_path):
+    from drivers.backoff import Backoff
+
+    lis = Listener()
+    backoff = Backoff(0.0005, 0.001)
+    backoff.attempt = 10**6  # as after a week unplugged: the next delay is still computed
+    ln = LcusLink(str(tmp_path / "ttyGONE"), 9600, lis, backoff=backoff)
+    ln.start()
+    try:
+        wait_until(lambda: ln.reconnects.snapshot().attempts >= 500, 10, "hundreds of attempts")
+        assert ln.is_alive()
+        p = PtyPair(tmp_path / "ttyGONE", tmp_path / "ttyB").start()
+        try:
+            wait_until(lambda: ln.up, 5, "up once the port is back")
+        finally:
+            p.stop()
+    finally:
+        ln.stop()

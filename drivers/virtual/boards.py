@@ -111,10 +111,30 @@ class ModbusBoard(_Board):
         self.inputs = [False] * n_inputs
         self.parser = modbus.FrameParser(request=True)
         self.mute = False  # stop answering (a board that lost power, a broken bus)
+        self.flash = True  # understands the timed "flash on" write (modbus.flash_on)
         self.requests = 0
+        self._flash_token: dict[int, int] = {}
 
     def set_input(self, index: int, value: bool) -> None:
         self.inputs[index] = value
+
+    def _set_coil(self, coil: int, on: bool, t_ns: int) -> None:
+        self._flash_token[coil] = self._flash_token.get(coil, 0) + 1  # a plain write ends a timed pulse
+        self.coils[coil] = on
+        self._record(CoilWrite(t_ns, self.unit, coil, on))
+
+    def _flash(self, coil: int, seconds: float, t_ns: int) -> None:
+        """The board's own pulse timer: on now, off `seconds` later whatever the gateway does."""
+        self._set_coil(coil, True, t_ns)
+        token = self._flash_token[coil]
+
+        def end() -> None:
+            if self._flash_token.get(coil) == token:
+                self._set_coil(coil, False, time.monotonic_ns())
+
+        timer = threading.Timer(seconds, end)
+        timer.daemon = True
+        timer.start()
 
     def _feed(self, data: bytes, t_ns: int, port: serial.Serial) -> None:
         for frame in self.parser.feed(data):
@@ -123,12 +143,16 @@ class ModbusBoard(_Board):
             self.requests += 1
             func = frame[1]
             if func == 0x05:
-                _, _, coil, value = struct.unpack(">BBHH", frame[:6])
-                if coil >= len(self.coils) or value not in (0xFF00, 0x0000):
+                _, _, addr, value = struct.unpack(">BBHH", frame[:6])
+                timed = self.flash and addr >= modbus.FLASH_ON_BASE
+                coil = addr - modbus.FLASH_ON_BASE if timed else addr
+                if coil >= len(self.coils) or (not value if timed else value not in (0xFF00, 0x0000)):
                     reply = modbus.with_crc(bytes([self.unit, 0x85, 2 if coil >= len(self.coils) else 3]))
+                elif timed:
+                    self._flash(coil, value / 10, t_ns)
+                    reply = frame
                 else:
-                    self.coils[coil] = value == 0xFF00
-                    self._record(CoilWrite(t_ns, self.unit, coil, value == 0xFF00))
+                    self._set_coil(coil, value == 0xFF00, t_ns)
                     reply = frame
             elif func in (0x01, 0x02):
                 _, _, start, count = struct.unpack(">BBHH", frame[:6])
