@@ -1,9 +1,9 @@
 """Cameras through OpenCV: a V4L2 device, an RTSP/HTTP stream, a video file, or a folder of images.
 
 A `Camera` thread keeps only the newest frame (a door needs the present, not a queue of the
-past), stamps it with the monotonic clock when it was read, caps the frame rate, and reopens a
-source that fails with jittered backoff, counting every failure. A source that cannot be opened
-at all raises `CameraError` naming the source and the likely fix.
+past), stamps it with the monotonic clock when it was read, caps the frame rate, and opens and
+reopens its source with jittered backoff, counting every failure. `open_source` raises
+`CameraError` naming the source and the likely fix.
 
 Sources: `/dev/videoN` or an integer index (V4L2), `rtsp://...` / `http://...` (FFmpeg), a video
 file, or a folder of images (tests, the demo, benchmarks), played in name order.
@@ -15,11 +15,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
 
-from drivers.backoff import Backoff
+from drivers.backoff import Backoff, Reconnects, pause
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
@@ -36,20 +37,35 @@ class Frame:
 
 
 class _Folder:
-    """Images in name order, as if a camera showed them; `loop` starts again at the end."""
+    """Images in name order, as if a camera showed them; `loop` starts again at the end, reading the
+    folder afresh (a scene replaced while it plays is picked up at the next pass)."""
 
     def __init__(self, folder: Path, loop: bool):
-        self.files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.folder = folder
+        self.files = self._list()
         self.loop = loop
         self.pos = 0
 
-    def read(self) -> np.ndarray | None:
+    def _list(self) -> list[Path]:
+        return sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+    def read(self, retry: bool = True) -> np.ndarray | None:
         if self.pos >= len(self.files):
-            if not self.loop or not self.files:
+            if not self.loop:
                 return None
+            try:
+                self.files = self._list()
+            except OSError:
+                return None  # the folder went away: a camera unplugged
             self.pos = 0
-        img = cv2.imread(str(self.files[self.pos]))
+            if not self.files:
+                return None
+        path = self.files[self.pos]
         self.pos += 1
+        img = cv2.imread(str(path)) if path.is_file() else None
+        if img is None and self.loop and retry:
+            self.pos = len(self.files)  # the scene was replaced under us: start the new one
+            return self.read(retry=False)
         return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
     def release(self) -> None:
@@ -95,15 +111,21 @@ def open_source(source: str, *, loop: bool = False):
 
 
 class Camera(threading.Thread):
-    """Reads a source continuously; `latest()` is the newest frame, `wait_frame()` waits for a new one."""
+    """Reads a source continuously; `latest()` is the newest frame, `wait_frame()` waits for a new one.
 
-    def __init__(self, source: str, *, max_fps: float = 15.0, loop: bool = False, backoff_cap_s: float = 10.0):
+    The source is opened by the thread, not the constructor: a camera that is unplugged at start,
+    or that dies later, is retried with jittered backoff for as long as it takes, and its outages
+    are reported through `reconnects` (`on_change(up, detail)`); nothing waits for it. A camera
+    counts as up from its first frame after an open."""
+
+    def __init__(self, source: str, *, max_fps: float = 15.0, loop: bool = False, backoff: Backoff | None = None,
+                 on_change: Callable[[bool, str], None] | None = None):
         super().__init__(name=f"camera {source}", daemon=True)
         self.source = source
-        self._src = open_source(source, loop=loop)  # raises CameraError at once: the installer sees it
+        self._src = None
         self._loop = loop
         self._period = 1.0 / max_fps if max_fps > 0 else 0.0
-        self._backoff = Backoff(base_s=0.5, cap_s=backoff_cap_s)
+        self._backoff = backoff or Backoff(base_s=0.5, cap_s=10.0)
         self._cond = threading.Condition()
         self._halt = threading.Event()
         self._frame: Frame | None = None
@@ -112,43 +134,67 @@ class Camera(threading.Thread):
         self.reopens = 0
         self.ended = False   # a file or folder without `loop` has been played to the end
         self.heartbeat = time.monotonic()
+        self.reconnects = Reconnects(on_change)
+
+    @classmethod
+    def open_now(cls, source: str, **kw) -> "Camera":
+        """A camera whose source is opened here and now: CameraError at once, for tools (diag,
+        enrolment) where a person waits for the answer."""
+        cam = cls(source, **kw)
+        cam._src = open_source(source, loop=kw.get("loop", False))
+        return cam
 
     def run(self) -> None:
         next_t = time.monotonic()
         while not self._halt.is_set():
             self.heartbeat = time.monotonic()
-            rgb = self._src.read() if self._src is not None else None
+            if self._src is None and not self._open():
+                self._pause(self._backoff.next())
+                continue
+            rgb = self._src.read()
             if rgb is None:
-                if self._is_finite() and self._src is not None and not self._loop:
+                if self._is_finite() and not self._loop:
                     self.ended = True
                     with self._cond:
                         self._cond.notify_all()
                     return
                 self.failures += 1
-                self._reopen()
+                self.reconnects.failed("no frame")
+                self._release()
+                self._pause(self._backoff.next())
                 continue
             self._backoff.reset()
             with self._cond:
                 self.frames += 1
                 self._frame = Frame(rgb, time.monotonic_ns(), self.frames)
                 self._cond.notify_all()
+            self.reconnects.up("frames")
             next_t = max(next_t + self._period, time.monotonic())
             self._halt.wait(max(0.0, next_t - time.monotonic()))
+
+    def _open(self) -> bool:
+        try:
+            self._src = open_source(self.source, loop=self._loop)
+        except CameraError as exc:
+            self.failures += 1
+            self.reconnects.failed(str(exc))
+            return False
+        self.reopens += 1
+        return True
+
+    def _pause(self, seconds: float) -> None:
+        pause(self._halt, seconds, self._beat)  # a camera that is down is not a hang
+
+    def _beat(self) -> None:
+        self.heartbeat = time.monotonic()
 
     def _is_finite(self) -> bool:
         return not (self.source.isdigit() or self.source.startswith("/dev/video") or "://" in self.source)
 
-    def _reopen(self) -> None:
+    def _release(self) -> None:
         if self._src is not None:
             self._src.release()
             self._src = None
-        if self._halt.wait(self._backoff.next()):
-            return
-        try:
-            self._src = open_source(self.source, loop=self._loop)
-            self.reopens += 1
-        except CameraError:
-            pass  # counted as a failure on the next turn; backoff grows
 
     def latest(self) -> Frame | None:
         return self._frame
@@ -172,9 +218,9 @@ class Camera(threading.Thread):
                 last = frame.index
             yield frame
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         self._halt.set()
         if self.is_alive():
-            self.join(5)
-        if self._src is not None:
-            self._src.release()
+            self.join(timeout)
+        if not self.is_alive():
+            self._release()

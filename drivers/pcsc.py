@@ -22,7 +22,7 @@ from typing import Callable
 
 from smartcard import scard
 
-from drivers.backoff import Backoff
+from drivers.backoff import Backoff, Reconnects, pause
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,9 @@ class PcscWatcher(threading.Thread):
     """Watches the readers whose names contain one of `matches`; calls `on_read` per presentation."""
 
     def __init__(self, matches: list[str], on_read: Callable[[CardRead], None],
-                 on_status: Callable[[str, str], None] | None = None):
+                 on_status: Callable[[str, str], None] | None = None, *, backoff: Backoff | None = None):
+        """`on_status(name, state)` from this thread (must not block): ("pcscd", "up" | "down"), and per
+        reader "card" | "empty" | "gone"."""
         super().__init__(name="pcsc", daemon=True)
         self.matches = matches
         self._on_read = on_read
@@ -102,15 +104,22 @@ class PcscWatcher(threading.Thread):
         self.readers: dict[str, bool] = {}  # reader name -> card present
         self.counters: Counter[str] = Counter()
         self.heartbeat = time.monotonic()
-        self.service_up = False
-        self._backoff = Backoff(base_s=0.2, cap_s=5.0)
+        self._backoff = backoff or Backoff(base_s=0.2, cap_s=5.0)
+        self.reconnects = Reconnects()  # pcscd itself: attempts to establish a context while it is away
 
-    def stop(self) -> None:
+    @property
+    def service_up(self) -> bool:
+        return self.reconnects.is_up
+
+    def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
         with self._ctx_lock:
             if self._ctx is not None:
                 scard.SCardCancel(self._ctx)
-        self.join(5)
+        self.join(timeout)
+
+    def _beat(self) -> None:
+        self.heartbeat = time.monotonic()
 
     def _wanted(self, name: str) -> bool:
         return any(m in name for m in self.matches)
@@ -121,8 +130,8 @@ class PcscWatcher(threading.Thread):
             self.heartbeat = time.monotonic()
             hr, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
             if _hr(hr) != OK:
-                self._service(False, "no pcscd")
-                self._stopping.wait(self._backoff.next())
+                self._service(False, f"no pcscd ({_hr(hr):08X})")
+                pause(self._stopping, self._backoff.next(), self._beat)
                 continue
             with self._ctx_lock:
                 self._ctx = ctx
@@ -134,11 +143,17 @@ class PcscWatcher(threading.Thread):
                 scard.SCardReleaseContext(ctx)
             if not self._stopping.is_set():
                 self.counters["context_lost"] += 1
-                self._stopping.wait(self._backoff.next())
+                self._service(False, "context lost")
+                pause(self._stopping, self._backoff.next(), self._beat)
 
     def _service(self, up: bool, detail: str) -> None:
-        if up != self.service_up:
-            self.service_up = up
+        """Every failed attempt is counted; a change is logged and reported once."""
+        was = self.reconnects.snapshot().up
+        if up:
+            self.reconnects.up(detail or "up")
+        else:
+            self.reconnects.failed(detail)
+        if was is not up:
             if up:
                 log.info("pcscd reachable")
             else:

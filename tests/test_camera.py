@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from drivers.backoff import Backoff
 from drivers.camera import Camera, CameraError
 from drivers.virtual.rig import wait_until
 
@@ -19,7 +20,7 @@ def test_a_folder_plays_in_name_order_and_ends(tmp_path):
     for i, name in enumerate(["b.jpg", "a.jpg", "c.png"]):
         cv2.imwrite(str(tmp_path / name), np.full((48, 64, 3), 40 * (i + 1), np.uint8))
     (tmp_path / "notes.txt").write_text("skipped")
-    cam = Camera(str(tmp_path), max_fps=200)
+    cam = Camera(str(tmp_path), max_fps=20)  # slow enough that the test sees every frame
     cam.start()
     seen = []
     while (f := cam.wait_frame(seen[-1][0] if seen else 0)) is not None:
@@ -46,7 +47,7 @@ def test_a_video_file_is_read_to_its_end(tmp_path):
                                         ("rtsp://user:pw@127.0.0.1:1/none", "check the URL")])
 def test_a_source_that_cannot_be_opened_says_what_to_check(source, fix):
     with pytest.raises(CameraError) as e:
-        Camera(source)
+        Camera.open_now(source)
     assert fix in str(e.value) and "pw" not in str(e.value)
 
 
@@ -54,7 +55,7 @@ def test_a_source_that_fails_is_reopened_with_backoff(tmp_path):
     src = tmp_path / "cam"
     src.mkdir()
     shutil.copy(FACES / "Emma_Watson_0001.jpg", src / "f1.jpg")
-    cam = Camera(str(src), max_fps=100, loop=True, backoff_cap_s=0.2)
+    cam = Camera(str(src), max_fps=100, loop=True, backoff=Backoff(0.1, 0.2))
     cam.start()
     wait_until(lambda: cam.frames >= 3, 5, "frames")
     (src / "f1.jpg").unlink()                       # the camera stops delivering

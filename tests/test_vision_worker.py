@@ -59,3 +59,77 @@ def test_frames_go_in_answers_come_out_and_a_dead_worker_comes_back(gallery):
         assert len(results) > before and w.stats.dropped >= 0
     finally:
         w.stop()
+
+
+def test_a_camera_running_flat_out_does_not_starve_another(gallery):
+    """Two cameras on one worker: `busy` floods it, `gate` shows a frame now and then. With a slot
+    per camera every frame of the quiet camera gets in (first come, first served used to drop them)."""
+    results: list = []
+    w = FaceWorker(results.append, people=gallery[0], templates=gallery[1], cameras=["busy", "gate"])
+    halt = threading.Event()
+    try:
+        assert w.wait_ready(60)
+        frames = scene.photo_held(rgb("Zhu_Rongji_0009"), 6)
+
+        def flood() -> None:
+            i = 0
+            while not halt.is_set():
+                if not w.submit(frames[i % len(frames)], i, 0, "busy"):
+                    halt.wait(0.001)
+                i += 1
+
+        threading.Thread(target=flood, daemon=True).start()
+        wait_until(lambda: sum(r.camera == "busy" for r in results) >= 3, 30, "the busy camera served")
+        offered = taken = 0
+        for i in range(20):
+            before = sum(r.camera == "gate" for r in results)
+            offered += 1
+            taken += w.submit(frames[i % len(frames)], i, 0, "gate")
+            wait_until(lambda: sum(r.camera == "gate" for r in results) > before, 10, "the gate frame answered")
+        assert taken == offered  # the quiet camera never lost a frame to the busy one
+        assert sum(r.camera == "busy" for r in results) > 20  # and the busy one was served meanwhile
+    finally:
+        halt.set()
+        w.stop()
+
+
+def test_a_hung_worker_is_killed_and_started_again(gallery):
+    results: list = []
+    w = FaceWorker(results.append, people=gallery[0], templates=gallery[1], hang_s=2.0)
+    try:
+        assert w.wait_ready(60)
+        frame = rgb("Zhu_Rongji_0009")
+        assert w.submit(frame, 1, 0)
+        wait_until(lambda: results, 10, "a first answer")
+        pid = w.pid
+        os.kill(pid, signal.SIGSTOP)  # a native hang: the process neither answers nor dies
+        assert w.submit(frame, 2, 0)
+        wait_until(lambda: w.stats.hangs == 1, 15, "the hang seen")
+        wait_until(lambda: w.ready and w.pid != pid, 60, "a fresh worker")
+        assert w.reconnects.snapshot().outages == 1
+        before = len(results)
+        wait_until(lambda: w.submit(frame, 3, 0) or len(results) > before, 10, "frames taken again")
+        wait_until(lambda: len(results) > before, 10, "answers again")
+    finally:
+        w.stop()
+
+
+def test_missing_models_are_an_outage_retried_until_they_are_back(tmp_path):
+    from drivers.backoff import Backoff
+    from edge.vision.models import ModelError
+
+    present = threading.Event()
+
+    def check() -> None:
+        if not present.is_set():
+            raise ModelError("models/plate_det.onnx is missing: reinstall the package")
+
+    w = FaceWorker(lambda r: None, check_models=check, backoff=Backoff(0.001, 0.002))
+    try:
+        wait_until(lambda: w.reconnects.snapshot().attempts >= 200, 10, "attempts while the models are missing")
+        snap = w.reconnects.snapshot()
+        assert snap.up is False and "plate_det.onnx is missing" in snap.detail and w.pid is None
+        present.set()
+        assert w.wait_ready(60) and w.reconnects.is_up
+    finally:
+        w.stop()

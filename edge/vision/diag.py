@@ -38,7 +38,7 @@ def annotate(rgb: np.ndarray, faces: list, distances: list[float | None]) -> np.
 def check_camera(cfg: GatewayConfig, cam: CameraSection, snapshot_dir: Path, add: Callable[[str, str, str, str], None]) -> None:
     name = f"camera {cam.id}"
     try:
-        camera = Camera(cam.source, max_fps=cam.max_fps)
+        camera = Camera.open_now(cam.source, max_fps=cam.max_fps)
     except CameraError as exc:
         add(name, "fail", str(exc), "check the source in cameras[].source; `v4l2-ctl --list-devices` lists USB cameras")
         return

@@ -6,6 +6,8 @@ fix: a corrupted download, a half-copied image or a file swapped by hand never r
 
 from __future__ import annotations
 
+from edge.errors import SetupError
+
 import hashlib
 import os
 import tomllib
@@ -17,7 +19,7 @@ from typing import Any
 MODELS_DIR = Path(os.environ.get("DOOR_EDGE_MODELS") or Path(__file__).resolve().parent.parent.parent / "models")
 
 
-class ModelError(Exception):
+class ModelError(SetupError):
     """A model file that is missing, unlisted or altered (the message names the fix)."""
 
 
@@ -45,13 +47,26 @@ def checked(name: str, models_dir: Path = MODELS_DIR) -> ModelInfo:
     meta = entries[name]
     path = models_dir / meta["file"]
     try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = _digest(path)
     except FileNotFoundError:
         raise ModelError(f"{path} is missing: reinstall the package, or retrain with: {meta.get('command', '?')}") from None
     if digest != meta["sha256"]:
         raise ModelError(f"{path}: sha256 {digest[:16]}... does not match the manifest ({meta['sha256'][:16]}...); "
                          "the file is damaged or was replaced: reinstall the package, or retrain and update models/manifest.toml")
     return ModelInfo(name, path, digest, meta)
+
+
+_digests: dict[tuple[str, int, int, int], str] = {}
+
+
+def _digest(path: Path) -> str:
+    """sha256 of a file, remembered while the file is the same one (inode, size, mtime): the vision
+    worker's supervisor checks the models before every start, and a restart loop must stay cheap."""
+    st = path.stat()
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _digests:
+        _digests[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return _digests[key]
 
 
 def session(info: ModelInfo, threads: int = 1):

@@ -2,11 +2,20 @@
 controller on the event loop.
 
 One `Camera` thread per camera keeps the newest frame; a pump thread per camera hands each new
-frame to the shared `FaceWorker` (dropped when the worker is busy: the present, not a backlog); the
-worker's answers come back on its reader thread and are re-delivered on the event loop, where the
-controller's walk-up logic turns frames into one decision. Enrolled templates are decrypted here,
-passed to the worker process, and reloaded when `door-edge enroll` changes them (polled), so a
-removed person stops matching within a couple of seconds without a restart.
+frame to the `FaceWorker`, which gives every camera a slot of its own (a busy face camera cannot
+starve the gate camera); the worker's answers come back on its supervisor thread and are
+re-delivered on the event loop, where the controller's walk-up and vehicle vote turn frames into
+one decision.
+
+Faults stay here. A camera that is unplugged at start, or dies later, is retried in the background
+and reported (`on_part`: the daemon journals `camera_down` / `camera_up`); a camera whose thread
+hangs inside its driver (an RTSP read that never returns) is reported and replaced by a fresh one.
+A worker that keeps dying, or whose model files are missing, is retried the same way
+(`vision_down` / `vision_up`). Card doors never wait for any of it.
+
+This service's own thread also reloads the enrolled templates when `door-edge enroll` changes them
+(decrypting them off the event loop), so a removed person stops matching within a couple of
+seconds without a restart.
 """
 
 from __future__ import annotations
@@ -17,115 +26,158 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from drivers.camera import Camera, CameraError
-from edge.config import PLATE_MODES, GatewayConfig
+from drivers.backoff import Backoff
+from drivers.camera import Camera
+from edge.config import PLATE_MODES, CameraSection, GatewayConfig
 from edge.store.faces import FaceStore, TemplateKeyError, load_template_key
 from edge.vision import VisionSetupError
-from edge.vision.face import FaceModelsMissing, Settings, model_dir
-from edge.vision.worker import VisionResult, FaceWorker
+from edge.vision.face import Settings, model_dir
+from edge.vision import worker as worker_mod
+from edge.vision.worker import FaceWorker, VisionResult
 
 log = logging.getLogger(__name__)
 
 GALLERY_CHECK_S = 1.0
+CAMERA_STALL_S = 15.0   # a camera thread silent this long is stuck in its driver: replaced
+
+PartCallback = Callable[[str, str, bool, str], None]  # (kind "camera" | "vision", name, up, detail)
 
 
 class VisionService:
-    def __init__(self, cfg: GatewayConfig, state_dir: Path, on_result: Callable[[VisionResult], None]):
-        """Checks the models, opens the template store and the cameras; VisionSetupError naming the fix."""
+    def __init__(self, cfg: GatewayConfig, state_dir: Path, on_result: Callable[[VisionResult], None], *,
+                 on_part: PartCallback = lambda kind, name, up, detail: None):
+        """Opens the template store (VisionSetupError naming the fix: the face key is the installer's
+        to provide). Opens no camera and starts no process: `start()` does, and neither can fail."""
         modes = {d.id: d.mode for d in cfg.doors}
         self.tasks = {c.id: "plate" if modes[c.door] in PLATE_MODES else "face" for c in cfg.cameras}
+        self._cfg = cfg
+        self._on_part = on_part
         self.store: FaceStore | None = None
         people, templates = [], None
-        if "plate" in self.tasks.values():
-            from edge.vision.models import ModelError, checked
-            from edge.vision.plate import PLATE_MODELS
-
-            try:
-                for name in PLATE_MODELS:
-                    checked(name)
-            except ModelError as exc:
-                raise VisionSetupError(str(exc)) from None
         if "face" in self.tasks.values():
             try:
-                model_dir()
                 self.store = FaceStore(state_dir, load_template_key(cfg.gateway.face_key_file))
-            except (FaceModelsMissing, TemplateKeyError) as exc:
-                raise VisionSetupError(str(exc)) from None
-            try:
                 people, templates = self.store.load()
             except TemplateKeyError as exc:
-                self.store.close()
-                raise VisionSetupError(str(exc)) from None
-        self._generation = self.store.generation() if self.store is not None else 0
-        self.cameras: dict[str, Camera] = {}
-        for c in cfg.cameras:
-            try:
-                self.cameras[c.id] = Camera(c.source, max_fps=c.max_fps, loop=c.loop)
-            except CameraError as exc:
                 if self.store is not None:
                     self.store.close()
-                raise VisionSetupError(f"cameras.{c.id}: {exc}") from None
-        self.worker = FaceWorker(on_result, people=people, templates=templates, settings=Settings.from_config(cfg.face), tasks=self.tasks)
+                raise VisionSetupError(str(exc)) from None
+        self._generation = self.store.generation() if self.store is not None else 0
+        rc = cfg.reconnect
+        self._sections = {c.id: c for c in cfg.cameras}
+        self.cameras: dict[str, Camera] = {c.id: self._camera(c) for c in cfg.cameras}
+        self.worker = FaceWorker(on_result, people=people, templates=templates, settings=Settings.from_config(cfg.face),
+                                 tasks=self.tasks, cameras=list(self.cameras), check_models=self._check_models,
+                                 backoff=Backoff(rc.base_s, rc.cap_s), start=False, hang_s=worker_mod.HANG_S,
+                                 on_change=lambda up, detail: on_part("vision", "worker", up, detail))
         self.enrolled = len(set(people))
         self._halt = threading.Event()
-        self._pumps = [threading.Thread(target=self._pump, args=(cid, cam), name=f"pump {cid}", daemon=True)
-                       for cid, cam in self.cameras.items()]
-        self._next_check = 0.0
-        self._beat = time.monotonic()
+        self._pumps = [threading.Thread(target=self._pump, args=(cid,), name=f"pump {cid}", daemon=True) for cid in self.cameras]
+        self._thread = threading.Thread(target=self._run, name="vision", daemon=True)
+        self.replaced = 0
+        self.heartbeat = time.monotonic()
 
-    @property
-    def heartbeat(self) -> float:
-        """The pumps' last turn; a file or folder played to its end is not a hang."""
-        if self.cameras and all(c.ended for c in self.cameras.values()):
-            return time.monotonic()
-        return self._beat
+    def _camera(self, c: CameraSection) -> Camera:
+        rc = self._cfg.reconnect
+        return Camera(c.source, max_fps=c.max_fps, loop=c.loop, backoff=Backoff(rc.base_s, rc.cap_s),
+                      on_change=lambda up, detail, cid=c.id: self._on_part("camera", cid, up, detail))
+
+    def _check_models(self) -> None:
+        """Before each worker start: the models its cameras need (ModelError, FaceModelsMissing)."""
+        if "plate" in self.tasks.values():
+            from edge.vision.models import checked
+            from edge.vision.plate import PLATE_MODELS
+
+            for name in PLATE_MODELS:
+                checked(name)
+        if "face" in self.tasks.values():
+            model_dir()
 
     def start(self) -> None:
-        """Cameras start once the worker has its models loaded (a few seconds on a Pi), so that the
-        first walk-up after a boot is not lost to frames dropped while nobody could look at them."""
-        threading.Thread(target=self._start_when_ready, name="faces-start", daemon=True).start()
+        self.worker.start()
+        self._thread.start()
 
-    def _start_when_ready(self) -> None:
+    # -- the service thread -----------------------------------------------------------------------
+    def _run(self) -> None:
+        """Cameras start once the worker has loaded its models the first time (seconds on a Pi), so
+        that the first walk-up after a boot is not lost to frames nobody could look at; then the
+        thread watches the cameras and the enrolled templates."""
         while not self.worker.wait_ready(1.0):
-            self._beat = time.monotonic()  # loading models is not a hang
+            self.heartbeat = time.monotonic()
             if self._halt.is_set():
                 return
-        if self._halt.is_set():
-            return
         for cam in self.cameras.values():
             cam.start()
         for t in self._pumps:
             t.start()
-        log.info("faces: %d camera(s) on, %d person(s) enrolled", len(self.cameras), self.enrolled)
+        log.info("vision: %d camera(s) on, %d person(s) enrolled", len(self.cameras), self.enrolled)
+        while not self._halt.wait(GALLERY_CHECK_S):
+            self.heartbeat = time.monotonic()
+            self._watch_cameras()
+            self._refresh_gallery()
 
-    def _pump(self, camera_id: str, cam: Camera) -> None:
-        for frame in cam.new_frames(self._halt):
-            self._beat = time.monotonic()
-            if frame is not None:
-                self.worker.submit(frame.rgb, frame.index, frame.t_ns, camera_id)
-
-    def refresh(self) -> None:
-        """Reload the templates if an enrolment changed them (called from the event loop's ticker)."""
+    def _watch_cameras(self) -> None:
         now = time.monotonic()
-        if now < self._next_check or self.store is None:
+        for cid, cam in list(self.cameras.items()):
+            stalled = now - cam.heartbeat > CAMERA_STALL_S
+            if cam.ended or (cam.is_alive() and not stalled):
+                continue
+            why = "stuck in its driver" if cam.is_alive() else "its thread ended"
+            log.error("camera %s %s for %.0f s: replaced by a fresh one", cid, why, now - cam.heartbeat)
+            self._on_part("camera", cid, False, why)
+            cam.stop(timeout=0.1)  # a thread stuck in native code cannot be joined: it is left behind
+            fresh = self._camera(self._sections[cid])
+            self.cameras[cid] = fresh
+            self.replaced += 1
+            fresh.start()
+
+    def _refresh_gallery(self) -> None:
+        """Reload the templates if an enrolment changed them."""
+        if self.store is None:
             return
-        self._next_check = now + GALLERY_CHECK_S
         gen = self.store.generation()
         if gen == self._generation:
             return
         self._generation = gen
-        people, templates = self.store.load()
+        try:
+            people, templates = self.store.load()
+        except TemplateKeyError as exc:
+            log.error("face templates not reloaded, the previous ones stay in use: %s", exc)
+            return
         self.worker.set_gallery(people, templates)
         self.enrolled = len(set(people))
         log.info("face templates reloaded: %d person(s) enrolled", self.enrolled)
 
-    def stop(self) -> None:
+    def _pump(self, camera_id: str) -> None:
+        while not self._halt.is_set():
+            cam = self.cameras[camera_id]
+            if cam.ended:
+                self._halt.wait(0.5)
+                continue
+            for frame in cam.new_frames(self._halt):
+                if self.cameras[camera_id] is not cam:
+                    break  # replaced: follow the fresh one
+                if frame is not None:
+                    self.worker.submit(frame.rgb, frame.index, frame.t_ns, camera_id)
+
+    # -- reporting ----------------------------------------------------------------------------------
+    def parts(self) -> dict[str, dict]:
+        """Each camera and the worker: up, since, attempts, outages (telemetry, diag)."""
+        out = {f"camera:{cid}": dict(cam.reconnects.snapshot().as_dict(), frames=cam.frames, ended=cam.ended)
+               for cid, cam in self.cameras.items()}
+        w = self.worker.stats
+        out["vision:worker"] = dict(self.worker.reconnects.snapshot().as_dict(), restarts=w.restarts, hangs=w.hangs,
+                                    results=w.results, dropped=w.dropped)
+        return out
+
+    def stop(self, timeout: float = 3.0) -> None:
         self._halt.set()
+        deadline = time.monotonic() + timeout
         for cam in self.cameras.values():
-            cam.stop()
-        for t in self._pumps:
+            cam.stop(timeout=max(0.1, deadline - time.monotonic()))
+        for t in self._pumps + [self._thread]:
             if t.is_alive():
-                t.join(3)
-        self.worker.stop()
+                t.join(max(0.1, deadline - time.monotonic()))
+        self.worker.stop(timeout=max(0.5, deadline - time.monotonic()))
         if self.store is not None:
             self.store.close()

@@ -1,11 +1,19 @@
 """The inference process: frames in through shared memory, results out through a pipe.
 
-Face models run in a process of their own (multiprocessing, spawn) so that a native crash or a slow
-frame cannot stall the door: the card path keeps its own core and its own GIL. The daemon side
-(`FaceWorker`) copies the newest frame into a free shared-memory slot and sends its slot number;
-when every slot is busy the frame is dropped (a door wants the present, not a backlog). A reader
-thread hands each result to a callback (the daemon re-delivers it on its event loop). A worker that
-dies is started again with backoff, and counted.
+Face and plate models run in a process of their own (multiprocessing, spawn) so that a native crash
+or a slow frame cannot stall the door: the card path keeps its own core and its own GIL.
+
+The daemon side (`FaceWorker`) gives every camera a shared-memory slot of its own and copies each
+camera's newest frame into it when the slot is free; a camera whose slot is still busy drops that
+frame (a door wants the present, not a backlog). With one slot per camera, at most one frame of
+each camera is ever waiting, and the worker takes them in turn: a face camera running flat out
+cannot starve the gate camera.
+
+A supervisor thread owns the process: it checks the model files before each start (a missing or
+altered file is an outage like any other, retried with backoff, never a crash), starts it, reads its
+messages, kills it when a frame has been in it for longer than `hang_s` (a native hang), and starts
+it again with jittered backoff when it dies, for as long as it takes. Its outages are reported
+through `reconnects` (the daemon journals `vision_down` / `vision_up`).
 """
 
 from __future__ import annotations
@@ -20,12 +28,14 @@ from typing import Callable
 
 import numpy as np
 
-from drivers.backoff import Backoff
+from drivers.backoff import Backoff, Reconnects, pause
 
 log = logging.getLogger(__name__)
 
 MAX_SHAPE = (720, 1280, 3)  # a slot holds a frame of this many pixels (any shape: 1160x720 portrait fits)
 SLOT_BYTES = MAX_SHAPE[0] * MAX_SHAPE[1] * MAX_SHAPE[2]  # a frame sits at the start of its slot, contiguous
+HANG_S = 30.0        # a frame in the worker this long means the worker hangs: it is killed and started again
+START_S = 180.0      # loading the models may take this long on a slow board before the start counts as failed
 
 
 @dataclass
@@ -42,10 +52,44 @@ class VisionResult:
     plates: list | None = None    # plate cameras: edge.vision.plate.PlateRead per plate, readable first, then largest (faces: None)
 
 
+# -- messages on the pipe ----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class FrameMsg:
+    slot: int
+    index: int
+    t_ns: int
+    h: int
+    w: int
+    camera: str
+
+
+@dataclass(frozen=True, slots=True)
+class GalleryMsg:
+    people: list[str]
+    templates: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyMsg:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class FreedMsg:
+    slot: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResultMsg:
+    result: VisionResult
+
+
 def _serve(conn, shm_name: str, slots: int, people: list[str], templates: np.ndarray, settings,
            tasks: dict[str, str] | None = None) -> None:
     """The worker process: load the models once, then answer frames until the pipe closes.
     `tasks`: camera id -> "face" | "plate" (default face); plate models load only if a camera needs them."""
+    import cv2
+
     from edge.vision.face import FacePipeline, Gallery
 
     tasks = tasks or {}
@@ -59,21 +103,25 @@ def _serve(conn, shm_name: str, slots: int, people: list[str], templates: np.nda
         from edge.vision.stillness import StillView
 
         plates = PlateReader()
+    # what a bad frame can raise inside OpenCV, dlib (RuntimeError) or onnxruntime (RuntimeError
+    # subclasses); anything else is our own bug, and the supervisor restarts the process
+    bad_frame = (cv2.error, ValueError, RuntimeError)
     boxes: dict[str, tuple[int, int, int, int] | None] = {}  # last face box per camera: the next search starts there
     views: dict[str, StillView] = {}  # per plate camera: the view last read (edge.vision.stillness)
-    conn.send(("ready",))
+    conn.send(ReadyMsg())
     try:
         while True:
             msg = conn.recv()
-            if msg[0] == "gallery":
-                gallery = Gallery(msg[1], msg[2], settings)
+            if isinstance(msg, GalleryMsg):
+                gallery = Gallery(msg.people, msg.templates, settings)
                 continue
-            _, slot, index, t_ns, h, w, camera = msg
             t0 = time.perf_counter()
-            result = VisionResult(index, t_ns, None, None, None, None, None, 0.0, camera)
+            camera = msg.camera
+            frame = frames[msg.slot, : msg.h * msg.w * 3].reshape(msg.h, msg.w, 3)
+            result = VisionResult(msg.index, msg.t_ns, None, None, None, None, None, 0.0, camera)
             if tasks.get(camera) == "plate":
                 try:
-                    frame, view, now = frames[slot, : h * w * 3].reshape(h, w, 3), views.setdefault(camera, StillView()), time.monotonic()
+                    view, now = views.setdefault(camera, StillView()), time.monotonic()
                     if view.unchanged(frame, now):
                         reads = view.reads  # an empty gate: the view read a moment ago, unchanged
                     else:
@@ -82,18 +130,18 @@ def _serve(conn, shm_name: str, slots: int, people: list[str], templates: np.nda
                         reads.sort(key=lambda r: (not r.candidates, -float(np.ptp(r.quad[:, 0]))))
                         view.read(frame, now, reads)
                     result.plates = reads
-                except Exception as exc:  # noqa: BLE001 - one bad frame must not take the worker down
+                except bad_frame as exc:
                     result.plates, result.answer = [], f"error: {exc.__class__.__name__}"
-                conn.send(("free", slot))
+                conn.send(FreedMsg(msg.slot))
                 result.ms = (time.perf_counter() - t0) * 1000
-                conn.send(("result", result))
+                conn.send(ResultMsg(result))
                 continue
             try:
-                faces = pipeline.analyse(frames[slot, : h * w * 3].reshape(h, w, 3), roi=boxes.get(camera))  # type: ignore[union-attr]
-            except Exception as exc:  # noqa: BLE001 - one bad frame must not take the worker down
+                faces = pipeline.analyse(frame, roi=boxes.get(camera))  # type: ignore[union-attr]
+            except bad_frame as exc:
                 faces = []
                 result.answer = f"error: {exc.__class__.__name__}"
-            conn.send(("free", slot))
+            conn.send(FreedMsg(msg.slot))
             if faces:
                 f = faces[0]
                 boxes[camera] = result.box = f.box
@@ -106,7 +154,7 @@ def _serve(conn, shm_name: str, slots: int, people: list[str], templates: np.nda
             else:
                 boxes[camera] = None
             result.ms = (time.perf_counter() - t0) * 1000
-            conn.send(("result", result))
+            conn.send(ResultMsg(result))
     except (EOFError, KeyboardInterrupt, BrokenPipeError):
         pass
     finally:
@@ -120,42 +168,49 @@ class WorkerStats:
     dropped: int = 0
     results: int = 0
     restarts: int = 0
+    hangs: int = 0
     last_error: str = ""
-    busy: set[int] = field(default_factory=set)
+    busy: dict[int, float] = field(default_factory=dict)  # slot -> monotonic time it was handed over
 
 
 class FaceWorker:
+    """The supervisor of the inference process. `cameras`: the camera ids, one slot each (none: one
+    shared slot, for benchmarks and tools). `check_models()` raises when the models cannot be used."""
+
     def __init__(self, on_result: Callable[[VisionResult], None], *, people: list[str] | None = None,
-                 templates: np.ndarray | None = None, slots: int = 2, settings=None, tasks: dict[str, str] | None = None):
+                 templates: np.ndarray | None = None, settings=None, tasks: dict[str, str] | None = None,
+                 cameras: list[str] | None = None, check_models: Callable[[], None] | None = None,
+                 backoff: Backoff | None = None, hang_s: float = HANG_S, start: bool = True,
+                 on_change: Callable[[bool, str], None] | None = None):
         self._on_result = on_result
         self._settings = settings  # edge.vision.face.Settings (None: the defaults)
         self._tasks = tasks or {}
         self._people = people or []
         self._templates = templates if templates is not None else np.zeros((0, 128), np.float32)
-        self.slots = slots
-        self._shm = shared_memory.SharedMemory(create=True, size=slots * SLOT_BYTES)
-        self._frames = np.ndarray((slots, SLOT_BYTES), dtype=np.uint8, buffer=self._shm.buf)
+        self._slot_of = {cam: i for i, cam in enumerate(cameras or [])}
+        self.slots = max(1, len(self._slot_of))
+        self._shm = shared_memory.SharedMemory(create=True, size=self.slots * SLOT_BYTES)
+        self._frames = np.ndarray((self.slots, SLOT_BYTES), dtype=np.uint8, buffer=self._shm.buf)
         self._ctx = mp.get_context("spawn")
         self._lock = threading.Lock()
         self._halt = threading.Event()
         self._ready = threading.Event()
+        self._check_models = check_models or (lambda: None)
+        self._model_errors: tuple[type[BaseException], ...] = _model_errors()
+        self.hang_s = hang_s
         self.stats = WorkerStats()
-        self._backoff = Backoff(base_s=0.5, cap_s=10.0)
+        self.reconnects = Reconnects(on_change)
+        self.heartbeat = time.monotonic()
+        self._backoff = backoff or Backoff(base_s=0.5, cap_s=10.0)
         self._proc = None
         self._conn = None
-        self._start()
-        self._reader = threading.Thread(target=self._read, name="face-worker-reader", daemon=True)
-        self._reader.start()
+        self._started = 0.0
+        self._thread = threading.Thread(target=self._supervise, name="vision-worker", daemon=True)
+        if start:
+            self.start()
 
-    def _start(self) -> None:
-        parent, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=_serve, args=(child, self._shm.name, self.slots, self._people, self._templates, self._settings, self._tasks),
-                                       name="door-edge-vision", daemon=True)
-        self._proc.start()
-        child.close()
-        with self._lock:
-            self._conn = parent
-            self.stats.busy.clear()
+    def start(self) -> None:
+        self._thread.start()
 
     def wait_ready(self, timeout: float = 60.0) -> bool:
         return self._ready.wait(timeout)
@@ -169,72 +224,141 @@ class FaceWorker:
         return self._proc.pid if self._proc is not None else None
 
     def submit(self, rgb: np.ndarray, index: int, t_ns: int, camera: str = "") -> bool:
-        """Hand a frame over if a slot is free; False if it was dropped (worker busy or down)."""
+        """Hand a frame over if this camera's slot is free; False if it was dropped (slot busy, worker down)."""
         h, w = rgb.shape[:2]
+        slot = self._slot_of.get(camera, 0)
         with self._lock:
-            free = [s for s in range(self.slots) if s not in self.stats.busy]
-            if not self._ready.is_set() or not free or h * w * 3 > SLOT_BYTES:
+            if not self._ready.is_set() or slot in self.stats.busy or h * w * 3 > SLOT_BYTES or self._conn is None:
                 self.stats.dropped += 1
                 return False
-            slot = free[0]
             self._frames[slot, : h * w * 3].reshape(h, w, 3)[:] = rgb
-            self.stats.busy.add(slot)
+            self.stats.busy[slot] = time.monotonic()
             try:
-                self._conn.send(("frame", slot, index, t_ns, h, w, camera))  # type: ignore[union-attr]
+                self._conn.send(FrameMsg(slot, index, t_ns, h, w, camera))
             except (OSError, BrokenPipeError):
-                self.stats.busy.discard(slot)
+                del self.stats.busy[slot]
                 self.stats.dropped += 1
                 return False
             self.stats.submitted += 1
             return True
 
     def set_gallery(self, people: list[str], templates: np.ndarray) -> None:
-        self._people, self._templates = people, templates
+        """New templates for the running worker (and any later one). Blocks while the pipe is full:
+        call it off the event loop."""
         with self._lock:
-            if self._conn is not None:
-                self._conn.send(("gallery", people, templates))
+            self._people, self._templates = people, templates
+            if self._conn is not None and self._ready.is_set():
+                try:
+                    self._conn.send(GalleryMsg(people, templates))
+                except (OSError, BrokenPipeError):
+                    pass  # the worker is dying; the next one starts with these templates
 
-    def _read(self) -> None:
+    # -- the supervisor thread ------------------------------------------------------------------
+    def _supervise(self) -> None:
         while not self._halt.is_set():
+            self.heartbeat = time.monotonic()
+            if self._proc is None:
+                if not self._spawn():
+                    pause(self._halt, self._backoff.next(), self._beat)
+                continue
             try:
-                msg = self._conn.recv()  # type: ignore[union-attr]
+                if self._conn.poll(0.5):  # type: ignore[union-attr]
+                    self._handle(self._conn.recv())  # type: ignore[union-attr]
+                else:
+                    self._check_hang()
             except (EOFError, OSError):
                 if self._halt.is_set():
                     return
-                self._ready.clear()
-                code = self._proc.exitcode if self._proc is not None else None
-                self.stats.last_error = f"worker exited ({code})"
-                log.error("vision worker died (exit %s); restarting", code)
-                if self._proc is not None:
-                    self._proc.join(1)
-                if self._halt.wait(self._backoff.next()):
-                    return
-                self.stats.restarts += 1
-                self._start()
-                continue
-            if msg[0] == "ready":
-                self._ready.set()
-                self._backoff.reset()
-            elif msg[0] == "free":
-                with self._lock:
-                    self.stats.busy.discard(msg[1])
-            elif msg[0] == "result":
-                self.stats.results += 1
-                self._on_result(msg[1])
+                self._died()
 
-    def stop(self) -> None:
-        """The process first (its end wakes the reader with EOF), then the pipe and the memory."""
-        self._halt.set()
-        if self._proc is not None:
-            self._proc.terminate()
-            self._proc.join(3)
-            if self._proc.is_alive():
+    def _beat(self) -> None:
+        self.heartbeat = time.monotonic()
+
+    def _spawn(self) -> bool:
+        try:
+            self._check_models()
+        except self._model_errors as exc:
+            if self.reconnects.snapshot().up is not False:
+                log.error("vision worker not started, retrying: %s", exc)
+            self.stats.last_error = str(exc)
+            self.reconnects.failed(f"models: {exc}")
+            return False
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(target=_serve, args=(child, self._shm.name, self.slots, self._people, self._templates,
+                                                      self._settings, self._tasks), name="door-edge-vision", daemon=True)
+        proc.start()
+        child.close()
+        with self._lock:
+            self._proc, self._conn = proc, parent
+            self.stats.busy.clear()
+        self._started = time.monotonic()
+        return True
+
+    def _handle(self, msg) -> None:
+        if isinstance(msg, ReadyMsg):
+            self._ready.set()
+            self._backoff.reset()
+            self.reconnects.up(f"pid {self.pid}")
+        elif isinstance(msg, FreedMsg):
+            with self._lock:
+                self.stats.busy.pop(msg.slot, None)
+        elif isinstance(msg, ResultMsg):
+            self.stats.results += 1
+            self._on_result(msg.result)
+
+    def _check_hang(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            oldest = min(self.stats.busy.values(), default=now)
+        loading = not self._ready.is_set() and now - self._started > START_S
+        if now - oldest > self.hang_s or loading:
+            self.stats.hangs += 1
+            log.error("vision worker %s: killing it and starting another",
+                      "did not load its models in time" if loading else f"has held a frame for {now - oldest:.0f} s")
+            if self._proc is not None:
                 self._proc.kill()
-                self._proc.join(3)
-        self._reader.join(3)
+
+    def _died(self) -> None:
+        self._ready.clear()
+        proc = self._proc
+        if proc is not None:
+            proc.join(2)
+        code = proc.exitcode if proc is not None else None
+        self.stats.last_error = f"worker exited ({code})"
+        log.error("vision worker died (exit %s); starting another", code)
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
+            self._proc, self._conn = None, None
+            self.stats.busy.clear()
+        self.stats.restarts += 1
+        self.reconnects.failed(self.stats.last_error)
+        pause(self._halt, self._backoff.next(), self._beat)
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """The process first (its end wakes the supervisor with EOF), then the pipe and the memory."""
+        self._halt.set()
+        proc = self._proc
+        if proc is not None:
+            proc.terminate()
+            proc.join(timeout / 2)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout / 2)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
         del self._frames
         self._shm.close()
         self._shm.unlink()
+
+
+def _model_errors() -> tuple[type[BaseException], ...]:
+    """The errors a model check raises for files that cannot be used (imported here: light modules)."""
+    from edge.vision.face import FaceModelsMissing
+    from edge.vision.models import ModelError
+
+    return (ModelError, FaceModelsMissing)
