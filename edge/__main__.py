@@ -7,19 +7,22 @@ Exit codes: 0 fine, 1 something is wrong (diag found a fault, a run failed), 2 t
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edge import config as config_mod
+if TYPE_CHECKING:  # imported where used: `run` relocks the doors before anything heavy loads
+    from edge import config as config_mod
 
 DEFAULT_CONFIG = Path(os.environ.get("DOOR_EDGE_CONFIG", "/etc/door-edge/gateway.toml"))
 
 
 def _load(path: Path) -> config_mod.GatewayConfig:
+    from edge import config as config_mod
+
     try:
         return config_mod.load(path)
     except config_mod.ConfigError as exc:
@@ -28,30 +31,28 @@ def _load(path: Path) -> config_mod.GatewayConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from edge.relock import relock
+
+    relocked = relock(args.config)  # before anything heavy is imported: a crash mid-pulse ends here
+    import asyncio
+
     from edge.app import App
+    from edge.errors import SetupError
     from edge.health import setup_logging
-    from edge.privacy import SiteKeyError
-    from edge.sync.service import SyncSetupError
-    from edge.vision import VisionSetupError
 
     cfg = _load(args.config)
     setup_logging(cfg.gateway.log_level)
     try:
-        app = App(args.config, cfg)
-        asyncio.run(app.run())
-    except SiteKeyError as exc:
-        print(f"site key: {exc}", file=sys.stderr)
+        app = App(args.config, cfg, relocked=relocked)
+        return asyncio.run(app.run())
+    except SetupError as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
         return 2
-    except SyncSetupError as exc:
-        print(f"sync: {exc}", file=sys.stderr)
-        return 2
-    except VisionSetupError as exc:
-        print(f"faces: {exc}", file=sys.stderr)
-        return 2
-    return 0
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from edge import config as config_mod
+
     try:
         cfg = config_mod.load(args.file)
     except config_mod.ConfigError as exc:
@@ -225,7 +226,7 @@ def _camera_moments(cfg: config_mod.GatewayConfig, camera: str, timeout: float):
 
     source = next((c.source for c in cfg.cameras if c.id == camera), camera)
     try:
-        cam = Camera(source, max_fps=10)
+        cam = Camera.open_now(source, max_fps=10)
     except CameraError as exc:
         raise ValueError(f"--camera {camera}: {exc}") from None
     return _moments(cam, timeout)
@@ -289,6 +290,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _central(args: argparse.Namespace, *, serve: bool, connect: bool = True, listen: tuple[str, ...] | None = None):
+    from edge import config as config_mod
     from edge.sync.central import Central, load_config
 
     try:
@@ -453,11 +455,14 @@ def build_parser() -> argparse.ArgumentParser:
     dg.set_defaults(func=cmd_diag)
 
     bn = sub.add_parser("bench", help="benchmarks; one JSON line of figures")
-    bn.add_argument("name", choices=["card", "sync", "face", "plate"])
+    bn.add_argument("name", choices=["card", "sync", "face", "plate", "faults"])
     bn.add_argument("--data", type=Path, default=None, help="face, plate: a folder of images with labels.csv")
     bn.add_argument("--swipes", type=int, default=200)
     bn.add_argument("--load", choices=["face"], default=None, help="card: with the face worker running flat out")
     bn.add_argument("--sync", action="store_true", help="card: with sync running (broker, central, live deltas, events drained)")
+    bn.add_argument("--rounds", type=int, default=100, help="faults: kill -9 rounds")
+    bn.add_argument("--attempts", type=int, default=10_000, help="faults: reconnect attempts each part is kept away for")
+    bn.add_argument("--fuzz", type=int, default=1_000_000, help="faults: fuzzed inputs in all")
     bn.add_argument("--json", action="store_true")
     bn.set_defaults(func=cmd_bench)
 

@@ -1,67 +1,75 @@
-"""The composition root: builds drivers, store and controller from the config, runs them, stops them.
+"""The composition root: builds the parts from the config, starts them in order, stops them in order.
 
-Start order: database and whitelist, journal flusher, relay links (so the doors are controllable
-before anyone can swipe), controller, reader thread; then READY=1. Stop order: readers first (no
-new decisions), doors to their fail mode, relay links closed, journal flushed to disk, database
-closed. SIGHUP validates the new config and, only if it is valid, rebuilds everything without
-touching the doors' states.
+Build (`_build`) constructs every part and can fail only for the installer's reasons (a key, a
+certificate, the face key: a SetupError naming the fix); it opens no device. Start (`_start`)
+cannot fail: relay links first (so each lock is written to its resting state before anything
+else), the journal flusher, a `started` event saying how the previous run ended, then readers,
+sync, vision and the retention purger. Every device is opened by its own thread and retried in the
+background for as long as it takes; its outages are journaled and shown in telemetry and diag.
+
+A reload (SIGHUP) builds the new parts first and swaps them in only if that worked: a reload
+that fails keeps the running parts. Stop: readers first (no new decisions), the doors to their
+fail mode, then vision, sync (`stopped` published), the journal flushed, within STOP_BUDGET_S,
+well inside the unit's TimeoutStopSec.
+
+A loop task or a thread that dies of an exception is our own bug: it is logged, the daemon stops
+in order and exits 1, and systemd starts it again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from drivers.backoff import Backoff
 from drivers.pcsc import PcscWatcher
 from drivers.relay import LINK_TYPES, ModbusLink, Output, SerialRelayLink
 from edge import config as config_mod
+from edge import status as status_mod
 from edge.access.controller import Controller, DoorIO
 from edge.config import GatewayConfig, ModbusRelay
-from edge.health import Heartbeats, notify, watchdog_interval_s
-from edge.privacy import SiteKeyError, Tokenizer, load_key
-from edge.store.db import open_db, open_whitelist_db
-
-from edge.sync.service import SyncSetupError
+from edge.errors import SetupError
+from edge.health import Heartbeats, heartbeat_max_age_s, notify, watchdog_interval_s
+from edge.privacy import Tokenizer, load_key
+from edge.relock import PlannedOutput, Relocked, write_plan
+from edge.store.db import get_meta, open_db, open_whitelist_db, set_meta, storage_fault
+from edge.store.outbox import Event, Flusher, Outbox
+from edge.store.retention import Retention
+from edge.store.whitelist import Whitelist
 from edge.vision import VisionSetupError
 
 if TYPE_CHECKING:
     from edge.sync.service import SyncService
     from edge.vision.service import VisionService
-from edge.store.outbox import Event, Flusher, Outbox
-from edge.store.whitelist import Whitelist
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.1
 WHITELIST_CHECK_S = 1.0
+STOP_BUDGET_S = 14.0   # TimeoutStopSec is 20 s: the ordered stop must end well before SIGKILL
 
 
 class _LoopBridge:
-    """Relay-thread observations, re-delivered on the event loop."""
+    """Relay-thread observations, re-delivered on the event loop to the controller."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, controller: Callable[[], Controller | None]):
+    def __init__(self, loop: asyncio.AbstractEventLoop):
         self._loop = loop
-        self._controller = controller
+        self.controller: Controller | None = None  # set once the controller exists, before any link starts
         self.output_hooks: list[Callable[[str, Output, bool, int], None]] = []
 
-    def _call(self, name: str, *args) -> None:
-        def run() -> None:
-            c = self._controller()
-            if c is not None:
-                getattr(c, name)(*args)
-        self._loop.call_soon_threadsafe(run)
-
     def link_changed(self, port: str, up: bool, detail: str) -> None:
-        self._call("on_link", port, up, detail)
+        self._loop.call_soon_threadsafe(lambda: self.controller and self.controller.on_link(port, up, detail))
 
     def inputs_changed(self, port: str, unit: int, bits: int) -> None:
-        self._call("on_inputs", port, unit, bits)
+        self._loop.call_soon_threadsafe(lambda: self.controller and self.controller.on_inputs(port, unit, bits))
 
     def output_written(self, port: str, output: Output, on: bool, t_ns: int) -> None:
         for hook in self.output_hooks:
@@ -69,30 +77,48 @@ class _LoopBridge:
 
 
 def build_links(cfg: GatewayConfig, listener) -> tuple[dict[str, SerialRelayLink], dict[str, tuple[SerialRelayLink, Output]]]:
-    """One link per serial port; each door gets its (link, output)."""
+    """One link per serial port, owning every output on it at its resting state (locked); each door
+    gets its (link, output)."""
     links: dict[str, SerialRelayLink] = {}
     outputs: dict[str, tuple[SerialRelayLink, Output]] = {}
     inputs: dict[str, dict[int, int]] = {}
+    owned: dict[str, dict[Output, bool]] = {}
     for d in cfg.doors:
-        if isinstance(d.relay, ModbusRelay):
+        r = d.relay
+        out = Output(r.unit, r.coil) if isinstance(r, ModbusRelay) else Output(0, r.channel)
+        owned.setdefault(r.port, {})[out] = False
+        if isinstance(r, ModbusRelay):
             wired = [i for i in d.inputs.model_dump().values() if i is not None]
             if wired:
-                units = inputs.setdefault(d.relay.port, {})
-                units[d.relay.unit] = max(units.get(d.relay.unit, 0), max(wired) + 1)
+                units = inputs.setdefault(r.port, {})
+                units[r.unit] = max(units.get(r.unit, 0), max(wired) + 1)
+    rc = cfg.reconnect
     for d in cfg.doors:
         r = d.relay
         if r.port not in links:
             cls = LINK_TYPES[r.type]
-            links[r.port] = (ModbusLink(r.port, r.baud, listener, inputs=inputs.get(r.port), rs485=r.rs485)
-                             if cls is ModbusLink else cls(r.port, r.baud, listener))
+            backoff = Backoff(rc.base_s, rc.cap_s)
+            if cls is ModbusLink:
+                timed = any(isinstance(o.relay, ModbusRelay) and o.relay.port == r.port and o.relay.pulse_timer == "board"
+                            for o in cfg.doors)
+                links[r.port] = ModbusLink(r.port, r.baud, listener, inputs=inputs.get(r.port), rs485=r.rs485,
+                                           outputs=owned[r.port], board_timed=timed, backoff=backoff)
+            else:
+                links[r.port] = cls(r.port, r.baud, listener, outputs=owned[r.port], backoff=backoff)
         out = Output(r.unit, r.coil) if isinstance(r, ModbusRelay) else Output(0, r.channel)
         outputs[d.id] = (links[r.port], out)
     return links, outputs
 
 
+def relock_plan(cfg: GatewayConfig) -> list[PlannedOutput]:
+    """What the next start writes off before it has even loaded its config (edge.relock)."""
+    return [PlannedOutput(d.relay.type, d.relay.port, d.relay.baud, getattr(d.relay, "unit", 0),
+                          d.relay.coil if isinstance(d.relay, ModbusRelay) else d.relay.channel) for d in cfg.doors]
+
+
 def preflight(cfg: GatewayConfig) -> None:
     """Everything a build reads besides the devices: the site key and, with sync, central's keys and
-    our TLS files. Checked before a reload tears the running parts down (raises what `_build` would)."""
+    our TLS files, and the face key. Raises what `_build` would (a SetupError)."""
     Tokenizer(load_key(cfg.gateway.site_key_file))
     if cfg.sync is not None:
         from edge.sync.service import check_credentials
@@ -109,6 +135,7 @@ def preflight(cfg: GatewayConfig) -> None:
 
 @dataclass
 class Parts:
+    cfg: GatewayConfig
     conn: sqlite3.Connection
     whitelist: Whitelist
     outbox: Outbox
@@ -116,48 +143,76 @@ class Parts:
     links: dict[str, SerialRelayLink]
     controller: Controller
     watcher: PcscWatcher | None
+    retention: Retention
     sync: "SyncService | None" = None
     vision: "VisionService | None" = None
     heartbeats: Heartbeats = field(default_factory=Heartbeats)
+    status: asyncio.AbstractServer | None = None
 
 
 class App:
-    def __init__(self, config_path: Path | None, cfg: GatewayConfig | None = None):
+    def __init__(self, config_path: Path | None, cfg: GatewayConfig | None = None, *, relocked: Relocked | None = None):
         self.config_path = config_path
         self.cfg = cfg if cfg is not None else config_mod.load(config_path)  # type: ignore[arg-type]
+        self.relocked = relocked
         self.parts: Parts | None = None
         self.event_hooks: list[Callable[[Event], None]] = []
         self.output_hooks: list[Callable[[str, Output, bool, int], None]] = []
         self.ready = asyncio.Event()
+        self.failure: str | None = None  # why the daemon stopped itself (a part died of a bug)
+        self.reloads = {"applied": 0, "refused": 0}
+        self.watchdog = {"pings": 0, "withheld": 0, "stalled": []}
+        self.started_ts = time.time()
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._loop_beat = time.monotonic()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    # -- lifecycle ------------------------------------------------------------------------------
-    def _build(self, loop: asyncio.AbstractEventLoop) -> Parts:
-        cfg = self.cfg
+    # -- build: construct everything, open nothing ------------------------------------------------
+    def _build(self, loop: asyncio.AbstractEventLoop, cfg: GatewayConfig) -> Parts:
         tokenizer = Tokenizer(load_key(cfg.gateway.site_key_file))
         state = cfg.state_dir()
         conn = open_db(state)
+        try:
+            return self._build_on(loop, cfg, tokenizer, conn)
+        except BaseException:
+            conn.close()
+            raise
+
+    def _build_on(self, loop: asyncio.AbstractEventLoop, cfg: GatewayConfig, tokenizer: Tokenizer,
+                  conn: sqlite3.Connection) -> Parts:
+        state = cfg.state_dir()
         whitelist = Whitelist(open_whitelist_db(state))
         outbox = Outbox(conn)
         flusher = Flusher(state)
         outbox.on_put.append(flusher.notify)
-        holder: dict[str, Controller] = {}
-        bridge = _LoopBridge(loop, lambda: holder.get("c"))
+        bridge = _LoopBridge(loop)
         bridge.output_hooks = self.output_hooks
         links, outputs = build_links(cfg, bridge)
         doors = {d.id: DoorIO(d, *outputs[d.id]) for d in cfg.doors}
         controller = Controller(cfg, whitelist, outbox, tokenizer, doors)
         controller.listeners.extend(self.event_hooks)
-        holder["c"] = controller
+        bridge.controller = controller
         watcher = None
         if cfg.readers:
+            rc = cfg.reconnect
             watcher = PcscWatcher(sorted({r.match for r in cfg.readers}),
-                                  lambda read: loop.call_soon_threadsafe(controller.on_card, read))
-        vision = self._build_vision(loop, controller) if cfg.cameras else None
-        sync = self._build_sync(loop, whitelist, flusher, controller, links, watcher) if cfg.sync is not None else None
-        parts = Parts(conn, whitelist, outbox, flusher, links, controller, watcher, sync, vision)
+                                  lambda read: loop.call_soon_threadsafe(controller.on_card, read),
+                                  lambda name, state: loop.call_soon_threadsafe(self._reader_status, controller, name, state),
+                                  backoff=Backoff(rc.base_s, rc.cap_s))
+
+        def from_thread(event: Event) -> None:  # an event another thread journaled, told on the loop
+            loop.call_soon_threadsafe(controller.notify_listeners, event)
+
+        retention = Retention(cfg, on_put=flusher.notify, record=from_thread)
+        parts = Parts(cfg, conn, whitelist, outbox, flusher, links, controller, watcher, retention,
+                      heartbeats=Heartbeats(heartbeat_max_age_s()))
+        try:
+            parts.vision = self._build_vision(loop, cfg, controller) if cfg.cameras else None
+            parts.sync = self._build_sync(loop, cfg, parts) if cfg.sync is not None else None
+        except BaseException:
+            self._close(parts)
+            raise
         hb = parts.heartbeats
         hb.add("loop", lambda: self._loop_beat)
         hb.add("journal", lambda: flusher.heartbeat)
@@ -165,41 +220,38 @@ class App:
             hb.add(f"relay:{port}", lambda link=link: link.heartbeat)
         if watcher is not None:
             hb.add("readers", lambda: watcher.heartbeat)
-        if sync is not None:
+        if parts.sync is not None:
+            sync = parts.sync
             hb.add("sync", lambda: sync.heartbeat)
-        if vision is not None:
-            hb.add("cameras", lambda: vision.heartbeat)
-        flusher.start()
-        for link in links.values():
-            link.start()
-        if watcher is not None:
-            watcher.start()
-        if sync is not None:
-            sync.start()
-        if vision is not None:
-            vision.start()
-        log.info("started: %d door(s), %d reader match(es), whitelist v%d with %d credential(s), journal seq %d",
-                 len(doors), len(cfg.readers), whitelist.version, len(whitelist), outbox.last_seq())
+            hb.add("mqtt", lambda: sync.mqtt.heartbeat)
+        if parts.vision is not None:
+            vision = parts.vision
+            hb.add("vision", lambda: vision.heartbeat)
         return parts
 
-    def _build_vision(self, loop: asyncio.AbstractEventLoop, controller: Controller) -> "VisionService":
+    def _build_vision(self, loop: asyncio.AbstractEventLoop, cfg: GatewayConfig, controller: Controller) -> "VisionService":
         from edge.vision.face import liveness_score
         from edge.vision.service import VisionService
 
         controller.liveness = liveness_score
+        doors = {c.id: c.door for c in cfg.cameras}
 
-        def deliver(r) -> None:  # on the worker's reader thread
+        def deliver(r) -> None:  # on the worker's supervisor thread
             if r.plates is not None:
                 loop.call_soon_threadsafe(controller.on_plate, r.camera, r.plates, r.t_ns)
             else:
                 loop.call_soon_threadsafe(controller.on_face, r.camera, r.answer, r.chip, r.t_ns)
 
-        return VisionService(self.cfg, self.cfg.state_dir(), deliver)
+        def part(kind: str, name: str, up: bool, detail: str) -> None:
+            loop.call_soon_threadsafe(controller.on_part, kind, name, up, detail, doors.get(name))
 
-    def _build_sync(self, loop: asyncio.AbstractEventLoop, whitelist: Whitelist, flusher: Flusher, controller: Controller,
-                    links: dict[str, SerialRelayLink], watcher: PcscWatcher | None) -> "SyncService":
+        return VisionService(cfg, cfg.state_dir(), deliver, on_part=part)
+
+    def _build_sync(self, loop: asyncio.AbstractEventLoop, cfg: GatewayConfig, parts: Parts) -> "SyncService":
         from edge.sync.rpc import Op
         from edge.sync.service import SyncService
+
+        controller = parts.controller
 
         def pulse(args: dict) -> dict:
             door = args["door"]
@@ -208,87 +260,205 @@ class App:
             loop.call_soon_threadsafe(controller.remote_pulse, door, str(args.get("req_id", "")))
             return {"door": door, "pulsed_ms": controller.io[door].door.pulse_ms}
 
-        def health() -> dict:
-            readers = {"service_up": watcher.service_up, "readers": sorted(watcher.readers)} if watcher is not None else {}
-            return {"readers": readers, "relays": {port: {"up": link.up} for port, link in links.items()}}
-
         def diag(args: dict) -> dict:
             from edge.diag import runtime_checks
 
-            return {"checks": runtime_checks(self.cfg)}
+            return {"checks": runtime_checks(cfg)}
 
-        sync = SyncService(self.cfg, whitelist, flusher, health=health, on_event=controller.notify_listeners,
+        sync = SyncService(cfg, parts.whitelist, parts.flusher, health=lambda: self._health(parts),
+                           on_event=lambda e: loop.call_soon_threadsafe(controller.notify_listeners, e),
                            ops={"relay_pulse": Op(pulse, acting=True, help="test pulse of a door's lock (signed only)"),
                                 "diag": Op(diag, help="the technician checks that do not touch held devices")})
         controller.stale = lambda: sync.is_stale
         return sync
 
-    def _teardown(self, parts: Parts, *, fail_mode: bool) -> None:
+    # -- start: cannot fail ---------------------------------------------------------------------
+    def _start(self, parts: Parts, *, first: bool) -> None:
+        for link in parts.links.values():
+            link.start()  # first of all: every lock to its resting state as soon as its port opens
+        parts.flusher.start()
+        if first:
+            self._journal_start(parts)
+        try:
+            write_plan(parts.cfg.state_dir(), relock_plan(parts.cfg))
+        except OSError as exc:
+            log.warning("relock plan not written (%s): after a crash the doors relock when the links open", exc)
         if parts.watcher is not None:
-            parts.watcher.stop()
+            parts.watcher.start()
+        if parts.sync is not None:
+            parts.sync.start()
         if parts.vision is not None:
-            parts.vision.stop()
+            parts.vision.start()
+        parts.retention.start()
+        log.info("started: %d door(s), %d reader match(es), whitelist v%d with %d credential(s), journal seq %d",
+                 len(parts.controller.io), len(parts.cfg.readers), parts.whitelist.version, len(parts.whitelist),
+                 parts.outbox.last_seq())
+
+    def _journal_start(self, parts: Parts) -> None:
+        """`started`, with how the previous run ended: a run that did not reach its clean stop was
+        killed (SIGKILL, OOM, the watchdog) or lost its power."""
+        previous = get_meta(parts.conn, "run_state")
+        how = {None: "first start", "stopped": "previous run stopped cleanly",
+               "running": "previous run ended without a clean stop (killed, crashed or power lost)"}.get(previous, previous)
+        relocked = f"; {self.relocked.describe()}" if self.relocked is not None else ""
+        parts.controller.record(Event("system", "started", detail=f"{how}{relocked}"))
+        self._set_run_state(parts, "running")
+
+    @staticmethod
+    def _set_run_state(parts: Parts, state: str) -> None:
+        try:
+            set_meta(parts.conn, "run_state", state)
+        except sqlite3.OperationalError as exc:
+            if not storage_fault(exc):
+                raise
+            log.warning("run state not recorded (%s)", exc)
+
+    def _reader_status(self, controller: Controller, name: str, state: str) -> None:
+        """pcscd and readers coming and going, as journal events (on the loop)."""
+        if name == "pcscd":
+            controller.on_part("pcscd", "pcscd", state == "up", state)
+            return
+        doors = sorted({r.door for r in controller.cfg.readers if r.match in name})
+        if state == "gone":
+            controller.on_part("reader", name, False, "gone", ",".join(doors) or None)
+        elif state in ("empty", "card"):
+            controller.on_part("reader", name, True, "back", ",".join(doors) or None)
+
+    # -- stop -----------------------------------------------------------------------------------
+    def _teardown(self, parts: Parts, *, fail_mode: bool, budget_s: float = STOP_BUDGET_S) -> None:
+        deadline = time.monotonic() + budget_s
+
+        def left(share: float) -> float:
+            return max(0.2, min(share, deadline - time.monotonic()))
+
+        parts.controller.accepting = False
+        if parts.watcher is not None:
+            parts.watcher.stop(timeout=left(2.0))
         finals = parts.controller.final_states() if fail_mode else {}
         for link in parts.links.values():
-            link.stop(final=finals.get(link))
-        parts.flusher.stop()
+            link.request_stop(finals.get(link))
+        for link in parts.links.values():
+            link.join(left(3.0))
+        if parts.vision is not None:
+            parts.vision.stop(timeout=left(3.0))
+        if parts.status is not None:
+            parts.status.close()
+            status_mod.socket_path(parts.cfg.state_dir()).unlink(missing_ok=True)
         if parts.sync is not None:
-            parts.sync.stop()  # `stopped` status, clean disconnect
+            parts.sync.stop(timeout=left(4.0))  # `stopped` status, clean disconnect
+        parts.retention.stop(timeout=left(1.0))
+        if fail_mode:
+            parts.controller.record(Event("system", "stopped", detail=self.failure or "clean stop"))
+            self._set_run_state(parts, "stopped" if self.failure is None else "failed")
+        parts.flusher.stop(timeout=left(3.0))
+        self._close(parts)
+
+    @staticmethod
+    def _close(parts: Parts) -> None:
         parts.whitelist.close()
         parts.conn.close()
 
     def stop(self) -> None:
         self._stop.set()
 
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
+    def fail(self, reason: str) -> None:
+        """A part died of a bug: stop in order and exit 1 (systemd restarts the daemon)."""
+        if self.failure is None:
+            self.failure = reason
+            log.critical("%s: stopping so that systemd starts the daemon afresh", reason)
+        self._stop.set()
+
+    # -- run ------------------------------------------------------------------------------------
+    async def run(self) -> int:
+        """Run until stopped; 0 after a clean stop, 1 when a part died (SetupError at start)."""
+        loop = self._loop = asyncio.get_running_loop()
         for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop), (signal.SIGHUP, self._reload.set)):
             try:
                 loop.add_signal_handler(sig, handler)
             except (RuntimeError, ValueError):
                 pass  # not the main thread (tests, benchmarks): stop() is called directly
-        self.parts = self._build(loop)
-        notify("READY=1\nSTATUS=" + self.status_line())
-        self.ready.set()
-        tasks = [asyncio.create_task(self._ticker(), name="tick"),
-                 asyncio.create_task(self._watchdog(), name="watchdog")]
+        previous_hook = threading.excepthook
+        threading.excepthook = self._thread_died
         try:
-            while not self._stop.is_set():
-                stop_wait = asyncio.create_task(self._stop.wait())
-                reload_wait = asyncio.create_task(self._reload.wait())
-                await asyncio.wait({stop_wait, reload_wait}, return_when=asyncio.FIRST_COMPLETED)
-                stop_wait.cancel()
-                reload_wait.cancel()
-                if self._reload.is_set() and not self._stop.is_set():
-                    self._reload.clear()
-                    self._do_reload(loop)
+            self.parts = self._build(loop, self.cfg)
+            self._start(self.parts, first=True)
+            await self._serve_status(self.parts)
+            notify("READY=1\nSTATUS=" + self.status_line())
+            self.ready.set()
+            tasks = [self._task(self._ticker(), "tick"), self._task(self._watchdog(), "watchdog"),
+                     self._task(self._whitelist_watch(), "whitelist-watch")]
+            try:
+                while not self._stop.is_set():
+                    stop_wait = asyncio.create_task(self._stop.wait())
+                    reload_wait = asyncio.create_task(self._reload.wait())
+                    await asyncio.wait({stop_wait, reload_wait}, return_when=asyncio.FIRST_COMPLETED)
+                    stop_wait.cancel()
+                    reload_wait.cancel()
+                    if self._reload.is_set() and not self._stop.is_set():
+                        self._reload.clear()
+                        await self._do_reload(loop)
+            finally:
+                for t in tasks:
+                    t.cancel()
+                notify("STOPPING=1")
+                if self.parts is not None:
+                    self._teardown(self.parts, fail_mode=True)
+                    self.parts = None
+                log.info("stopped")
         finally:
-            for t in tasks:
-                t.cancel()
-            notify("STOPPING=1")
-            if self.parts is not None:
-                self._teardown(self.parts, fail_mode=True)
-                self.parts = None
-            log.info("stopped")
+            threading.excepthook = previous_hook
+        return 0 if self.failure is None else 1
 
-    def _do_reload(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _task(self, coro, name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("loop task %s died", task.get_name(), exc_info=exc)
+            self.fail(f"loop task {task.get_name()} died: {exc.__class__.__name__}")
+        elif not self._stop.is_set():
+            self.fail(f"loop task {task.get_name()} ended")
+
+    def _thread_died(self, args: threading.ExceptHookArgs) -> None:
+        name = args.thread.name if args.thread is not None else "?"
+        log.error("thread %s died", name, exc_info=(args.exc_type, args.exc_value, args.exc_traceback))  # type: ignore[arg-type]
+        reason = f"thread {name} died: {args.exc_type.__name__}"
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.fail, reason)
+
+    async def _serve_status(self, parts: Parts) -> None:
+        parts.status = await status_mod.serve(status_mod.socket_path(parts.cfg.state_dir()), self.status)
+
+    async def _do_reload(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Build the new parts first; only if that worked, stop the old ones and start the new."""
         notify("RELOADING=1")
         try:
-            new = config_mod.load(self.config_path) if self.config_path else self.cfg
-            preflight(new)
-        except (config_mod.ConfigError, SiteKeyError, SyncSetupError, VisionSetupError) as exc:
+            new_cfg = config_mod.load(self.config_path) if self.config_path else self.cfg
+            preflight(new_cfg)
+            new = self._build(loop, new_cfg)
+        except (SetupError, OSError, sqlite3.Error) as exc:
+            self.reloads["refused"] += 1
             log.error("reload refused, keeping the running config: %s", exc)
             notify("READY=1")
             return
-        assert self.parts is not None
-        self._teardown(self.parts, fail_mode=False)
-        self.cfg = new
-        self.parts = self._build(loop)
+        old = self.parts
+        assert old is not None
+        self._teardown(old, fail_mode=False)
+        self.cfg, self.parts = new_cfg, new
+        self._start(new, first=False)
+        await self._serve_status(new)
+        self.reloads["applied"] += 1
+        new.controller.record(Event("system", "config_reloaded", detail=f"{len(new_cfg.doors)} door(s), "
+                                                                          f"{len(new_cfg.cameras)} camera(s)"))
         log.info("config reloaded")
         notify("READY=1\nSTATUS=" + self.status_line())
 
     async def _ticker(self) -> None:
-        next_wl = time.monotonic() + WHITELIST_CHECK_S
         while True:
             await asyncio.sleep(TICK_S)
             self._loop_beat = time.monotonic()
@@ -296,27 +466,98 @@ class App:
             if parts is None:
                 continue
             parts.controller.tick()
-            if parts.vision is not None:
-                parts.vision.refresh()
-            if self._loop_beat >= next_wl and parts.sync is None:  # with sync, the sync thread swaps lists in
-                next_wl = self._loop_beat + WHITELIST_CHECK_S
-                if parts.whitelist.stored_version() != parts.whitelist.version:
-                    parts.whitelist.reload()
-                    log.info("whitelist v%d loaded (%d credentials)", parts.whitelist.version, len(parts.whitelist))
+            parts.outbox.retry()
+
+    async def _whitelist_watch(self) -> None:
+        """Without sync, `door-edge whitelist import` changes the list on disk: the new index is
+        built off the loop and swapped in (with sync, the sync thread swaps lists in itself)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(WHITELIST_CHECK_S)
+            parts = self.parts
+            if parts is None or parts.sync is not None:
+                continue
+            wl = parts.whitelist
+            if wl.stored_version() != wl.version:
+                await loop.run_in_executor(None, wl.reload)
+                log.info("whitelist v%d loaded (%d credentials)", wl.version, len(wl))
 
     async def _watchdog(self) -> None:
         interval = watchdog_interval_s()
+        was_stale: list[str] = []
         while True:
-            await asyncio.sleep(interval or 5.0)
+            await asyncio.sleep(interval or 1.0)
             parts = self.parts
             if parts is None:
                 continue
             stale = parts.heartbeats.stale()
             if stale:
-                log.error("not feeding the watchdog: no heartbeat from %s", ", ".join(stale))
-                continue
-            if interval:
+                self.watchdog["withheld"] += 1
+                if stale != was_stale:
+                    log.error("not feeding the watchdog: no heartbeat from %s", ", ".join(stale))
+                    self.watchdog["stalled"] = sorted(set(self.watchdog["stalled"]) | set(stale))
+            elif was_stale:
+                log.warning("every part beats again: feeding the watchdog")
+            was_stale = stale
+            if interval and not stale:
+                self.watchdog["pings"] += 1
                 notify("WATCHDOG=1\nSTATUS=" + self.status_line())
+
+    # -- what the parts look like ----------------------------------------------------------------
+    def _health(self, parts: Parts) -> dict:
+        """For telemetry: readers, relays, every reconnecting part, the journal's storage."""
+        w = parts.watcher
+        readers = {"service_up": w.service_up, "readers": sorted(w.readers)} if w is not None else {}
+        return {"readers": readers,
+                "relays": {port: {"up": link.up, "corrections": link.stats.corrections} for port, link in parts.links.items()},
+                "parts": self._parts(parts), "storage": self._storage(parts)}
+
+    @staticmethod
+    def _parts(parts: Parts) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        if parts.watcher is not None:
+            out["pcscd"] = dict(parts.watcher.reconnects.snapshot().as_dict(), readers=sorted(parts.watcher.readers))
+        for port, link in parts.links.items():
+            out[f"relay:{port}"] = dict(link.reconnects.snapshot().as_dict(), writes=link.stats.writes,
+                                        corrections=link.stats.corrections)
+        if parts.sync is not None:
+            out["mqtt"] = parts.sync.mqtt.reconnects.snapshot().as_dict()
+        if parts.vision is not None:
+            out.update(parts.vision.parts())
+        return out
+
+    @staticmethod
+    def _storage(parts: Parts) -> dict:
+        return dict(parts.outbox.storage(), flush_failures=parts.flusher.failures, durable_seq=parts.flusher.durable_seq)
+
+    def status(self) -> dict:
+        """The status socket's answer (edge.status): no personal data."""
+        p = self.parts
+        if p is None:
+            return {"pid": os.getpid(), "state": "starting"}
+        return {"pid": os.getpid(), "state": "running", "started": self.started_ts, "config": str(self.config_path),
+                "parts": self._parts(p), "heartbeats": p.heartbeats.ages(), "stale": p.heartbeats.stale(),
+                "watchdog": self.watchdog, "reloads": self.reloads, "storage": self._storage(p),
+                "journal": {"last_seq": p.outbox.last_seq(), "depth": p.outbox.depth()},
+                "whitelist": {"version": p.whitelist.version, "count": len(p.whitelist)},
+                "retention": {"runs": p.retention.runs, "failures": p.retention.failures},
+                "counters": self._counters(p)}
+
+    @staticmethod
+    def _counters(p: Parts) -> dict[str, int]:
+        """What was refused or survived, by part: garbage from a reader, a board, the network."""
+        out: dict[str, int] = {}
+        if p.watcher is not None:
+            out.update({f"pcsc.{k}": v for k, v in p.watcher.counters.items()})
+        for port, link in p.links.items():
+            parser = getattr(link, "parser", None)
+            if parser is not None:
+                out.update({f"relay:{port}.garbage_bytes": parser.stats.garbage_bytes, f"relay:{port}.bad_crc": parser.stats.bad_crc,
+                            f"relay:{port}.frames": parser.stats.frames})
+        if p.sync is not None:
+            out.update(p.sync.counters())
+            out["sync.malformed_total"] = p.sync.malformed_total()
+        return out
 
     def status_line(self) -> str:
         p = self.parts
@@ -330,5 +571,9 @@ class App:
         cameras = ""
         if p.vision is not None:
             w = p.vision.worker.stats
-            cameras = f"; cameras: {p.vision.enrolled} face(s) enrolled, worker {'up' if p.vision.worker.ready else 'DOWN'}, {w.restarts} restart(s)"
-        return f"{readers}; relays: {links}; whitelist v{p.whitelist.version}; journal seq {p.outbox.last_seq()}{central}{cameras}"
+            down = [cid for cid, cam in p.vision.cameras.items() if not cam.reconnects.is_up and not cam.ended]
+            cameras = (f"; cameras: {len(p.vision.cameras) - len(down)}/{len(p.vision.cameras)} up, {p.vision.enrolled} face(s) "
+                       f"enrolled, worker {'up' if p.vision.worker.ready else 'DOWN'}, {w.restarts} restart(s)")
+        storage = "; JOURNAL NOT WRITABLE" if p.outbox.pending else ""
+        return (f"{readers}; relays: {links}; whitelist v{p.whitelist.version}; journal seq {p.outbox.last_seq()}"
+                f"{central}{cameras}{storage}")

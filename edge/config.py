@@ -7,6 +7,8 @@ path. `load()` never raises pydantic's own errors to callers: it gathers every p
 
 from __future__ import annotations
 
+from edge.errors import SetupError
+
 import difflib
 import os
 import re
@@ -18,12 +20,15 @@ from typing import Annotated, Any, Literal, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edge import paths
+
 M = TypeVar("M", bound=BaseModel)
 
 STANDARD_BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 FACE_MODES = ("face", "card_or_face", "card_and_face")
 PLATE_MODES = ("plate", "plate_or_card")
+CAMERA_SCHEMES = ("rtsp", "rtsps", "http", "https")
 _RANGE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 
 
@@ -84,6 +89,11 @@ class ModbusRelay(_Model):
     unit: int = Field(default=1, ge=1, le=247, title="Unit address", description="Modbus slave address of the board, 1-247.")
     coil: int = Field(default=0, ge=0, le=255, title="Lock coil", description="Coil number that releases the lock when on.")
     rs485: bool = Field(default=False, title="Kernel RS485 mode", description="Let the kernel drive DE/RE (adapters without auto-direction).")
+    pulse_timer: Literal["gateway", "board"] = Field(
+        default="gateway", title="Pulse timer",
+        description="`gateway`: the gateway turns the lock coil off when a pulse ends; `board`: the board times the pulse itself "
+                    "(the \"flash on\" write at coil address 0x0200 + coil, in 100 ms units, of Waveshare-style Modbus relay boards), "
+                    "so the lock relocks on time even if the gateway dies mid-pulse. Check with `door-edge diag --pulse` first.")
 
     _port = field_validator("port")(classmethod(lambda cls, v: _check_port(v)))
     _baud = field_validator("baud")(classmethod(lambda cls, v: _check_baud(v)))
@@ -161,7 +171,7 @@ class SyncSection(_Model):
     keepalive_s: int = Field(default=30, ge=5, le=600, title="Keepalive", description="MQTT keepalive in seconds.")
     session_expiry_s: int = Field(default=7 * 86400, ge=0, title="Session expiry",
                                   description="How long the broker keeps this gateway's session (queued downlink messages) while it is offline.")
-    reconnect_max_s: float = Field(default=60.0, ge=1, le=3600, title="Reconnect backoff cap",
+    reconnect_max_s: float = Field(default=60.0, ge=0.001, le=3600, title="Reconnect backoff cap",
                                    description="Longest wait between reconnect attempts (jittered exponential backoff).")
     telemetry_s: float = Field(default=60.0, ge=1, le=3600, title="Telemetry interval", description="Seconds between telemetry messages.")
     batch_max: int = Field(default=500, ge=1, le=5000, title="Event batch size", description="Most events per evt/access message.")
@@ -179,6 +189,18 @@ class CameraSection(_Model):
     door: str = Field(title="Door", description="Id of the door this camera looks out from (one of doors[].id).")
     max_fps: float = Field(default=10.0, gt=0, le=60, title="Frame-rate cap", description="Frames per second handed to face matching.")
     loop: bool = Field(default=False, title="Loop", description="Play a file or folder source again from the start when it ends (demo).")
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        """Malformed sources are refused here; a well-formed one that is absent (unplugged) is retried at run time."""
+        if "://" in v:
+            scheme, _, rest = v.partition("://")
+            if scheme.lower() not in CAMERA_SCHEMES or not rest.split("/")[0].split("@")[-1]:
+                raise ValueError(f"a camera URL needs one of the schemes {', '.join(CAMERA_SCHEMES)} and a host")
+        elif v != v.strip() or not v.strip():
+            raise ValueError("a camera source must not be blank or padded with spaces")
+        return v
 
 
 class FaceSection(_Model):
@@ -211,6 +233,25 @@ class PlateSection(_Model):
                                 description="A plate in view this long without a reading that holds is recorded as `plate_unreadable`.")
 
 
+class ReconnectSection(_Model):
+    base_s: float = Field(default=0.2, ge=0.0001, le=60, title="First retry delay",
+                          description="Delay before the second attempt to reach a lost part (reader service, relay port, camera, "
+                                      "vision worker, broker); it doubles with each failure, jittered, up to cap_s.")
+    cap_s: float = Field(default=5.0, ge=0.0001, le=600, title="Longest retry delay",
+                         description="Longest delay between attempts for readers, relay ports, cameras and the vision worker "
+                                     "(the broker uses sync.reconnect_max_s). Every part retries for as long as it takes.")
+
+
+class RetentionSection(_Model):
+    journal_days: float = Field(default=90.0, gt=0, le=3650, title="Journal kept (days)",
+                                description="Without central (no [sync]), events older than this are purged from the journal. With "
+                                            "central, events leave the journal when central acknowledges them (sync.journal_max_events caps it).")
+    journal_max_events: int = Field(default=1_000_000, ge=1000, title="Journal kept (events)",
+                                    description="Without central, the most events kept; the oldest beyond it are purged.")
+    snapshot_days: float = Field(default=7.0, gt=0, le=3650, title="Diagnostic snapshots kept (days)",
+                                 description="Camera snapshots that `door-edge diag` wrote under the state directory are removed after this.")
+
+
 class GatewayConfig(_Model):
     gateway: GatewaySection = Field(title="Gateway", description="Identity of this gateway and where it keeps state.")
     readers: list[PcscReader] = Field(default_factory=list, title="Readers", description="Card readers and the door each opens.")
@@ -221,14 +262,16 @@ class GatewayConfig(_Model):
     cameras: list[CameraSection] = Field(default_factory=list, title="Cameras", description="Cameras and the door each looks out from.")
     face: FaceSection = Field(default_factory=FaceSection, title="Face", description="Face matching: thresholds, liveness, second factor.")
     plate: PlateSection = Field(default_factory=PlateSection, title="Plates", description="Plate reading at vehicle gates: the vote across frames.")
+    reconnect: ReconnectSection = Field(default_factory=ReconnectSection, title="Reconnects",
+                                        description="How lost parts are retried: jittered exponential backoff, never giving up.")
+    retention: RetentionSection = Field(default_factory=RetentionSection, title="Retention",
+                                        description="How long the gateway keeps what it writes; purged daily, and each purge is journaled.")
 
     def door(self, door_id: str) -> Door:
         return next(d for d in self.doors if d.id == door_id)
 
     def state_dir(self) -> Path:
-        if self.gateway.state_dir is not None:
-            return self.gateway.state_dir
-        return Path(os.environ.get("STATE_DIRECTORY", "/var/lib/door-edge").split(":")[0])
+        return self.gateway.state_dir if self.gateway.state_dir is not None else paths.default_state_dir()
 
 
 @dataclass(frozen=True)
@@ -248,7 +291,7 @@ class Problem:
 _MISSING = object()
 
 
-class ConfigError(Exception):
+class ConfigError(SetupError):
     """The configuration cannot be used; `problems` lists every reason."""
 
     def __init__(self, source: str, problems: list[Problem]):
@@ -347,6 +390,9 @@ def _cross_checks(cfg: GatewayConfig) -> list[Problem]:
         if isinstance(d.relay, LcusRelay) and any(v is not None for v in d.inputs.model_dump().values()):
             problems.append(Problem(f"doors[{i}].inputs", d.inputs.model_dump(exclude_none=True),
                                     "an LCUS relay has no inputs", "wire the inputs to a Modbus IO board (relay.type = \"modbus\") or remove them"))
+    if cfg.reconnect.cap_s < cfg.reconnect.base_s:
+        problems.append(Problem("reconnect.cap_s", cfg.reconnect.cap_s, f"below reconnect.base_s ({cfg.reconnect.base_s})",
+                                "make cap_s at least base_s"))
     seen: dict[tuple[str, int, int], int] = {}
     bauds: dict[str, tuple[int, int]] = {}
     for i, d in enumerate(cfg.doors):
@@ -403,6 +449,9 @@ def parse(data: dict[str, Any], source: str = "<config>") -> GatewayConfig:
 def read_toml(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [Problem("(file)", str(path), f"not UTF-8 text (byte {exc.start})",
+                                              "save the config as UTF-8 (TOML files are UTF-8)")]) from None
     except FileNotFoundError:
         raise ConfigError(str(path), [Problem("(file)", str(path), "file not found", "pass the path of an existing config file")]) from None
     except tomllib.TOMLDecodeError as exc:
@@ -421,8 +470,8 @@ def load(path: str | os.PathLike[str]) -> GatewayConfig:
     """Read and validate a TOML config file; raise ConfigError listing every problem."""
     p = Path(path)
     cfg = parse(read_toml(p), str(p))
-    if cfg.gateway.state_dir is not None and not cfg.gateway.state_dir.is_absolute():
-        cfg = cfg.model_copy(update={"gateway": cfg.gateway.model_copy(update={"state_dir": (p.parent / cfg.gateway.state_dir).resolve()})})
+    if cfg.gateway.state_dir is not None:
+        cfg = cfg.model_copy(update={"gateway": cfg.gateway.model_copy(update={"state_dir": paths.state_dir(cfg.gateway.state_dir, p.parent)})})
     cfg = cfg.model_copy(update={"gateway": cfg.gateway.model_copy(update={
         "site_key_file": credential_path(cfg.gateway.site_key_file, p.parent),
         "face_key_file": credential_path(cfg.gateway.face_key_file, p.parent)})})
@@ -459,6 +508,10 @@ def warnings(cfg: GatewayConfig) -> list[str]:
     for i, d in enumerate(cfg.doors):
         if "://" not in d.relay.port and not Path(d.relay.port).exists():
             out.append(f"doors[{i}].relay.port: {d.relay.port} does not exist on this machine (is the board plugged in?)")
+    for i, c in enumerate(cfg.cameras):
+        if c.source.startswith("/") and not Path(c.source).exists():
+            out.append(f"cameras[{i}].source: {c.source} does not exist on this machine (is the camera plugged in?); "
+                       "the gateway starts anyway and keeps trying it")
     if not cfg.readers:
         out.append("readers: no readers configured; only door inputs will be handled")
     return out

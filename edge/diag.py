@@ -259,12 +259,52 @@ def _cert_name(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
         out.append(Check("gateway certificate", "ok", f"CN {cn[0]}, valid for {days:.0f} more day(s)"))
 
 
+PART_FIXES = {
+    "pcscd": "pcscd is not answering: `systemctl restart pcscd`; check the reader's USB cable (`pcsc_scan`)",
+    "relay": "the relay board does not answer: check the USB/RS485 adapter, the cable and the board's power",
+    "camera": "the camera gives no frames: check its cable and power, or its URL and network (the gateway keeps trying)",
+    "vision": "the vision worker is down: the detail names a model file to reinstall, or see `journalctl -u door-edge`",
+    "mqtt": "the broker is unreachable: see the broker checks below (the journal keeps every event meanwhile)",
+}
+
+
+def _daemon(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
+    """The running daemon's own view (edge.status): every reconnecting part, the watchdog, the journal."""
+    from edge import status
+
+    snap = status.read(status.socket_path(cfg.state_dir()))
+    if snap is None or snap.get("state") != "running":
+        out.append(Check("daemon", "warn", "not running (no answer on its status socket)",
+                         "start it: `systemctl start door-edge`; `journalctl -u door-edge` says why it stopped"))
+        return
+    out.append(Check("daemon", "ok", f"pid {snap['pid']}, up {time.time() - snap['started']:.0f} s"))
+    now = time.time()
+    for name, p in sorted(snap.get("parts", {}).items()):
+        since = f"since {now - p['since']:.0f} s ago"
+        if p["up"] or p.get("ended"):
+            out.append(Check(name, "ok", f"up {since}; {p['outages']} outage(s) since start"))
+        else:
+            out.append(Check(name, "fail", f"DOWN {since}, {p['attempts']} attempt(s): {p['detail']}",
+                             PART_FIXES.get(name.split(":")[0], "see `journalctl -u door-edge`")))
+    stale = snap.get("stale") or []
+    out.append(Check("watchdog", "fail" if stale else "ok",
+                     f"no heartbeat from {', '.join(stale)}" if stale else f"{len(snap.get('heartbeats', {}))} part(s) beating",
+                     "a part is stuck: systemd restarts the daemon when WatchdogSec passes" if stale else ""))
+    st = snap.get("storage", {})
+    bad = st.get("pending") or st.get("flush_failures")
+    out.append(Check("journal storage", "fail" if st.get("pending") else ("warn" if bad or st.get("write_failures") else "ok"),
+                     f"{st.get('write_failures', 0)} refused write(s), {st.get('pending', 0)} event(s) waiting in memory, "
+                     f"{st.get('pending_dropped', 0)} dropped",
+                     "free space under the state directory, or check why it went read-only (`dmesg`)" if bad else ""))
+
+
 def run_checks(path: Path, *, pulse: bool = False) -> list[Check]:
     out: list[Check] = []
     cfg = _config(path, out)
     if cfg is None:
         return out
     _site_key(cfg, out)
+    _daemon(cfg, out)
     _state(cfg, out)
     _readers(cfg, out)
     _relays(cfg, out, pulse)

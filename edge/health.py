@@ -1,8 +1,14 @@
 """systemd integration: sd_notify READY/STATUS/WATCHDOG, and heartbeats that gate the watchdog.
 
-The watchdog is fed only while every part that must be alive has reported recently: the event
-loop, the reader thread, each relay link thread and the journal flusher. A ping from a thread that
-runs free would hide a stuck loop, which is exactly what the watchdog is there to catch.
+The watchdog is fed only while every vital part has reported recently: the event loop, the reader
+thread, each relay link thread, the journal flusher, the sync and MQTT threads and the vision
+service's thread. A ping from a thread that runs free would hide a stuck loop, which is exactly
+what the watchdog is there to catch; a part that stalls stops the pings within `max_age_s` plus
+one ping interval, inside WatchdogSec, and systemd restarts the daemon.
+
+Cameras and the vision worker are watched too, but by their owner (edge.vision.service,
+edge.vision.worker), which replaces a stuck camera or kills a hung worker itself: restarting the
+whole daemon for them would take every card door down with one bad camera.
 """
 
 from __future__ import annotations
@@ -43,6 +49,12 @@ def watchdog_interval_s() -> float | None:
     return int(usec) / 2e6
 
 
+def heartbeat_max_age_s() -> float:
+    """A third of WatchdogSec (at least 5 s): a stalled part is seen well before systemd gives up."""
+    interval = watchdog_interval_s()
+    return max(5.0, interval * 2 / 3) if interval else 10.0
+
+
 class Heartbeats:
     """Named probes returning the monotonic time of each part's last sign of life."""
 
@@ -53,9 +65,12 @@ class Heartbeats:
     def add(self, name: str, probe: Callable[[], float]) -> None:
         self._probes[name] = probe
 
-    def stale(self) -> list[str]:
+    def ages(self) -> dict[str, float]:
         now = time.monotonic()
-        return [n for n, p in self._probes.items() if now - p() > self.max_age_s]
+        return {n: round(now - p(), 3) for n, p in self._probes.items()}
+
+    def stale(self) -> list[str]:
+        return [n for n, age in self.ages().items() if age > self.max_age_s]
 
 
 def setup_logging(level: str) -> None:

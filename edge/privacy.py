@@ -8,6 +8,8 @@ first 12 hex digits of a token, enough to correlate and too short to be a lookup
 
 from __future__ import annotations
 
+from edge.errors import SetupError
+
 import hashlib
 import hmac
 import os
@@ -20,7 +22,7 @@ MIN_KEY_BYTES = 32
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 
 
-class SiteKeyError(Exception):
+class SiteKeyError(SetupError):
     """The site key file is missing or unusable."""
 
 

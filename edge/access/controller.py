@@ -69,6 +69,8 @@ class Controller:
         self.camera_door = {c.id: c.door for c in cfg.cameras}
         self.liveness: Callable[[list], float] = lambda chips: 0.0  # the app sets edge.vision.face.liveness_score
         self.votes: dict[str, VehicleVote] = {}
+        self._parts_down: set[str] = set()
+        self.accepting = True  # False once the daemon stops: no decision it could not carry out
 
     # -- card path ------------------------------------------------------------------------------
     def _door_for(self, reader_name: str) -> str | None:
@@ -78,6 +80,8 @@ class Controller:
         return self.reads_by_reader[reader_name]
 
     def on_card(self, read: CardRead) -> Event | None:
+        if not self.accepting:
+            return None
         door_id = self._door_for(read.reader)
         if door_id is None:
             log.warning("read on unmapped reader %s ignored", read.reader)
@@ -89,7 +93,7 @@ class Controller:
     def on_face(self, camera_id: str, answer: str | None, chip, t_ns: int) -> Event | None:
         """One frame's answer from the vision worker (a person id, unknown_face, low_quality, None)."""
         door_id = self.camera_door.get(camera_id)
-        if door_id is None:
+        if door_id is None or not self.accepting:
             return None
         walkup = self.walkups.get(camera_id)
         if walkup is None:
@@ -108,7 +112,7 @@ class Controller:
     def on_plate(self, camera_id: str, reads: list, t_ns: int) -> Event | None:
         """One frame's plates from the vision worker (edge.vision.plate.PlateRead, readable first, then largest)."""
         door_id = self.camera_door.get(camera_id)
-        if door_id is None:
+        if door_id is None or not self.accepting:
             return None
         vote = self.votes.get(camera_id)
         if vote is None:
@@ -154,8 +158,8 @@ class Controller:
         self.outbox.put(event)  # in the journal before the lock moves
         if decision.granted:
             self._apply(door_id, self.machines[door_id].grant(self._clock()))
-        log.info("door=%s kind=%s token=%s decision=%s reason=%s seq=%d", door_id, kind, event.token or "-",
-                 event.decision, event.reason, event.seq)
+        log.info("door=%s kind=%s token=%s decision=%s reason=%s seq=%s", door_id, kind, event.token or "-",
+                 event.decision, event.reason, event.seq or "kept")
         self.notify_listeners(event)
         return event
 
@@ -164,7 +168,7 @@ class Controller:
             event = Event("access", Reason.SECOND_FACTOR_TIMEOUT.value, door=p.door, kind=p.kind, token=p.token,
                           decision="denied", detail=f"no {'face' if p.factor == 'card' else 'card'} within "
                                                     f"{self.cfg.face.second_factor_s:g} s")
-            self._record(event)
+            self.record(event)
 
     # -- door inputs ----------------------------------------------------------------------------
     def on_inputs(self, port: str, unit: int, bits: int) -> None:
@@ -192,11 +196,20 @@ class Controller:
                 # the state the link writes first, the moment it comes back
                 io.link.hold(io.output, machine.shutdown_state() or machine.fire)
             reason = "relay_link_restored" if up else "relay_link_lost"
-            self._record(Event("system", reason, door=door_id, detail=f"{detail}; fail_mode={io.door.fail_mode}"))
+            self.record(Event("system", reason, door=door_id, detail=f"{detail}; fail_mode={io.door.fail_mode}"))
+
+    def on_part(self, kind: str, name: str, up: bool, detail: str, door: str | None = None) -> None:
+        """A reader, pcscd, a camera or the vision worker went away or came back: `{kind}_down` /
+        `{kind}_up` in the journal. The first sign of life at start-up is not news."""
+        key = f"{kind}:{name}"
+        if up and key not in self._parts_down:
+            return
+        (self._parts_down.discard if up else self._parts_down.add)(key)
+        self.record(Event("system", f"{kind}_{'up' if up else 'down'}", door=door, detail=f"{name}: {detail}"))
 
     def remote_pulse(self, door_id: str, req_id: str) -> None:
         """A signed remote test pulse (field technician via central): journaled, then pulsed as a grant."""
-        self._record(Event("system", "remote_pulse", door=door_id, detail=f"req {req_id}"))
+        self.record(Event("system", "remote_pulse", door=door_id, detail=f"req {req_id}"))
         self._apply(door_id, self.machines[door_id].grant(self._clock()))
 
     def tick(self) -> None:
@@ -219,15 +232,15 @@ class Controller:
         io = self.io[door_id]
         for a in actions:
             if isinstance(a, DoorEvent):
-                self._record(Event("door", a.reason, door=door_id))
+                self.record(Event("door", a.reason, door=door_id))
             elif isinstance(a, Pulse):
                 io.link.pulse(io.output, a.ms)
             elif isinstance(a, Hold):
                 io.link.hold(io.output, a.released)
 
-    def _record(self, event: Event) -> None:
+    def record(self, event: Event) -> None:
         self.outbox.put(event)
-        log.info("door=%s event=%s seq=%d", event.door, event.reason, event.seq)
+        log.info("door=%s event=%s seq=%s", event.door, event.reason, event.seq or "kept")
         self.notify_listeners(event)
 
     def notify_listeners(self, event: Event) -> None:

@@ -12,6 +12,24 @@ import sqlite3
 from pathlib import Path
 
 DB_NAME = "door-edge.db"
+
+# SQLite's primary result codes for a state directory that cannot take writes right now: the disk
+# is full, the file system went read-only (an SD card remounted after an error), or I/O failed.
+_STORAGE_CODES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN})
+
+
+class StorageUnavailable(Exception):
+    """The state directory cannot be written now (disk full, read-only, I/O error). Callers keep
+    deciding and count it; the write is retried when space returns."""
+
+
+def storage_fault(exc: sqlite3.Error) -> bool:
+    """Whether an SQLite error means the storage itself, not our SQL, failed."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _STORAGE_CODES
+    text = str(exc).lower()
+    return any(w in text for w in ("disk is full", "readonly", "read-only", "disk i/o", "unable to open"))
 WHITELIST_DB = "whitelist.db"
 
 # The journal and the whitelist live in two files: SQLite has one writer per file, and a

@@ -9,6 +9,8 @@ ciphertexts do not linger in free pages.
 
 from __future__ import annotations
 
+from edge.errors import SetupError
+
 import os
 import sqlite3
 from pathlib import Path
@@ -28,7 +30,7 @@ _MIGRATIONS = ["""
 DIM = 128
 
 
-class TemplateKeyError(Exception):
+class TemplateKeyError(SetupError):
     """The template key is missing, unusable, or not the key the templates were sealed with."""
 
 

@@ -4,20 +4,31 @@
 moment after; the controller calls it *before* it drives the relay, so every decision that reached
 a lock is in the journal. `Flusher` makes events power-loss durable (fsync) in groups, off the card
 path; only events up to `durable_seq` are reported upstream. Events leave the journal only through
-`ack` (central has committed them).
+`ack` (central has committed them) or a retention purge (no central).
+
+When the state directory refuses writes (disk full, a file system gone read-only), decisions go on:
+`put` keeps the event in memory, in order (up to `PENDING_MAX`), counts the failure, and writes the
+kept events first at the next `put` or `retry()` once space returns. Only a kill while the disk is
+still full can lose those, and the count of them is in telemetry and diag.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from edge.store.db import checkpoint, open_db
+from edge.store.db import StorageUnavailable, checkpoint, open_db, storage_fault
+
+log = logging.getLogger(__name__)
+
+PENDING_MAX = 50_000
 
 
 def uuid7() -> str:
@@ -66,18 +77,86 @@ class Outbox:
         self._conn = conn
         self._lock = threading.Lock()
         self.on_put: list = []  # callables(seq) run after each put (the flusher's doorbell)
+        self._pending: deque[Event] = deque()
+        self.write_failures = 0     # puts the storage refused
+        self.pending_dropped = 0    # kept events dropped because more than PENDING_MAX waited
+        self.last_error = ""
 
-    def put(self, event: Event) -> int:
+    def put(self, event: Event) -> int | None:
+        """Commit `event` and return its seq; None when the storage refused it and it waits in memory."""
         with self._lock:
-            cur = self._conn.execute(
-                "INSERT INTO journal(id, ts, door, type, kind, token, decision, reason, latency_ms, detail) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (event.id, event.ts, event.door, event.type, event.kind, event.token, event.decision,
-                 event.reason, event.latency_ms, event.detail))
-            event.seq = cur.lastrowid
-        for cb in self.on_put:
-            cb(event.seq)
+            written = self._write_pending()
+            if self._pending:
+                self._keep(event)  # behind the ones still waiting: the journal stays in order
+            else:
+                try:
+                    written.append(self._insert(event))
+                except sqlite3.OperationalError as exc:
+                    if not storage_fault(exc):
+                        raise
+                    self._refused(exc)
+                    self._keep(event)
+        for seq in written:
+            for cb in self.on_put:
+                cb(seq)
+        return event.seq
+
+    def retry(self) -> int:
+        """Write the events kept while the storage refused them; how many went in."""
+        if not self._pending:
+            return 0
+        with self._lock:
+            written = self._write_pending()
+        for seq in written:
+            for cb in self.on_put:
+                cb(seq)
+        if written and not self._pending:
+            log.warning("journal writable again: %d kept event(s) written", len(written))
+        return len(written)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def _insert(self, event: Event) -> int:
+        cur = self._conn.execute(
+            "INSERT INTO journal(id, ts, door, type, kind, token, decision, reason, latency_ms, detail) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (event.id, event.ts, event.door, event.type, event.kind, event.token, event.decision,
+             event.reason, event.latency_ms, event.detail))
+        event.seq = cur.lastrowid
         return event.seq  # type: ignore[return-value]
+
+    def _write_pending(self) -> list[int]:
+        written: list[int] = []
+        while self._pending:
+            try:
+                written.append(self._insert(self._pending[0]))
+            except sqlite3.OperationalError as exc:
+                if not storage_fault(exc):
+                    raise
+                self.last_error = str(exc)
+                break
+            self._pending.popleft()
+        return written
+
+    def _refused(self, exc: sqlite3.OperationalError) -> None:
+        if not self._pending:  # the first refusal of an outage; the rest are counted
+            log.error("journal cannot be written (%s): events kept in memory until it can", exc)
+        self.write_failures += 1
+        self.last_error = str(exc)
+
+    def _keep(self, event: Event) -> None:
+        event.seq = None
+        if len(self._pending) >= PENDING_MAX:
+            self._pending.popleft()
+            self.pending_dropped += 1
+        self._pending.append(event)
+
+    def storage(self) -> dict:
+        """What telemetry and diag show of the journal's storage."""
+        return {"write_failures": self.write_failures, "pending": len(self._pending),
+                "pending_dropped": self.pending_dropped, "last_error": self.last_error}
 
     def next_batch(self, after_seq: int, limit: int = 500, upto: int | None = None) -> list[Event]:
         sql = f"SELECT {_COLS} FROM journal WHERE seq > ?" + (" AND seq <= ?" if upto is not None else "") + " ORDER BY seq LIMIT ?"
@@ -85,18 +164,49 @@ class Outbox:
         return [_event(r) for r in self._conn.execute(sql, args)]
 
     def ack(self, upto_seq: int) -> int:
-        """Central has committed everything up to `upto_seq`: only now is it deleted."""
-        with self._lock:
+        """Central has committed everything up to `upto_seq`: only now is it deleted.
+        StorageUnavailable when the deletion cannot be written (central resends; no harm)."""
+        with self._lock, _storage():
             return self._conn.execute("DELETE FROM journal WHERE seq <= ?", (upto_seq,)).rowcount
 
     def drop_oldest(self, n: int) -> tuple[int, int, int]:
         """Delete the `n` oldest events (the journal is over its cap): (count, first seq, last seq)."""
-        with self._lock:
+        with self._lock, _storage():
             row = self._conn.execute("SELECT min(seq), max(seq), count(*) FROM (SELECT seq FROM journal ORDER BY seq LIMIT ?)", (n,)).fetchone()
             if not row[2]:
                 return 0, 0, 0
             self._conn.execute("DELETE FROM journal WHERE seq <= ?", (row[1],))
             return row[2], row[0], row[1]
+
+    def purge_older(self, before_ts: float, batch: int = 1000) -> int:
+        """Delete events older than `before_ts` (retention without central), a batch per
+        transaction so that a card's journal write never waits long for the lock."""
+        return self._purge("DELETE FROM journal WHERE seq IN (SELECT seq FROM journal WHERE ts < ? ORDER BY seq LIMIT ?)",
+                           (before_ts,), batch)
+
+    def purge_beyond(self, keep: int, batch: int = 1000) -> int:
+        """Delete the oldest events beyond the newest `keep` (retention without central)."""
+        excess = self.depth() - keep
+        if excess <= 0:
+            return 0
+        done = 0
+        while done < excess:
+            n = min(batch, excess - done)
+            with self._lock, _storage():
+                got = self._conn.execute("DELETE FROM journal WHERE seq IN (SELECT seq FROM journal ORDER BY seq LIMIT ?)", (n,)).rowcount
+            if not got:
+                break
+            done += got
+        return done
+
+    def _purge(self, sql: str, args: tuple, batch: int) -> int:
+        done = 0
+        while True:
+            with self._lock, _storage():
+                got = self._conn.execute(sql, (*args, batch)).rowcount
+            done += got
+            if got < batch:
+                return done
 
     def depth(self) -> int:
         return self._conn.execute("SELECT count(*) FROM journal").fetchone()[0]
@@ -108,6 +218,17 @@ class Outbox:
     def tail(self, n: int = 20) -> list[Event]:
         rows = self._conn.execute(f"SELECT {_COLS} FROM journal ORDER BY seq DESC LIMIT ?", (n,)).fetchall()
         return [_event(r) for r in reversed(rows)]
+
+
+class _storage:
+    """`with _storage():` turns SQLite's storage faults into StorageUnavailable; other errors are ours."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if isinstance(exc, sqlite3.OperationalError) and storage_fault(exc):
+            raise StorageUnavailable(str(exc)) from exc
 
 
 class Flusher(threading.Thread):
@@ -122,6 +243,7 @@ class Flusher(threading.Thread):
         self._pending = 0
         self.durable_seq = 0
         self.flushes = 0
+        self.failures = 0
         self.heartbeat = time.monotonic()
 
     def notify(self, seq: int) -> None:
@@ -145,11 +267,19 @@ class Flusher(threading.Thread):
     def _flush(self) -> None:
         self._wake.clear()
         target = self._pending
-        checkpoint(self._conn)
+        try:
+            checkpoint(self._conn)
+        except sqlite3.OperationalError as exc:
+            if not storage_fault(exc):
+                raise
+            self.failures += 1
+            self._halt.wait(0.5)
+            self._wake.set()  # try again: events are not reported upstream until they are on disk
+            return
         self.durable_seq = max(self.durable_seq, target)
         self.flushes += 1
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         self._halt.set()
         self._wake.set()
-        self.join(5)
+        self.join(timeout)

@@ -118,6 +118,15 @@ def read_csv(path: Path, tokenizer: Tokenizer) -> list[Entry]:
     face (value: the id they were enrolled under; blank = the person column): central records the
     consent, the gateway holds the template.
     """
+    try:
+        return _read_csv(path, tokenizer)
+    except UnicodeDecodeError as exc:
+        raise ImportError_(f"{path}: not UTF-8 text (byte {exc.start}); save the list as CSV in UTF-8") from None
+    except csv.Error as exc:
+        raise ImportError_(f"{path}: not a CSV file the importer can read ({exc})") from None
+
+
+def _read_csv(path: Path, tokenizer: Tokenizer) -> list[Entry]:
     entries: dict[str, Entry] = {}
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)

@@ -52,6 +52,8 @@ _MIGRATIONS = ["""
                          body TEXT NOT NULL, received REAL NOT NULL, PRIMARY KEY (gw, id));
     CREATE TABLE gateways (gw TEXT PRIMARY KEY, state TEXT, conn INTEGER, status_ts REAL, applied_version INTEGER,
                            applied_sha256 TEXT, last_reject TEXT, last_seen REAL);
+""", """
+    CREATE INDEX events_received ON events(received);  -- the retention purge
 """]
 
 
@@ -66,9 +68,16 @@ class CentralSection(_Model):
     head_interval_s: float = Field(default=300.0, ge=1, title="Head interval", description="Seconds between republished heads.")
 
 
+class CentralRetention(_Model):
+    event_days: float = Field(default=365.0, gt=0, le=36500, title="Events kept (days)",
+                              description="Events central received longer ago than this are deleted, daily, in small batches.")
+
+
 class CentralConfig(_Model):
     central: CentralSection = Field(title="Central", description="The reference central server.")
     broker: SyncSection = Field(title="Broker", description="Broker connection (identity `central` in the ACL).")
+    retention: CentralRetention = Field(default_factory=CentralRetention, title="Retention",
+                                        description="How long central keeps the events gateways sent.")
 
 
 def load_config(path: Path) -> CentralConfig:
@@ -77,7 +86,7 @@ def load_config(path: Path) -> CentralConfig:
     c = c.model_copy(update={"state_dir": base / c.state_dir, "site_key_file": credential_path(c.site_key_file, base),
                              "signing_key_file": credential_path(c.signing_key_file, base)})
     b = b.model_copy(update={k: getattr(b, k) and credential_path(getattr(b, k), base) for k in ("ca_file", "cert_file", "key_file")})
-    return CentralConfig(central=c, broker=b)
+    return CentralConfig(central=c, broker=b, retention=cfg.retention)
 
 
 @dataclass
@@ -110,6 +119,7 @@ class Central:
         self._resp_cond = threading.Condition()
         self._halt = threading.Event()
         self._head_thread: threading.Thread | None = None
+        self._purge_thread: threading.Thread | None = None
         self._serve = False
         self._listen: tuple[str, ...] = ()
 
@@ -131,6 +141,8 @@ class Central:
         if serve:
             self._head_thread = threading.Thread(target=self._heads, name="central-heads", daemon=True)
             self._head_thread.start()
+            self._purge_thread = threading.Thread(target=self._purges, name="central-retention", daemon=True)
+            self._purge_thread.start()
         return self
 
     def _connected(self, client, userdata, flags, reason_code, properties) -> None:
@@ -146,8 +158,9 @@ class Central:
 
     def close(self) -> None:
         self._halt.set()
-        if self._head_thread is not None:
-            self._head_thread.join(5)
+        for t in (self._head_thread, self._purge_thread):
+            if t is not None:
+                t.join(5)
         self.client.disconnect()
         self.client.loop_stop()
         self.db.close()
@@ -159,6 +172,30 @@ class Central:
         while not self._halt.wait(self.cfg.central.head_interval_s):
             for gw in self.cfg.central.gateways:
                 self._publish(gw, "wl/head", self.head(gw), retain=True)
+
+    def _purges(self) -> None:
+        """Retention: soon after start, then daily."""
+        wait = 60.0
+        while not self._halt.wait(wait):
+            self.purge_events()
+            wait = 86400.0
+
+    def purge_events(self, now: float | None = None, batch: int = 5000) -> int:
+        """Delete the events received more than `retention.event_days` ago, a batch per transaction
+        so that ingest never waits long behind a purge; logged and counted."""
+        days = self.cfg.retention.event_days
+        cutoff = (time.time() if now is None else now) - days * 86400
+        total = 0
+        while True:
+            with self._lock, Transaction(self.db) as db:
+                n = db.execute("DELETE FROM events WHERE rowid IN (SELECT rowid FROM events WHERE received < ? LIMIT ?)",
+                               (cutoff, batch)).rowcount
+            total += n
+            if n < batch:
+                break
+        self.counters["purged_events"] += total
+        log.info("central: retention purge: %d event(s) received more than %g day(s) ago deleted", total, days)
+        return total
 
     # -- the list -------------------------------------------------------------------------------
     @property

@@ -47,6 +47,7 @@ class EventDrain:
         self.sent_upto = 0  # highest seq ever sent: central cannot acknowledge beyond it
         self.sent = self.batches = self.resends = self.acks = self.dropped = 0
         self.bad_acks = 0
+        self.stale_acks = 0  # acks for what is already deleted here (a resent batch's twin): harmless, counted
         self._unanswered = 0
 
     def _resend_after(self) -> float:
@@ -84,11 +85,13 @@ class EventDrain:
                 self.inflight = None
                 self.step(now)
             if ack.upto > self.sent_upto:
+                self.stale_acks += 1
                 return  # we restarted since: the seq it names is not ours to judge
         if ack.upto > self.sent_upto:
             self.bad_acks += 1
             raise Rejected("ack_beyond_sent", f"ack up to {ack.upto}, sent up to {self.sent_upto}")
         if ack.upto <= self.acked_seq:
+            self.stale_acks += 1
             return  # the twin of an ack already handled (a resent batch)
         self.outbox.ack(ack.upto)
         self.acked_seq = ack.upto
@@ -116,5 +119,5 @@ class EventDrain:
     def stats(self) -> dict:
         return {"depth": self.outbox.depth(), "last_seq": self.outbox.last_seq(), "durable_seq": self._durable(),
                 "acked_seq": self.acked_seq, "sent": self.sent, "batches": self.batches, "resends": self.resends,
-                "dropped": self.dropped, "bad_acks": self.bad_acks,
+                "dropped": self.dropped, "bad_acks": self.bad_acks, "stale_acks": self.stale_acks,
                 "inflight": None if self.inflight is None else [self.inflight.first, self.inflight.last]}

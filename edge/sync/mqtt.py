@@ -27,7 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from drivers.backoff import Backoff
+from drivers.backoff import Backoff, Reconnects, pause
 from edge.config import SyncSection
 from edge.sync import protocol
 
@@ -86,7 +86,7 @@ class Connection(threading.Thread):
 
     def __init__(self, gw: str, settings: SyncSection, *, next_conn: Callable[[], int],
                  on_message: Callable[[str, bytes, bool], None], on_up: Callable[[], None] = lambda: None,
-                 status_extra: Callable[[], dict] = dict):
+                 status_extra: Callable[[], dict] = dict, base_s: float = 0.5):
         super().__init__(name="mqtt", daemon=True)
         self.gw = gw
         self.settings = settings
@@ -106,7 +106,8 @@ class Connection(threading.Thread):
         self.counters = Counters()
         self.heartbeat = time.monotonic()
         self._halt = threading.Event()
-        self._backoff = Backoff(base_s=0.5, cap_s=settings.reconnect_max_s)
+        self._backoff = Backoff(base_s=min(base_s, settings.reconnect_max_s), cap_s=settings.reconnect_max_s)
+        self.reconnects = Reconnects()
 
     # -- the thread -----------------------------------------------------------------------------
     def run(self) -> None:
@@ -115,7 +116,7 @@ class Connection(threading.Thread):
         while not self._halt.is_set():
             self.heartbeat = time.monotonic()
             if not socket_open:
-                if self._halt.wait(delay):
+                if pause(self._halt, delay, self._beat):  # a broker away is not a hang
                     break
                 socket_open = self._attempt()
                 if not socket_open:
@@ -125,8 +126,12 @@ class Connection(threading.Thread):
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 socket_open = False
                 self.connected = False
+                self.reconnects.failed(f"connection lost ({rc.name})")
                 delay = self._backoff.next()
         self._close()
+
+    def _beat(self) -> None:
+        self.heartbeat = time.monotonic()
 
     def _attempt(self) -> bool:
         s = self.settings
@@ -140,19 +145,23 @@ class Connection(threading.Thread):
         except (OSError, ssl.SSLError, ValueError) as exc:
             self.counters.connect_failures += 1
             self.counters.last_error = f"{exc.__class__.__name__}: {exc}"
-            log.warning("broker %s:%d unreachable (%s); retrying with backoff", s.host, s.port, self.counters.last_error)
+            if self.reconnects.snapshot().up is not False:  # the first failure of an outage; the rest are counted
+                log.warning("broker %s:%d unreachable (%s); retrying with backoff", s.host, s.port, self.counters.last_error)
+            self.reconnects.failed(self.counters.last_error)
             return False
 
     def _connected(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             self.counters.connect_failures += 1
             self.counters.last_error = f"CONNACK {reason_code}"
+            self.reconnects.failed(self.counters.last_error)
             log.error("broker refused the connection: %s (check the certificate, its CN and the ACL)", reason_code)
             return
         no_delay(client)
         self.connected = True
         self.counters.connects += 1
         self._backoff.reset()
+        self.reconnects.up(f"conn {self.conn_no}")
         client.subscribe([(protocol.topic(self.gw, n), protocol.QOS[n]) for n in protocol.DOWN])
         self._publish_status("online")
         log.info("connected to %s:%d (conn %d, session %s)", self.settings.host, self.settings.port, self.conn_no,

@@ -101,6 +101,8 @@ class Telemetry(_Msg):
     journal: dict[str, Any] = Field(default_factory=dict)
     whitelist: dict[str, Any] = Field(default_factory=dict)
     counters: dict[str, int] = Field(default_factory=dict)
+    parts: dict[str, Any] = Field(default_factory=dict)    # each reconnecting part: up, since, attempts, outages
+    storage: dict[str, Any] = Field(default_factory=dict)  # journal writes the state directory refused
 
 
 class EventBatch(_Msg):

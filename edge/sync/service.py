@@ -8,8 +8,11 @@ the staleness alarm, the journal cap and telemetry.
 
 from __future__ import annotations
 
+from edge.errors import SetupError
+
 import logging
 import queue
+import sqlite3
 import ssl
 import threading
 import time
@@ -17,7 +20,7 @@ from collections import Counter
 from typing import Any, Callable
 
 from edge.config import GatewayConfig, SyncSection
-from edge.store.db import get_meta, open_db, open_whitelist_db, set_meta
+from edge.store.db import StorageUnavailable, get_meta, open_db, open_whitelist_db, set_meta, storage_fault
 from edge.store.outbox import Event, Flusher, Outbox
 from edge.store.whitelist import Whitelist
 from edge.sync.events import EventDrain
@@ -32,7 +35,7 @@ POLL_S = 0.02
 CAP_CHECK_S = 5.0
 
 
-class SyncSetupError(Exception):
+class SyncSetupError(SetupError):
     """Sync cannot start: a key or certificate file is missing or unusable (the message names it)."""
 
 
@@ -82,6 +85,8 @@ class SyncService(threading.Thread):
             "whitelist_resync": Op(lambda a: {"req_id": self.wl.request(snapshot=True)}, help="ask central for a full list"),
             **(ops or {})})
         self.rejected: Counter[str] = Counter()
+        self.storage_failures = 0
+        self._conn_no = 0
         self.is_stale = False
         self.heartbeat = time.monotonic()
 
@@ -90,7 +95,7 @@ class SyncService(threading.Thread):
         keyring = check_credentials(s)
         conn = Connection(gw, s, next_conn=self._next_conn, on_message=lambda n, p, r: self._q.put((n, p, r)),
                           on_up=lambda: self._q.put(("_up", b"", False)),
-                          status_extra=lambda: {"whitelist_version": whitelist.version})
+                          status_extra=lambda: {"whitelist_version": whitelist.version}, base_s=self.cfg.reconnect.base_s)
         return keyring, conn
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -98,8 +103,15 @@ class SyncService(threading.Thread):
         return self.mqtt.publish(name, payload) is not None
 
     def _next_conn(self) -> int:
-        n = int(get_meta(self._conn, "mqtt_conn", "0") or 0) + 1
-        set_meta(self._conn, "mqtt_conn", str(n))
+        """The connection counter, kept across restarts; in memory while the disk refuses writes."""
+        n = max(self._conn_no, int(get_meta(self._conn, "mqtt_conn", "0") or 0)) + 1
+        self._conn_no = n
+        try:
+            set_meta(self._conn, "mqtt_conn", str(n))
+        except sqlite3.OperationalError as exc:
+            if not storage_fault(exc):
+                raise
+            self.storage_failures += 1
         return n
 
     def _record(self, event: Event) -> None:
@@ -115,18 +127,20 @@ class SyncService(threading.Thread):
         while not self._halt.is_set():
             self.heartbeat = now = time.monotonic()
             try:
-                self._handle(*self._q.get(timeout=POLL_S))
+                name, payload, retain = self._q.get(timeout=POLL_S)
             except queue.Empty:
                 pass
+            else:
+                self._storage_guarded(self._handle, name, payload, retain)
             if self.mqtt.connected:
                 self.drain.step(now)
             if now >= next_sec:
                 next_sec = now + 1.0
-                self.wl.tick()
+                self._storage_guarded(self.wl.tick)
                 self._check_stale()
             if now >= next_cap:
                 next_cap = now + CAP_CHECK_S
-                ev = self.drain.enforce_cap()
+                ev = self._storage_guarded(self.drain.enforce_cap)
                 if ev is not None and self._on_event is not None:
                     self._on_event(ev)
             if now >= next_tel and self.mqtt.connected:
@@ -135,6 +149,24 @@ class SyncService(threading.Thread):
         self.mqtt.stop()
         self._conn.close()
         self._wconn.close()
+
+    def _storage_guarded(self, fn, *args):
+        """Run one step; a state directory that refuses writes (disk full, read-only) is counted and
+        the step is simply tried again later (central resends, heads come again). Other errors are ours."""
+        try:
+            return fn(*args)
+        except StorageUnavailable as exc:
+            self._storage_refused(exc)
+        except sqlite3.OperationalError as exc:
+            if not storage_fault(exc):
+                raise
+            self._storage_refused(exc)
+        return None
+
+    def _storage_refused(self, exc: Exception) -> None:
+        if not self.storage_failures:
+            log.error("sync: the state directory cannot be written (%s); retrying as messages come", exc)
+        self.storage_failures += 1
 
     def _handle(self, name: str, payload: bytes, retain: bool) -> None:
         try:
@@ -151,11 +183,10 @@ class SyncService(threading.Thread):
                 if resp is not None:
                     self._send("cmd/resp", resp)
         except Rejected as r:
+            # everything the network can send that does not fit ends here, counted by reason; any
+            # other exception is a bug of ours: it ends this thread, and the daemon restarts
             self.rejected[f"{name}:{r.reason}"] += 1
             log.warning("message on %s rejected: %s", name, r)
-        except Exception:  # noqa: BLE001 - garbage from the network must never stop the sync thread
-            self.rejected[f"{name}:error"] += 1
-            log.exception("message on %s could not be handled", name)
 
     def _check_stale(self) -> None:
         limit = self.settings.stale_after_s
@@ -173,7 +204,10 @@ class SyncService(threading.Thread):
         out.update({f"wl.applied.{k}": v for k, v in self.wl.applied.items()})
         out.update({f"cmd.{k}": v for k, v in self.rpc.counters.items()})
         c = self.mqtt.counters
-        out.update({"mqtt.connects": c.connects, "mqtt.connect_failures": c.connect_failures, "mqtt.disconnects": c.disconnects})
+        out.update({"mqtt.connects": c.connects, "mqtt.connect_failures": c.connect_failures, "mqtt.disconnects": c.disconnects,
+                    "sync.storage_failures": self.storage_failures, "evt.acks": self.drain.acks,
+                    "evt.stale_acks": self.drain.stale_acks, "evt.bad_acks": self.drain.bad_acks,
+                    "wl.heads": self.wl.heads})
         return out
 
     def malformed_total(self) -> int:
@@ -188,8 +222,10 @@ class SyncService(threading.Thread):
     def telemetry(self) -> Telemetry:
         h = self._health()
         return Telemetry(ts=time.time(), conn=self.mqtt.conn_no, readers=h.get("readers", {}), relays=h.get("relays", {}),
-                         journal=self.drain.stats(), whitelist=self._wl_status(), counters=self.counters())
+                         journal=self.drain.stats(), whitelist=self._wl_status(), counters=self.counters(),
+                         parts=h.get("parts", {}), storage=h.get("storage", {}))
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 15.0) -> None:
+        """`stopped` on the status topic, a clean disconnect, then the thread ends."""
         self._halt.set()
-        self.join(15)
+        self.join(timeout)

@@ -46,6 +46,7 @@ class WhitelistSync:
         self._mono = mono
         self.rejected: Counter[str] = Counter()
         self.applied: Counter[str] = Counter()
+        self.heads = 0  # signed heads taken (central speaking), whatever they led to
         self.head: WlHead | None = None
         self._pending: tuple[str, float] | None = None
         self._parsed: tuple[str, dict[int, tuple[list, int]]] = ("", {})  # this snapshot's chunks: entries, hash
@@ -90,6 +91,7 @@ class WhitelistSync:
         if head.version < self.list.version:
             raise Rejected("rolled_back", f"head v{head.version} is below the local v{self.list.version}")
         self.head = head
+        self.heads += 1
         self._heard(head.ts)
         if head.version == self.list.version:
             if head.sha256 != self.list.sha256:

@@ -1,5 +1,7 @@
 """Vision: faces (and plates) on camera frames, in a worker process of their own."""
 
+from edge.errors import SetupError
 
-class VisionSetupError(Exception):
-    """Cameras cannot start: a camera that cannot be opened, the face template key, or a model file (names the fix)."""
+
+class VisionSetupError(SetupError):
+    """Vision cannot start as configured: the face template key is missing or wrong (names the fix)."""

@@ -20,6 +20,8 @@ z-score means little, and a stricter plain threshold applies.
 
 from __future__ import annotations
 
+from edge.errors import SetupError
+
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +33,7 @@ import numpy as np
 MODEL_FILES = {"shape5": "shape_predictor_5_face_landmarks.dat", "encoder": "dlib_face_recognition_resnet_model_v1.dat"}
 
 
-class FaceModelsMissing(RuntimeError):
+class FaceModelsMissing(SetupError):
     """The dlib model files cannot be found (names the fix)."""
 
 
