@@ -12,6 +12,7 @@ tests put a scene there: an empty doorway, a resident stepping up, a stranger, a
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import cv2
@@ -42,6 +43,17 @@ def photo_held(img: np.ndarray, n: int) -> list[np.ndarray]:
 def live(imgs: list[np.ndarray], n: int) -> list[np.ndarray]:
     """A live face: different moments of one person, in turn, at nearly the same place."""
     return [_paste(imgs[i % len(imgs)], 1.6, 200 + (i % 3), 100 + (i % 2)) for i in range(n)]
+
+
+def live_looped(imgs: list[np.ndarray], n: int = 29, seed: int = 1) -> list[np.ndarray]:
+    """A live face for a scene played over and over (the demo): the moments in a seeded random order,
+    never the same twice running, over a prime number of frames. A slow worker that takes every k-th
+    frame then still sees the face change; with `live`'s strict cycle it could see one moment only."""
+    rng = random.Random(seed)
+    order = [0]
+    while len(order) < n:
+        order.append(rng.choice([i for i in range(len(imgs)) if i != order[-1]]))
+    return [_paste(imgs[i], 1.6, 200 + (k % 3), 100 + (k % 2)) for k, i in enumerate(order)]
 
 
 def write(folder: Path, frames: list[np.ndarray]) -> Path:
