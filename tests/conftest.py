@@ -22,6 +22,14 @@ from drivers.virtual.site import Site
 REPO = Path(__file__).resolve().parent.parent
 
 
+def after_start(timeline: list) -> list:
+    """A board's writes without the resting-state (off) writes each link makes when it opens."""
+    i = 0
+    while i < len(timeline) and not timeline[i].on:
+        i += 1
+    return timeline[i:]
+
+
 @pytest.fixture(scope="session")
 def pcscd_service(tmp_path_factory):
     """One pcscd for the session; tests that restart it use `.restart()`."""
@@ -56,7 +64,11 @@ class AppThread:
         self.events: list = []
         self.app.event_hooks.append(self.events.append)
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self.app.run(),), name="app", daemon=True)
+        self.result: int | None = None  # what App.run returned: 0 clean stop, 1 a part died
+        self.thread = threading.Thread(target=self._run, name="app", daemon=True)
+
+    def _run(self) -> None:
+        self.result = self.loop.run_until_complete(self.app.run())
 
     def start(self, readers: int = 2) -> "AppThread":
         self.thread.start()

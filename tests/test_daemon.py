@@ -42,10 +42,17 @@ def on_writes(board) -> int:
     return sum(1 for w in board.timeline if w.on)
 
 
+def pulsed(tl) -> bool:
+    """An on write followed by an off write: a pulse, then locked again."""
+    ons = [w.on for w in tl]
+    return True in ons and False in ons[ons.index(True):]
+
+
 def test_resident_id_card_opens_the_door(app, rig):
+    assert rig.board.wait_for(lambda tl: bool(tl), 3) and rig.board.timeline[0].on is False  # locked at start
     card = swipe(RESIDENT_ID)
     app.wait_event("granted")
-    assert rig.board.wait_for(lambda tl: [w.on for w in tl][:2] == [True, False], 3)  # pulse, then locked
+    assert rig.board.wait_for(pulsed, 3)  # pulse, then locked
     card.remove()
     (row,) = [r for r in journal(rig) if r[1] == "access"]
     assert row[2:5] == ("granted", "granted", "idcard") and len(row[5]) == 12
@@ -219,8 +226,11 @@ def test_sighup_with_a_broken_config_keeps_running(rig, daemon_factory):
     rig.config_path.write_text(good.replace("pulse_ms = 300", "pulse_ms = 700"))
     d.signal(signal.SIGHUP)
     wait_until(lambda: "config reloaded" in d.log(), 10, "the reload")
+    n = len(rig.board.timeline)
     card = swipe(RESIDENT_IC)
-    assert rig.board.wait_for(lambda tl: len(tl) >= 2 and not tl[-1].on, 5)
+    assert rig.board.wait_for(lambda tl: pulsed(tl[n:]), 5)
     card.remove()
-    on, off = [w for w in rig.board.timeline if w.on][-1], rig.board.timeline[-1]
+    after = rig.board.timeline[n:]
+    on = next(w for w in after if w.on)
+    off = next(w for w in after if not w.on and w.t_ns > on.t_ns)
     assert (off.t_ns - on.t_ns) / 1e9 >= 0.65  # the new pulse length

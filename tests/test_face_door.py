@@ -19,7 +19,7 @@ from edge.privacy import Tokenizer, generate_key, load_key
 from edge.vision.enrol import templates_from
 from edge.vision.face import FacePipeline
 
-from .conftest import REPO, AppThread
+from .conftest import REPO, AppThread, after_start
 
 DATA = Path(__file__).parent / "data" / "faces"
 RESIDENT, RESIDENT_ID = "Emma_Watson", "R-0101 Li Wei"   # the resident enrolled under the id of the list's first person
@@ -88,7 +88,7 @@ def test_resident_in_stranger_out_photo_refused(tmp_path, pcscd, templates):
         granted = access[0]
         tok = Tokenizer(load_key(rig.root / "site.key")).token("face", RESIDENT_ID)
         assert granted.token == tok[:12] and granted.decision == "granted"
-        assert rig.board.wait_for(lambda tl: [w.on for w in tl][:2] == [True, False], 3)  # one pulse, then locked
+        assert rig.board.wait_for(lambda tl: [w.on for w in after_start(tl)][:2] == [True, False], 3)  # one pulse, then locked
         assert sum(1 for w in rig.board.timeline if w.on) == 1
         assert journal_reasons(rig) == [("granted", "face"), ("unknown_face", "face"), ("liveness_failed", "face")]
     finally:

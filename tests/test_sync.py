@@ -58,7 +58,8 @@ def test_a_list_change_decides_the_next_swipe_and_events_reach_central(synced_fa
         wait_until(lambda: s.gw in central.telemetry and central.telemetry[s.gw].whitelist["version"] == 2
                    and central.telemetry[s.gw].journal["depth"] == 0, 10, "telemetry after the acks")
         tel = central.telemetry[s.gw]
-        assert tel.relays == {str(s.rig.root / "ttyGW"): {"up": True}} and tel.readers["service_up"] is True
+        assert tel.relays == {str(s.rig.root / "ttyGW"): {"up": True, "corrections": 0}} and tel.readers["service_up"] is True
+        assert tel.parts["mqtt"]["up"] is True and tel.parts["pcscd"]["up"] is True
         assert tel.journal["depth"] == 0 and tel.whitelist["stale"] is False and tel.counters["mqtt.connects"] == 1
         # remote diagnostics: read-only ops unsigned, a relay pulse only signed
         assert central.call(s.gw, "journal_stats").result["depth"] == 0  # type: ignore[union-attr]
