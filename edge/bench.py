@@ -260,6 +260,11 @@ def main(args: argparse.Namespace) -> int:
             except ModelError as exc:
                 print(f"bench plate: {exc}", file=sys.stderr)
                 return 2
+    elif args.name == "faults":
+        from edge.bench_faults import main_bench
+
+        with tempfile.TemporaryDirectory(prefix="door-edge-faults-") as tmp:
+            result = main_bench(Path(tmp), rounds=args.rounds, attempts=args.attempts, fuzz=args.fuzz)
     elif args.name == "sync":
         from edge.bench_sync import bench_sync
 
@@ -272,6 +277,18 @@ def main(args: argparse.Namespace) -> int:
     else:
         for k, v in result.items():
             print(f"{k:22} {v}")
-    return 0 if result.get("missed", 0) == 0 and result.get("lost", 0) == 0 else 1
+    return 0 if result.get("missed", 0) == 0 and result.get("lost", 0) == 0 and not _faults_failed(result) else 1
+
+
+def _faults_failed(result: dict) -> bool:
+    """`bench faults`: a figure the issue bounds is outside its bound."""
+    if result.get("bench") != "faults":
+        return False
+    relock = result["relock_ms"]["max"]
+    fuzz = result["fuzz"]
+    return bool(result["kill9_lost"] or result["kill9_seq_gaps"] or result["unlocked_after_restart"]
+                or relock is None or relock > 1000 or any(o["recover_s"] > 2 or o.get("works") is False for o in result["outages"].values())
+                or not result["camera_missing_card_ok"] or not result["reload_bad_config_kept"]
+                or result["disk_full_decisions_ok"] is False or fuzz["crashes"] or fuzz["uncounted"])
 
 
