@@ -125,3 +125,31 @@ def test_a_face_door_needs_a_camera_and_a_card_reader(tmp_path):
     with pytest.raises(ConfigError) as e:
         parse(data)
     assert "cameras[0].door: no such door (value: 'nowhere')" in str(e.value)
+
+
+@pytest.mark.parametrize("source,ok", [("ftp://cam/stream", False), ("rtsp://", False), (" /dev/video0", False),
+                                       ("rtsp://user:pw@10.0.0.5:554/h264", True), ("/dev/video9", True), ("0", True)])
+def test_a_malformed_camera_source_is_refused_an_absent_one_is_not(tmp_path, source, ok):
+    """An unplugged camera is the gateway's to retry at run time; a source that cannot be one is the installer's to fix."""
+    p = tmp_path / "gw.toml"
+    p.write_text(BASE.replace('schedule = "day"', 'schedule = "day"\nmode = "card_or_face"')
+                 + f'\n[[cameras]]\nid = "cam"\nsource = "{source}"\ndoor = "d1"\n')
+    res = check(p)
+    assert (res.returncode == 0) is ok, res.stdout
+    if not ok:
+        assert "cameras[0].source" in res.stdout and "Fix:" in res.stdout
+
+
+def test_a_config_that_is_not_utf8_is_refused_with_a_message(tmp_path):
+    p = tmp_path / "gw.toml"
+    p.write_bytes(BASE.encode() + b"\n# \xfe\xff\n")
+    res = check(p)
+    assert res.returncode == 2 and "not UTF-8" in res.stdout
+
+
+@pytest.mark.parametrize("text", ["[reconnect]\nbase_s = 5\ncap_s = 1\n", "[retention]\njournal_days = 0\n"])
+def test_reconnect_and_retention_bounds_are_checked(tmp_path, text):
+    p = tmp_path / "gw.toml"
+    p.write_text(BASE + "\n" + text)
+    res = check(p)
+    assert res.returncode == 2 and ("reconnect.cap_s" in res.stdout or "retention.journal_days" in res.stdout)
