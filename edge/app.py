@@ -173,11 +173,13 @@ class App:
         tokenizer = Tokenizer(load_key(cfg.gateway.site_key_file))
         state = cfg.state_dir()
         conn = open_db(state)
+        built = None
         try:
-            return self._build_on(loop, cfg, tokenizer, conn)
-        except BaseException:
-            conn.close()
-            raise
+            built = self._build_on(loop, cfg, tokenizer, conn)
+        finally:
+            if built is None:
+                conn.close()  # a build that failed leaves nothing open
+        return built
 
     def _build_on(self, loop: asyncio.AbstractEventLoop, cfg: GatewayConfig, tokenizer: Tokenizer,
                   conn: sqlite3.Connection) -> Parts:
@@ -207,12 +209,14 @@ class App:
         retention = Retention(cfg, on_put=flusher.notify, record=from_thread)
         parts = Parts(cfg, conn, whitelist, outbox, flusher, links, controller, watcher, retention,
                       heartbeats=Heartbeats(heartbeat_max_age_s()))
+        done = False
         try:
             parts.vision = self._build_vision(loop, cfg, controller) if cfg.cameras else None
             parts.sync = self._build_sync(loop, cfg, parts) if cfg.sync is not None else None
-        except BaseException:
-            self._close(parts)
-            raise
+            done = True
+        finally:
+            if not done:
+                parts.whitelist.close()
         hb = parts.heartbeats
         hb.add("loop", lambda: self._loop_beat)
         hb.add("journal", lambda: flusher.heartbeat)
