@@ -287,7 +287,7 @@ def _faults_failed(result: dict) -> bool:
     relock = result["relock_ms"]["max"]
     fuzz = result["fuzz"]
     return bool(result["kill9_lost"] or result["kill9_seq_gaps"] or result["unlocked_after_restart"]
-                or relock is None or relock > 1000 or any(o["recover_s"] > 2 or o.get("works") is False for o in result["outages"].values())
+                or relock is None or relock > 1000 or any(o["recover_s"] is None or o["recover_s"] > 2 for o in result["outages"].values())
                 or not result["camera_missing_card_ok"] or not result["reload_bad_config_kept"]
                 or result["disk_full_decisions_ok"] is False or fuzz["crashes"] or fuzz["uncounted"])
 
