@@ -33,6 +33,7 @@ from drivers.backoff import Backoff
 from drivers.pcsc import PcscWatcher
 from drivers.relay import LINK_TYPES, ModbusLink, Output, SerialRelayLink
 from edge import config as config_mod
+from edge import report
 from edge import status as status_mod
 from edge.access.controller import Controller, DoorIO
 from edge.config import GatewayConfig, ModbusRelay
@@ -269,7 +270,7 @@ class App:
 
             return {"checks": runtime_checks(cfg)}
 
-        sync = SyncService(cfg, parts.whitelist, parts.flusher, health=lambda: self._health(parts),
+        sync = SyncService(cfg, parts.whitelist, parts.flusher, health=lambda: report.health(parts),
                            on_event=lambda e: loop.call_soon_threadsafe(controller.notify_listeners, e),
                            ops={"relay_pulse": Op(pulse, acting=True, help="test pulse of a door's lock (signed only)"),
                                 "diag": Op(diag, help="the technician checks that do not touch held devices")})
@@ -507,77 +508,13 @@ class App:
                 self.watchdog["pings"] += 1
                 notify("WATCHDOG=1\nSTATUS=" + self.status_line())
 
-    # -- what the parts look like ----------------------------------------------------------------
-    def _health(self, parts: Parts) -> dict:
-        """For telemetry: readers, relays, every reconnecting part, the journal's storage."""
-        w = parts.watcher
-        readers = {"service_up": w.service_up, "readers": sorted(w.readers)} if w is not None else {}
-        return {"readers": readers,
-                "relays": {port: {"up": link.up, "corrections": link.stats.corrections} for port, link in parts.links.items()},
-                "parts": self._parts(parts), "storage": self._storage(parts)}
-
-    @staticmethod
-    def _parts(parts: Parts) -> dict[str, dict]:
-        out: dict[str, dict] = {}
-        if parts.watcher is not None:
-            out["pcscd"] = dict(parts.watcher.reconnects.snapshot().as_dict(), readers=sorted(parts.watcher.readers))
-        for port, link in parts.links.items():
-            out[f"relay:{port}"] = dict(link.reconnects.snapshot().as_dict(), writes=link.stats.writes,
-                                        corrections=link.stats.corrections)
-        if parts.sync is not None:
-            out["mqtt"] = parts.sync.mqtt.reconnects.snapshot().as_dict()
-        if parts.vision is not None:
-            out.update(parts.vision.parts())
-        return out
-
-    @staticmethod
-    def _storage(parts: Parts) -> dict:
-        return dict(parts.outbox.storage(), flush_failures=parts.flusher.failures, durable_seq=parts.flusher.durable_seq)
-
+    # -- what the parts look like (edge.report) ---------------------------------------------------
     def status(self) -> dict:
         """The status socket's answer (edge.status): no personal data."""
-        p = self.parts
-        if p is None:
+        if self.parts is None:
             return {"pid": os.getpid(), "state": "starting"}
-        return {"pid": os.getpid(), "state": "running", "started": self.started_ts, "config": str(self.config_path),
-                "parts": self._parts(p), "heartbeats": p.heartbeats.ages(), "stale": p.heartbeats.stale(),
-                "watchdog": self.watchdog, "reloads": self.reloads, "storage": self._storage(p),
-                "journal": {"last_seq": p.outbox.last_seq(), "depth": p.outbox.depth()},
-                "whitelist": {"version": p.whitelist.version, "count": len(p.whitelist)},
-                "retention": {"runs": p.retention.runs, "failures": p.retention.failures},
-                "counters": self._counters(p)}
-
-    @staticmethod
-    def _counters(p: Parts) -> dict[str, int]:
-        """What was refused or survived, by part: garbage from a reader, a board, the network."""
-        out: dict[str, int] = {}
-        if p.watcher is not None:
-            out.update({f"pcsc.{k}": v for k, v in p.watcher.counters.items()})
-        for port, link in p.links.items():
-            parser = getattr(link, "parser", None)
-            if parser is not None:
-                out.update({f"relay:{port}.garbage_bytes": parser.stats.garbage_bytes, f"relay:{port}.bad_crc": parser.stats.bad_crc,
-                            f"relay:{port}.frames": parser.stats.frames})
-        if p.sync is not None:
-            out.update(p.sync.counters())
-            out["sync.malformed_total"] = p.sync.malformed_total()
-        return out
+        return report.snapshot(self.parts, pid=os.getpid(), started=self.started_ts, config=str(self.config_path),
+                               watchdog=self.watchdog, reloads=self.reloads)
 
     def status_line(self) -> str:
-        p = self.parts
-        if p is None:
-            return "starting"
-        links = ", ".join(f"{port} {'up' if link.up else 'DOWN'}" for port, link in p.links.items())
-        readers = "no pcscd" if p.watcher is not None and not p.watcher.service_up else f"{len(p.watcher.readers) if p.watcher else 0} reader(s)"
-        central = ""
-        if p.sync is not None:
-            central = f"; central {'connected' if p.sync.mqtt.connected else 'OFFLINE'}{', list STALE' if p.sync.is_stale else ''}"
-        cameras = ""
-        if p.vision is not None:
-            w = p.vision.worker.stats
-            down = [cid for cid, cam in p.vision.cameras.items() if not cam.reconnects.is_up and not cam.ended]
-            cameras = (f"; cameras: {len(p.vision.cameras) - len(down)}/{len(p.vision.cameras)} up, {p.vision.enrolled} face(s) "
-                       f"enrolled, worker {'up' if p.vision.worker.ready else 'DOWN'}, {w.restarts} restart(s)")
-        storage = "; JOURNAL NOT WRITABLE" if p.outbox.pending else ""
-        return (f"{readers}; relays: {links}; whitelist v{p.whitelist.version}; journal seq {p.outbox.last_seq()}"
-                f"{central}{cameras}{storage}")
+        return "starting" if self.parts is None else report.status_line(self.parts)
