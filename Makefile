@@ -1,72 +1,109 @@
-# `make demo` and `make test` set everything up themselves on a fresh Debian 12 /
-# Raspberry Pi OS (bookworm) machine: apt packages, a virtualenv, the project.
+# Two installs, both from requirements.lock so two installs a month apart get the same versions:
+#   make install   the gateway: the runtime only (pcscd, pyscard's build needs, the package, non-editable)
+#   make dev       development: adds the virtual devices' system parts (vpcd, socat, mosquitto, pcsc-tools)
+#                  and the package editable, with the rigs, devtools and training on the venv's path
+# `make demo` and `make test` run `make dev` first, on a fresh Debian 12 / Raspberry Pi OS (bookworm)
+# machine as well. They run as a normal user: sudo is used only for apt.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
-APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev swig pcsc-tools socat mosquitto mosquitto-clients openssl
-STAMP := $(VENV)/.installed
-
-FONT_PACKAGES := fonts-noto-cjk fonts-wqy-zenhei fonts-dejavu-core
+LOCK := requirements.lock
+# pcscd, and what pyscard (no wheel on PyPI) needs to build: a compiler, the Python headers, swig, PC/SC headers
+RUNTIME_APT := pcscd libpcsclite-dev swig gcc python3-dev python3-venv
+# the far side of the real parts, for tests, bench and demo only: never on a gateway (vpcd listens on TCP)
+DEV_APT := vsmartcard-vpcd pcsc-tools socat mosquitto mosquitto-clients openssl
+FONT_APT := fonts-noto-cjk fonts-wqy-zenhei fonts-dejavu-core
+DEV_STAMP := $(VENV)/.dev-installed
 PLATES_TRAIN ?= ../shared/data/plates_train
 BACKGROUNDS ?= ../shared/data/faces
 
-.PHONY: setup apt fonts venv demo test bench bench-deps train-deps train-plates clean
+.PHONY: install dev setup apt-runtime apt-dev fonts demo test lint check-wheel lock bench bench-deps train-deps train-plates clean
 
-setup: apt $(STAMP)
-
-apt:
-	@missing=""; for p in $(APT_PACKAGES); do \
-	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if ! $(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1; then missing="$$missing python3-venv"; fi; \
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing apt packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
+endef
+
+apt-runtime:
+	$(call apt_install,$(RUNTIME_APT))
+
+apt-dev: apt-runtime
+	$(call apt_install,$(DEV_APT))
 
 fonts:
-	@missing=""; for p in $(FONT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
-	fi
+	$(call apt_install,$(FONT_APT))
 
-$(STAMP): pyproject.toml
-	[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
-	touch $(STAMP)
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
 
-demo: setup
+# The gateway: a non-editable install of the runtime wheel's contents, pinned by the lock file.
+install: apt-runtime $(VENV)/bin/python
+	$(VENV)/bin/pip install -q -c $(LOCK) .
+	@echo "installed door-edge into $(VENV); see README 'Install on a gateway' for the unit and the config"
+
+# Development: editable, with the test tools, and the source tree on the path (rigs, devtools, training).
+$(DEV_STAMP): pyproject.toml $(LOCK) | $(VENV)/bin/python
+	$(VENV)/bin/pip install -q -c $(LOCK) -e '.[test,dev]'
+	$(VENV)/bin/python -c 'import sysconfig, pathlib; pathlib.Path(sysconfig.get_paths()["purelib"], "door-edge-dev.pth").write_text("$(CURDIR)\n")'
+	touch $(DEV_STAMP)
+
+dev: apt-dev $(DEV_STAMP)
+
+setup: dev  # the old name
+
+demo: dev
 	$(VENV)/bin/door-edge demo
 
-test: setup
+lint: $(DEV_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# The runtime wheel, installed non-editable into a clean venv: config check, the plate models from
+# the installed package, and nothing of the bench inside (tests/test_wheel.py does the work).
+check-wheel: $(DEV_STAMP)
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_wheel.py
+
+test: dev lint
 	$(VENV)/bin/python -m pytest -q
 
-bench-deps: setup fonts
-	$(VENV)/bin/pip install -q -e '.[bench]'
+# Refresh the lock: resolve the newest versions the ranges in pyproject.toml allow, in a scratch venv,
+# then run `make test` and commit requirements.lock with the change that needed it.
+lock:
+	rm -rf /tmp/door-edge-lock && $(PYTHON) -m venv /tmp/door-edge-lock
+	/tmp/door-edge-lock/bin/pip install -q --upgrade pip
+	/tmp/door-edge-lock/bin/pip install -q '.[test,dev,bench]'
+	{ echo "# pip install -c requirements.lock ...; refresh with \`make lock\` (see README)"; \
+	  /tmp/door-edge-lock/bin/pip freeze --all --exclude door-edge; } > $(LOCK)
+	rm -rf /tmp/door-edge-lock
+
+bench-deps: dev fonts
+	$(VENV)/bin/pip install -q -c $(LOCK) -e '.[bench]'
 	$(VENV)/bin/pip install -q --no-deps 'hyperlpr2==2.0.0'   # the plate peer; its own deps would pull the GUI OpenCV
 
 bench: bench-deps
 	$(VENV)/bin/door-edge bench card --swipes 200 --json
 
 # Training the plate models (not part of make test): torch CPU, ONNX export, the fonts for synthesis.
-train-deps: setup fonts
+train-deps: dev fonts
 	$(VENV)/bin/pip install -q 'torch==2.13.0' -e '.[train]'
 
 train-plates: train-deps
-	$(VENV)/bin/python -m edge.vision.train.recognizer --real $(PLATES_TRAIN) --out /tmp/door-edge-stage1/plate_rec.onnx \
+	$(VENV)/bin/python -m training.plates.recognizer --real $(PLATES_TRAIN) --out /tmp/door-edge-stage1/plate_rec.onnx \
 	  --synthetic 50000 --steps 15000 --green 0.35 --seed 17
-	$(VENV)/bin/python -m edge.vision.train.recognizer --real $(PLATES_TRAIN) --out models/plate_rec.onnx \
+	$(VENV)/bin/python -m training.plates.recognizer --real $(PLATES_TRAIN) --out models/plate_rec.onnx \
 	  --init /tmp/door-edge-stage1/plate_rec.pt --lr 5e-4 --synthetic 50000 --steps 8000 --green 0.4 --seed 23
-	$(VENV)/bin/python -m edge.vision.train.recognizer --real $(PLATES_TRAIN) --size large --out /tmp/door-edge-large1/plate_rec_large.onnx \
+	$(VENV)/bin/python -m training.plates.recognizer --real $(PLATES_TRAIN) --size large --out /tmp/door-edge-large1/plate_rec_large.onnx \
 	  --synthetic 50000 --steps 9000 --green 0.4 --seed 101
-	$(VENV)/bin/python -m edge.vision.train.recognizer --real $(PLATES_TRAIN) --size large --out models/plate_rec_large.onnx \
+	$(VENV)/bin/python -m training.plates.recognizer --real $(PLATES_TRAIN) --size large --out models/plate_rec_large.onnx \
 	  --init /tmp/door-edge-large1/plate_rec_large.pt --lr 5e-4 --synthetic 50000 --steps 5000 --green 0.4 --seed 103
-	$(VENV)/bin/python -m edge.vision.train.detector --real $(PLATES_TRAIN) --backgrounds $(BACKGROUNDS) --out models/plate_det.onnx \
+	$(VENV)/bin/python -m training.plates.detector --real $(PLATES_TRAIN) --backgrounds $(BACKGROUNDS) --out models/plate_det.onnx \
 	  --scenes 8000 --steps 4000 --seed 11
-	$(VENV)/bin/python -m edge.vision.train.province --real $(PLATES_TRAIN) --out models/plate_prov.onnx --synthetic 100000 --steps 16000 --seed 43
-	$(VENV)/bin/python -m edge.vision.train.manifest
+	$(VENV)/bin/python -m training.plates.province --real $(PLATES_TRAIN) --out models/plate_prov.onnx --synthetic 100000 --steps 16000 --seed 43
+	$(VENV)/bin/python -m training.plates.manifest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .demo
+	rm -rf $(VENV) .pytest_cache .demo build *.egg-info

@@ -16,8 +16,8 @@ import math
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 
 @dataclass
@@ -64,7 +64,7 @@ class Availability:
     outages: int             # times it went down since the daemon started
     detail: str              # the last reason given
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return {"up": self.up, "since": round(self.since, 3), "attempts": self.attempts, "outages": self.outages,
                 "detail": self.detail}
 
@@ -75,7 +75,7 @@ class Reconnects:
     `on_change(up, detail)` is called (from the part's thread, so it must not block) only when the
     part goes down or comes back, never per attempt: ten thousand attempts are one outage."""
 
-    def __init__(self, on_change=None):
+    def __init__(self, on_change: Callable[[bool, str], None] | None = None):
         self._lock = threading.Lock()
         self._up: bool | None = None
         self._since = time.time()

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import cv2
 import numpy as np
 
 from drivers.backoff import Backoff, Reconnects, pause
+from drivers.ports import FrameSource
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
@@ -84,7 +86,7 @@ class _Capture:
         self.cap.release()
 
 
-def open_source(source: str, *, loop: bool = False):
+def open_source(source: str, *, loop: bool = False) -> FrameSource:
     """Open a source now; CameraError with the fix if it cannot be."""
     if source.isdigit() or source.startswith("/dev/video"):
         index = int(source) if source.isdigit() else source
@@ -122,7 +124,7 @@ class Camera(threading.Thread):
                  on_change: Callable[[bool, str], None] | None = None):
         super().__init__(name=f"camera {source}", daemon=True)
         self.source = source
-        self._src = None
+        self._src: FrameSource | None = None
         self._loop = loop
         self._period = 1.0 / max_fps if max_fps > 0 else 0.0
         self._backoff = backoff or Backoff(base_s=0.5, cap_s=10.0)
@@ -137,7 +139,7 @@ class Camera(threading.Thread):
         self.reconnects = Reconnects(on_change)
 
     @classmethod
-    def open_now(cls, source: str, **kw) -> "Camera":
+    def open_now(cls, source: str, **kw: Any) -> Camera:
         """A camera whose source is opened here and now: CameraError at once, for tools (diag,
         enrolment) where a person waits for the answer."""
         cam = cls(source, **kw)
@@ -151,7 +153,7 @@ class Camera(threading.Thread):
             if self._src is None and not self._open():
                 self._pause(self._backoff.next())
                 continue
-            rgb = self._src.read()
+            rgb = self._src.read() if self._src is not None else None
             if rgb is None:
                 if self._is_finite() and not self._loop:
                     self.ended = True
@@ -206,7 +208,7 @@ class Camera(threading.Thread):
             f = self._frame
         return f if f is not None and f.index > after else None
 
-    def new_frames(self, halt: threading.Event | None = None, poll_s: float = 1.0):
+    def new_frames(self, halt: threading.Event | None = None, poll_s: float = 1.0) -> Iterator[Frame | None]:
         """Each new frame as it comes (frames the caller was too slow for are skipped), and None when
         `poll_s` passed without one (so a caller can beat its heartbeat); ends with the source or `halt`."""
         last = 0

@@ -17,12 +17,14 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING
 
 from smartcard import scard
 
 from drivers.backoff import Backoff, Reconnects, pause
+from drivers.ports import CardSource
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +92,8 @@ def parse_uid(kind: str, response: list[int]) -> str:
 class PcscWatcher(threading.Thread):
     """Watches the readers whose names contain one of `matches`; calls `on_read` per presentation."""
 
-    def __init__(self, matches: list[str], on_read: Callable[[CardRead], None],
-                 on_status: Callable[[str, str], None] | None = None, *, backoff: Backoff | None = None):
+    def __init__(self, matches: list[str], on_read: Callable[[CardRead], object],
+                 on_status: Callable[[str, str], object] | None = None, *, backoff: Backoff | None = None):
         """`on_status(name, state)` from this thread (must not block): ("pcscd", "up" | "down"), and per
         reader "card" | "empty" | "gone"."""
         super().__init__(name="pcsc", daemon=True)
@@ -173,18 +175,16 @@ class PcscWatcher(threading.Thread):
             return
         self._service(True, "")
         self._backoff.reset()
-        states: dict[str, int] = {n: scard.SCARD_STATE_UNAWARE for n in names}
+        states: dict[str, int] = dict.fromkeys(names, scard.SCARD_STATE_UNAWARE)
         pnp_state = scard.SCARD_STATE_UNAWARE
         self._publish_readers(states)
         retry: dict[str, tuple[bytes, int, float]] = {}  # reader -> (ATR, first seen ns, give up at)
         while not self._stopping.is_set():
             self.heartbeat = time.monotonic()
             for name, (atr, first_ns, give_up) in list(retry.items()):
-                if not self.readers.get(name) or time.monotonic() > give_up:
+                if not self.readers.get(name) or time.monotonic() > give_up or self._read(ctx, name, atr, first_ns):
                     del retry[name]
-                elif self._read(ctx, name, atr, first_ns):
-                    del retry[name]
-            query = [(PNP, pnp_state)] + [(n, s) for n, s in states.items()]
+            query = [(PNP, pnp_state), *list(states.items())]
             hr, result = scard.SCardGetStatusChange(ctx, RETRY_MS if retry else WAIT_MS, query)
             seen_ns = time.monotonic_ns()
             code = _hr(hr)
@@ -220,9 +220,8 @@ class PcscWatcher(threading.Thread):
                 if present != self.readers.get(name):
                     self.readers[name] = present
                     self._on_status(name, "card" if present else "empty")
-                if present and (not was_present or replaced):
-                    if self._read(ctx, name, bytes(atr), seen_ns) is None:
-                        retry[name] = (bytes(atr), seen_ns, time.monotonic() + RETRY_FOR_S)
+                if present and (not was_present or replaced) and self._read(ctx, name, bytes(atr), seen_ns) is None:
+                    retry[name] = (bytes(atr), seen_ns, time.monotonic() + RETRY_FOR_S)
             if relist:
                 names = self._list(ctx)
                 if names is None:
@@ -265,8 +264,12 @@ class PcscWatcher(threading.Thread):
                 self.counters["bad_response"] += 1
                 log.warning("unusable answer from card on %s: %s", name, exc)
                 return False
+            self.counters["reads"] += 1
+            self._on_read(CardRead(name, kind, uid, seen_ns))  # before the disconnect: the door need not wait for it
+            return True
         finally:
             scard.SCardDisconnect(card, scard.SCARD_LEAVE_CARD)
-        self.counters["reads"] += 1
-        self._on_read(CardRead(name, kind, uid, seen_ns))
-        return True
+
+
+if TYPE_CHECKING:  # mypy holds the watcher to the port it implements
+    _card_source: type[CardSource] = PcscWatcher

@@ -23,13 +23,14 @@ import select
 import threading
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import serial
 import serial.rs485
 
 from drivers import modbus
 from drivers.backoff import Backoff, Reconnects
+from drivers.ports import LockRelay, Output
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +38,6 @@ POLL_INTERVAL_S = 0.05  # discrete inputs at 20 Hz
 ASSERT_S = 1.0          # outputs checked (Modbus) or rewritten (LCUS) this often
 RETRIES = 3
 WRITE_TIMEOUT_S = 1.0   # a port whose far end stops reading fails the write instead of hanging the thread
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class Output:
-    """One relay output: Modbus (unit, coil), or LCUS (0, channel)."""
-
-    unit: int
-    index: int
 
 
 class RelayListener(Protocol):
@@ -288,13 +281,18 @@ class SerialRelayLink(threading.Thread):
         """Periodic work while open (input polling); the base link has none."""
 
 
+def lcus_frame(channel: int, on: bool) -> bytes:
+    """The one command an LCUS board takes: `A0 channel state checksum` (the board never answers)."""
+    return bytes([0xA0, channel, int(on), (0xA0 + channel + int(on)) & 0xFF])
+
+
 class LcusLink(SerialRelayLink):
     """LCUS-1..8 CH340 relay boards: `A0 ch state sum`, no read-back, no inputs."""
 
     def _write(self, out: Output, on: bool) -> bool:
-        frame = bytes([0xA0, out.index, int(on), (0xA0 + out.index + int(on)) & 0xFF])
+        frame = lcus_frame(out.index, on)
         try:
-            assert self._port is not None
+            assert self._port is not None  # noqa: S101 - narrows the type; the caller has checked
             self._port.write(frame)
             self._port.flush()
         except (serial.SerialException, OSError) as exc:
@@ -419,4 +417,7 @@ class ModbusLink(SerialRelayLink):
                 self._listener.inputs_changed(self.port_name, unit, bits)
 
 
-LINK_TYPES: dict[str, type[SerialRelayLink]] = {"lcus": LcusLink, "modbus": ModbusLink}
+
+if TYPE_CHECKING:  # mypy holds each link to the port it implements
+    _lcus: type[LockRelay] = LcusLink
+    _modbus: type[LockRelay] = ModbusLink

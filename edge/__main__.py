@@ -1,4 +1,8 @@
-"""`door-edge` command line: run, config check, keygen, whitelist, events, diag, bench, demo, central.
+"""`door-edge` command line: run, config check, keygen, whitelist, events, enroll, diag.
+
+`central`, `bench` and `demo` are not part of the gateway runtime: they are found by module name
+when their package is on the path (the central reference ships in the same wheel; bench and demo
+only in a development checkout, `make dev`), and named with the install that brings them when not.
 
 Exit codes: 0 fine, 1 something is wrong (diag found a fault, a run failed), 2 the input is wrong
 (bad config, bad CSV, bad arguments).
@@ -7,6 +11,8 @@ Exit codes: 0 fine, 1 something is wrong (diag found a fault, a run failed), 2 t
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -92,7 +98,7 @@ def _whitelist_store(cfg: config_mod.GatewayConfig):
 
 def cmd_whitelist_import(args: argparse.Namespace) -> int:
     from edge.privacy import SiteKeyError, Tokenizer, load_key
-    from edge.store.whitelist import ImportError_, Whitelist, read_csv
+    from edge.store.whitelist import ResidentsCsvError, Whitelist, read_csv
 
     cfg = _load(args.config)
     if cfg.sync is not None and not args.force:
@@ -101,7 +107,7 @@ def cmd_whitelist_import(args: argparse.Namespace) -> int:
         return 2
     try:
         entries = read_csv(args.csv, Tokenizer(load_key(cfg.gateway.site_key_file)))
-    except (ImportError_, SiteKeyError, FileNotFoundError) as exc:
+    except (ResidentsCsvError, SiteKeyError, FileNotFoundError) as exc:
         print(f"import refused, nothing changed: {exc}", file=sys.stderr)
         return 2
     unknown = sorted({d for e in entries if e.doors for d in e.doors} - {d.id for d in cfg.doors})
@@ -135,14 +141,6 @@ def cmd_whitelist_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fmt_event(e) -> str:
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.ts))
-    cred = f" {e.kind} {e.token}" if e.kind else ""
-    lat = f" {e.latency_ms:.2f}ms" if e.latency_ms is not None else ""
-    what = (e.decision if e.reason == e.decision else f"{e.decision} ({e.reason})") if e.decision else e.reason
-    return f"{e.seq:>7} {when} {e.door or '-':10} {what}{cred}{lat}"
-
-
 def cmd_events_tail(args: argparse.Namespace) -> int:
     from edge.store.outbox import Outbox
 
@@ -151,13 +149,13 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
     ob = Outbox(conn)
     last = 0
     for e in ob.tail(args.n):
-        print(json.dumps(e.as_dict()) if args.json else _fmt_event(e), flush=True)
+        print(json.dumps(e.as_dict()) if args.json else e.line(), flush=True)
         last = e.seq or last
     try:
         while args.follow:
             time.sleep(0.2)
             for e in ob.next_batch(last):
-                print(json.dumps(e.as_dict()) if args.json else _fmt_event(e), flush=True)
+                print(json.dumps(e.as_dict()) if args.json else e.line(), flush=True)
                 last = e.seq or last
     except KeyboardInterrupt:
         pass
@@ -177,9 +175,7 @@ def _face_store(cfg: config_mod.GatewayConfig):
 
 def cmd_enroll_face(args: argparse.Namespace) -> int:
     from edge.vision.enrol import EnrolError, image_files, read_rgb, templates_from
-    from edge.vision.face import FaceModelsMissing, FacePipeline
-
-    from edge.vision.face import Settings
+    from edge.vision.face import FaceModelsMissing, FacePipeline, Settings
 
     cfg = _load(args.config)
     store = _face_store(cfg)
@@ -277,127 +273,6 @@ def cmd_diag(args: argparse.Namespace) -> int:
     return diag_main(args.config, as_json=args.json, pulse=args.pulse)
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from edge.bench import main as bench_main
-
-    return bench_main(args)
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from edge.demo import main as demo_main
-
-    return demo_main(args)
-
-
-def _central(args: argparse.Namespace, *, serve: bool, connect: bool = True, listen: tuple[str, ...] | None = None):
-    from edge import config as config_mod
-    from edge.sync.central import Central, load_config
-
-    try:
-        cfg = load_config(args.config)
-    except config_mod.ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    central = Central(cfg, client_id=f"central-{os.getpid()}" if not serve else "central")
-    if not connect:
-        return central
-    try:
-        return central.connect(serve=serve, listen=listen)
-    except (OSError, ConnectionError) as exc:
-        print(f"central: cannot reach the broker {cfg.broker.host}:{cfg.broker.port}: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
-
-
-def cmd_central_keygen(args: argparse.Namespace) -> int:
-    from edge.sync.protocol import generate_signing_key
-
-    private, public = args.dir / "signing.key", args.dir / "signing.pub"
-    try:
-        kid = generate_signing_key(private, public)
-    except FileExistsError:
-        print(f"{private} exists; it is never overwritten (rotate by adding a new key to the gateways first)", file=sys.stderr)
-        return 2
-    print(f"wrote {private} (keep it on central only) and {public} (key id {kid}); give every gateway the .pub file")
-    return 0
-
-
-def cmd_central_publish(args: argparse.Namespace) -> int:
-    from edge.store.whitelist import ImportError_
-
-    central = _central(args, serve=False)
-    try:
-        result = central.publish_csv(args.residents)
-    except (ImportError_, FileNotFoundError) as exc:
-        print(f"publish refused, nothing changed: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        time.sleep(0.5)  # let paho hand the last messages to the broker
-        central.close()
-    print(f"list v{result.version}: {result.upserts} upserted, {result.deletes} deleted, sent as {result.mode}")
-    return 0
-
-
-def cmd_central_serve(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
-    from edge.health import setup_logging
-
-    setup_logging("info")
-    central = _central(args, serve=True)
-    done = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
-    print(f"central serving list v{central.version} to {', '.join(central.cfg.central.gateways)}", flush=True)
-    done.wait()
-    central.close()
-    return 0
-
-
-def cmd_central_status(args: argparse.Namespace) -> int:
-    central = _central(args, serve=False, connect=False)
-    rows = central.gateways()
-    events = {gw: central.event_count(gw) for gw in central.cfg.central.gateways}
-    central.db.close()
-    if args.json:
-        print(json.dumps({"version": central.version, "gateways": rows, "events": events}))
-        return 0
-    for r in rows:
-        print(f"{r['gw']:16} {r['state'] or '-':8} conn {r['conn'] or 0:<4} list v{r['applied_version'] or 0:<6} "
-              f"events {events.get(r['gw'], 0):<8} {('last reject: ' + r['last_reject']) if r['last_reject'] else ''}")
-    return 0
-
-
-def cmd_central_events(args: argparse.Namespace) -> int:
-    from edge.store.outbox import Event
-
-    central = _central(args, serve=False, connect=False)
-    events = central.events(args.gateway)[-args.n:]
-    central.db.close()
-    for e in events:
-        print(json.dumps(e) if args.json else _fmt_event(Event(**e)))
-    return 0
-
-
-def cmd_central_cmd(args: argparse.Namespace) -> int:
-    central = _central(args, serve=False, listen=("cmd/resp",))  # its own client id: `serve` keeps running
-    kv = dict(a.split("=", 1) for a in args.arg)
-    resp = central.call(args.gateway, args.op, kv, signed=args.sign, timeout=args.timeout)
-    central.close()
-    if resp is None:
-        print(f"no answer from {args.gateway} in {args.timeout}s (offline? see `central status`)", file=sys.stderr)
-        return 1
-    print(json.dumps(resp.model_dump()))
-    return 0 if resp.ok else 1
-
-
-def cmd_central_acl(args: argparse.Namespace) -> int:
-    from edge.sync.protocol import mosquitto_acl
-
-    print(mosquitto_acl(args.central_user), end="")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="door-edge", description="Door and gate access gateway.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -454,57 +329,31 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("--pulse", action="store_true", help="also pulse each door's relay once")
     dg.set_defaults(func=cmd_diag)
 
-    bn = sub.add_parser("bench", help="benchmarks; one JSON line of figures")
-    bn.add_argument("name", choices=["card", "sync", "face", "plate", "faults"])
-    bn.add_argument("--data", type=Path, default=None, help="face, plate: a folder of images with labels.csv")
-    bn.add_argument("--swipes", type=int, default=200)
-    bn.add_argument("--load", choices=["face"], default=None, help="card: with the face worker running flat out")
-    bn.add_argument("--sync", action="store_true", help="card: with sync running (broker, central, live deltas, events drained)")
-    bn.add_argument("--rounds", type=int, default=100, help="faults: kill -9 rounds")
-    bn.add_argument("--attempts", type=int, default=10_000, help="faults: reconnect attempts each part is kept away for")
-    bn.add_argument("--fuzz", type=int, default=1_000_000, help="faults: fuzzed inputs in all")
-    bn.add_argument("--json", action="store_true")
-    bn.set_defaults(func=cmd_bench)
-
-    ce = sub.add_parser("central", help="the reference central server").add_subparsers(dest="sub", required=True)
-    ck = ce.add_parser("keygen", help="create the Ed25519 signing key pair (signing.key, signing.pub)")
-    ck.add_argument("--dir", type=Path, default=Path("."))
-    ck.set_defaults(func=cmd_central_keygen)
-
-    def central_cfg(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", "-c", type=Path, default=Path("central.toml"), help="central config (default ./central.toml)")
-        return p
-
-    cp = central_cfg(ce.add_parser("publish", help="make a residents CSV the new signed list and push it"))
-    cp.add_argument("--residents", type=Path, required=True)
-    cp.set_defaults(func=cmd_central_publish)
-    central_cfg(ce.add_parser("serve", help="answer list requests, ingest and acknowledge events")).set_defaults(func=cmd_central_serve)
-    cs = central_cfg(ce.add_parser("status", help="each gateway's state, applied list version and events"))
-    cs.add_argument("--json", action="store_true")
-    cs.set_defaults(func=cmd_central_status)
-    cv = central_cfg(ce.add_parser("events", help="the last events central received from a gateway"))
-    cv.add_argument("--gateway", "-g", required=True)
-    cv.add_argument("-n", type=int, default=20)
-    cv.add_argument("--json", action="store_true")
-    cv.set_defaults(func=cmd_central_events)
-    cc = central_cfg(ce.add_parser("cmd", help="remote diagnostics on a gateway"))
-    cc.add_argument("--gateway", "-g", required=True)
-    cc.add_argument("--op", required=True, help="ping, diag, journal_stats, whitelist_status, whitelist_resync, relay_pulse")
-    cc.add_argument("--arg", action="append", default=[], help="KEY=VALUE (e.g. door=lobby)")
-    cc.add_argument("--sign", action="store_true", help="sign the command (needed by relay_pulse)")
-    cc.add_argument("--timeout", type=float, default=10.0)
-    cc.set_defaults(func=cmd_central_cmd)
-    ca = ce.add_parser("acl", help="print the mosquitto ACL: each gateway limited to its own topics")
-    ca.add_argument("--central-user", default="central")
-    ca.set_defaults(func=cmd_central_acl)
-
-    dm = sub.add_parser("demo", help="the whole door on virtual devices, with a scripted scene")
-    dm.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary one)")
-    dm.set_defaults(func=cmd_demo)
+    for name, (_, what, _) in EXTENSIONS.items():  # listed in --help; main() hands them their argv
+        sub.add_parser(name, help=what, add_help=False)
     return ap
 
 
+# command -> (module with main(argv, prog), what it is, the install that brings it)
+EXTENSIONS = {
+    "central": ("central.cli", "the reference central server (also `door-edge-central`)", "the door-edge package itself"),
+    "bench": ("devtools.bench", "benchmarks; one JSON line of figures", "a development checkout: `make dev`"),
+    "demo": ("devtools.demo", "the whole door on virtual devices, with a scripted scene", "a development checkout: `make dev`"),
+}
+
+
+def _extension(name: str, argv: list[str]) -> int:
+    module, _, install = EXTENSIONS[name]
+    if importlib.util.find_spec(module.partition(".")[0]) is None:
+        print(f"door-edge {name}: not installed here (a gateway install has no {name}); it comes with {install}", file=sys.stderr)
+        return 2
+    return int(importlib.import_module(module).main(argv, prog=f"door-edge {name}") or 0)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in EXTENSIONS:
+        return _extension(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

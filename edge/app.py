@@ -19,24 +19,28 @@ in order and exits 1, and systemd starts it again.
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
 import logging
 import os
 import signal
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any
 
 from drivers.backoff import Backoff
 from drivers.pcsc import PcscWatcher
-from drivers.relay import LINK_TYPES, ModbusLink, Output, SerialRelayLink
+from drivers.ports import Output
+from drivers.relay import LcusLink, ModbusLink, RelayListener, SerialRelayLink
 from edge import config as config_mod
 from edge import report
 from edge import status as status_mod
 from edge.access.controller import Controller, DoorIO
-from edge.config import GatewayConfig, ModbusRelay
+from edge.config import Door, GatewayConfig, LcusRelay, ModbusRelay
 from edge.errors import SetupError
 from edge.health import Heartbeats, heartbeat_max_age_s, notify, watchdog_interval_s
 from edge.privacy import Tokenizer, load_key
@@ -58,63 +62,85 @@ WHITELIST_CHECK_S = 1.0
 STOP_BUDGET_S = 14.0   # TimeoutStopSec is 20 s: the ordered stop must end well before SIGKILL
 
 
-class _LoopBridge:
-    """Relay-thread observations, re-delivered on the event loop to the controller."""
+OutputHook = Callable[[str, Output, bool, int], None]
 
-    def __init__(self, loop: asyncio.AbstractEventLoop):
+
+class _LoopBridge:
+    """Relay-thread observations, re-delivered on the event loop to the running controller.
+
+    The links exist before the controller (it is built with them), so the bridge asks for the
+    controller when a report arrives instead of holding one: before the first start there is none
+    and the report is dropped (a link reports nothing before it starts); after a reload it is the
+    new one, which is the controller that now owns the doors."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, controller: Callable[[], Controller | None],
+                 output_hooks: Sequence[OutputHook] = ()):
         self._loop = loop
-        self.controller: Controller | None = None  # set once the controller exists, before any link starts
-        self.output_hooks: list[Callable[[str, Output, bool, int], None]] = []
+        self._controller = controller
+        self._output_hooks = output_hooks  # on the link's thread: the bench timestamps relay frames
 
     def link_changed(self, port: str, up: bool, detail: str) -> None:
-        self._loop.call_soon_threadsafe(lambda: self.controller and self.controller.on_link(port, up, detail))
+        self._loop.call_soon_threadsafe(self._deliver, lambda c: c.on_link(port, up, detail))
 
     def inputs_changed(self, port: str, unit: int, bits: int) -> None:
-        self._loop.call_soon_threadsafe(lambda: self.controller and self.controller.on_inputs(port, unit, bits))
+        self._loop.call_soon_threadsafe(self._deliver, lambda c: c.on_inputs(port, unit, bits))
 
     def output_written(self, port: str, output: Output, on: bool, t_ns: int) -> None:
-        for hook in self.output_hooks:
+        for hook in self._output_hooks:
             hook(port, output, on, t_ns)
 
+    def _deliver(self, call: Callable[[Controller], object]) -> None:
+        controller = self._controller()
+        if controller is not None:
+            call(controller)
 
-def build_links(cfg: GatewayConfig, listener) -> tuple[dict[str, SerialRelayLink], dict[str, tuple[SerialRelayLink, Output]]]:
+
+def _lcus_link(port: str, doors: list[Door], listener: RelayListener, backoff: Backoff) -> SerialRelayLink:
+    relays = [d.relay for d in doors if isinstance(d.relay, LcusRelay)]
+    return LcusLink(port, relays[0].baud, listener, outputs={r.output: False for r in relays}, backoff=backoff)
+
+
+def _modbus_link(port: str, doors: list[Door], listener: RelayListener, backoff: Backoff) -> SerialRelayLink:
+    units: dict[int, int] = {}  # unit -> discrete inputs to poll: up to the highest one a door wires
+    for d in doors:
+        wired = [i for i in d.inputs.model_dump().values() if i is not None]
+        if wired and isinstance(d.relay, ModbusRelay):
+            units[d.relay.unit] = max(units.get(d.relay.unit, 0), max(wired) + 1)
+    relays = [d.relay for d in doors if isinstance(d.relay, ModbusRelay)]
+    return ModbusLink(port, relays[0].baud, listener, inputs=units, rs485=relays[0].rs485,
+                      outputs={r.output: False for r in relays}, board_timed=any(r.pulse_timer == "board" for r in relays),
+                      backoff=backoff)
+
+
+# relay `type` -> builder of one port's link from the doors on that port (config check refuses two
+# types on one port). A new board type is a config model in edge.config, a link in drivers.relay
+# and a line here.
+LinkBuilder = Callable[[str, list[Door], RelayListener, Backoff], SerialRelayLink]
+LINK_BUILDERS: dict[str, LinkBuilder] = {"lcus": _lcus_link, "modbus": _modbus_link}
+
+
+def build_links(cfg: GatewayConfig, listener: RelayListener) -> tuple[dict[str, SerialRelayLink], dict[str, tuple[SerialRelayLink, Output]]]:
     """One link per serial port, owning every output on it at its resting state (locked); each door
     gets its (link, output)."""
-    links: dict[str, SerialRelayLink] = {}
-    outputs: dict[str, tuple[SerialRelayLink, Output]] = {}
-    inputs: dict[str, dict[int, int]] = {}
-    owned: dict[str, dict[Output, bool]] = {}
+    by_port: dict[str, list[Door]] = {}
     for d in cfg.doors:
-        r = d.relay
-        out = Output(r.unit, r.coil) if isinstance(r, ModbusRelay) else Output(0, r.channel)
-        owned.setdefault(r.port, {})[out] = False
-        if isinstance(r, ModbusRelay):
-            wired = [i for i in d.inputs.model_dump().values() if i is not None]
-            if wired:
-                units = inputs.setdefault(r.port, {})
-                units[r.unit] = max(units.get(r.unit, 0), max(wired) + 1)
+        by_port.setdefault(d.relay.port, []).append(d)
     rc = cfg.reconnect
-    for d in cfg.doors:
-        r = d.relay
-        if r.port not in links:
-            cls = LINK_TYPES[r.type]
-            backoff = Backoff(rc.base_s, rc.cap_s)
-            if cls is ModbusLink:
-                timed = any(isinstance(o.relay, ModbusRelay) and o.relay.port == r.port and o.relay.pulse_timer == "board"
-                            for o in cfg.doors)
-                links[r.port] = ModbusLink(r.port, r.baud, listener, inputs=inputs.get(r.port), rs485=r.rs485,
-                                           outputs=owned[r.port], board_timed=timed, backoff=backoff)
-            else:
-                links[r.port] = cls(r.port, r.baud, listener, outputs=owned[r.port], backoff=backoff)
-        out = Output(r.unit, r.coil) if isinstance(r, ModbusRelay) else Output(0, r.channel)
-        outputs[d.id] = (links[r.port], out)
-    return links, outputs
+    links = {port: LINK_BUILDERS[doors[0].relay.type](port, doors, listener, Backoff(rc.base_s, rc.cap_s))
+             for port, doors in by_port.items()}
+    return links, {d.id: (links[d.relay.port], d.relay.output) for d in cfg.doors}
+
+
+def _liveness() -> Callable[[list[Any]], float]:
+    """The face chips' liveness score; imported only where cameras are configured (numpy, OpenCV)."""
+    from edge.vision.face import liveness_score
+
+    return liveness_score
 
 
 def relock_plan(cfg: GatewayConfig) -> list[PlannedOutput]:
     """What the next start writes off before it has even loaded its config (edge.relock)."""
-    return [PlannedOutput(d.relay.type, d.relay.port, d.relay.baud, getattr(d.relay, "unit", 0),
-                          d.relay.coil if isinstance(d.relay, ModbusRelay) else d.relay.channel) for d in cfg.doors]
+    return [PlannedOutput(d.relay.type, d.relay.port, d.relay.baud, d.relay.output.unit, d.relay.output.index) for d in cfg.doors]
 
 
 def preflight(cfg: GatewayConfig) -> None:
@@ -131,7 +157,7 @@ def preflight(cfg: GatewayConfig) -> None:
         try:
             load_template_key(cfg.gateway.face_key_file)
         except TemplateKeyError as exc:
-            raise VisionSetupError(str(exc)) from None
+            raise VisionSetupError(exc.problem, exc.fix) from None
 
 
 @dataclass
@@ -145,8 +171,8 @@ class Parts:
     controller: Controller
     watcher: PcscWatcher | None
     retention: Retention
-    sync: "SyncService | None" = None
-    vision: "VisionService | None" = None
+    sync: SyncService | None = None
+    vision: VisionService | None = None
     heartbeats: Heartbeats = field(default_factory=Heartbeats)
     status: asyncio.AbstractServer | None = None
 
@@ -162,7 +188,7 @@ class App:
         self.ready = asyncio.Event()
         self.failure: str | None = None  # why the daemon stopped itself (a part died of a bug)
         self.reloads = {"applied": 0, "refused": 0}
-        self.watchdog = {"pings": 0, "withheld": 0, "stalled": []}
+        self.watchdog: dict[str, Any] = {"pings": 0, "withheld": 0, "stalled": []}
         self.started_ts = time.time()
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
@@ -173,7 +199,7 @@ class App:
     def _build(self, loop: asyncio.AbstractEventLoop, cfg: GatewayConfig) -> Parts:
         tokenizer = Tokenizer(load_key(cfg.gateway.site_key_file))
         state = cfg.state_dir()
-        conn = open_db(state)
+        conn = open_db(state, autocheckpoint=False)  # the card path: never a checkpoint inside its commit
         built = None
         try:
             built = self._build_on(loop, cfg, tokenizer, conn)
@@ -189,13 +215,12 @@ class App:
         outbox = Outbox(conn)
         flusher = Flusher(state)
         outbox.on_put.append(flusher.notify)
-        bridge = _LoopBridge(loop)
-        bridge.output_hooks = self.output_hooks
+        bridge = _LoopBridge(loop, lambda: self.parts.controller if self.parts is not None else None, self.output_hooks)
         links, outputs = build_links(cfg, bridge)
         doors = {d.id: DoorIO(d, *outputs[d.id]) for d in cfg.doors}
-        controller = Controller(cfg, whitelist, outbox, tokenizer, doors)
-        controller.listeners.extend(self.event_hooks)
-        bridge.controller = controller
+        stale = threading.Event()  # set by sync while central is silent too long; read on every decision
+        controller = Controller(cfg, whitelist, outbox, tokenizer, doors, listeners=self.event_hooks, stale=stale.is_set,
+                                liveness=_liveness() if cfg.cameras else (lambda chips: 0.0))
         watcher = None
         if cfg.readers:
             rc = cfg.reconnect
@@ -208,21 +233,22 @@ class App:
             loop.call_soon_threadsafe(controller.notify_listeners, event)
 
         retention = Retention(cfg, on_put=flusher.notify, record=from_thread)
-        parts = Parts(cfg, conn, whitelist, outbox, flusher, links, controller, watcher, retention,
-                      heartbeats=Heartbeats(heartbeat_max_age_s()))
         done = False
         try:
-            parts.vision = self._build_vision(loop, cfg, controller) if cfg.cameras else None
-            parts.sync = self._build_sync(loop, cfg, parts) if cfg.sync is not None else None
+            vision = self._build_vision(loop, cfg, controller) if cfg.cameras else None
+            sync = (self._build_sync(loop, cfg, whitelist, flusher, controller, stale, health=lambda: report.health(parts))
+                    if cfg.sync is not None else None)
             done = True
         finally:
             if not done:
-                parts.whitelist.close()
+                whitelist.close()
+        parts = Parts(cfg, conn, whitelist, outbox, flusher, links, controller, watcher, retention, sync=sync, vision=vision,
+                      heartbeats=Heartbeats(heartbeat_max_age_s()))
         hb = parts.heartbeats
         hb.add("loop", lambda: self._loop_beat)
         hb.add("journal", lambda: flusher.heartbeat)
         for port, link in links.items():
-            hb.add(f"relay:{port}", lambda link=link: link.heartbeat)
+            hb.add(f"relay:{port}", functools.partial(getattr, link, "heartbeat"))
         if watcher is not None:
             hb.add("readers", lambda: watcher.heartbeat)
         if parts.sync is not None:
@@ -234,11 +260,9 @@ class App:
             hb.add("vision", lambda: vision.heartbeat)
         return parts
 
-    def _build_vision(self, loop: asyncio.AbstractEventLoop, cfg: GatewayConfig, controller: Controller) -> "VisionService":
-        from edge.vision.face import liveness_score
+    def _build_vision(self, loop: asyncio.AbstractEventLoop, cfg: GatewayConfig, controller: Controller) -> VisionService:
         from edge.vision.service import VisionService
 
-        controller.liveness = liveness_score
         doors = {c.id: c.door for c in cfg.cameras}
 
         def deliver(r) -> None:  # on the worker's supervisor thread
@@ -248,15 +272,14 @@ class App:
                 loop.call_soon_threadsafe(controller.on_face, r.camera, r.answer, r.chip, r.t_ns)
 
         def part(kind: str, name: str, up: bool, detail: str) -> None:
-            loop.call_soon_threadsafe(controller.on_part, kind, name, up, detail, doors.get(name))
+            loop.call_soon_threadsafe(functools.partial(controller.on_part, kind, name, up=up, detail=detail, door=doors.get(name)))
 
         return VisionService(cfg, cfg.state_dir(), deliver, on_part=part)
 
-    def _build_sync(self, loop: asyncio.AbstractEventLoop, cfg: GatewayConfig, parts: Parts) -> "SyncService":
+    def _build_sync(self, loop: asyncio.AbstractEventLoop, cfg: GatewayConfig, whitelist: Whitelist, flusher: Flusher,
+                    controller: Controller, stale: threading.Event, *, health: Callable[[], dict[str, Any]]) -> SyncService:
         from edge.sync.rpc import Op
         from edge.sync.service import SyncService
-
-        controller = parts.controller
 
         def pulse(args: dict) -> dict:
             door = args["door"]
@@ -270,11 +293,11 @@ class App:
 
             return {"checks": runtime_checks(cfg)}
 
-        sync = SyncService(cfg, parts.whitelist, parts.flusher, health=lambda: report.health(parts),
+        sync = SyncService(cfg, whitelist, flusher, health=health,
                            on_event=lambda e: loop.call_soon_threadsafe(controller.notify_listeners, e),
                            ops={"relay_pulse": Op(pulse, acting=True, help="test pulse of a door's lock (signed only)"),
-                                "diag": Op(diag, help="the technician checks that do not touch held devices")})
-        controller.stale = lambda: sync.is_stale
+                                "diag": Op(diag, help="the technician checks that do not touch held devices")},
+                           stale=stale)
         return sync
 
     # -- start: cannot fail ---------------------------------------------------------------------
@@ -321,13 +344,13 @@ class App:
     def _reader_status(self, controller: Controller, name: str, state: str) -> None:
         """pcscd and readers coming and going, as journal events (on the loop)."""
         if name == "pcscd":
-            controller.on_part("pcscd", "pcscd", state == "up", state)
+            controller.on_part("pcscd", "pcscd", up=state == "up", detail=state)
             return
         doors = sorted({r.door for r in controller.cfg.readers if r.match in name})
         if state == "gone":
-            controller.on_part("reader", name, False, "gone", ",".join(doors) or None)
+            controller.on_part("reader", name, up=False, detail="gone", door=",".join(doors) or None)
         elif state in ("empty", "card"):
-            controller.on_part("reader", name, True, "back", ",".join(doors) or None)
+            controller.on_part("reader", name, up=True, detail="back", door=",".join(doors) or None)
 
     # -- stop -----------------------------------------------------------------------------------
     def _teardown(self, parts: Parts, *, fail_mode: bool, budget_s: float = STOP_BUDGET_S) -> None:
@@ -388,6 +411,9 @@ class App:
             self.parts = self._build(loop, self.cfg)
             self._start(self.parts, first=True)
             await self._serve_status(self.parts)
+            # everything built at start lives as long as the daemon: out of the collector's sight,
+            # so that a collection during a swipe walks only what the swipes themselves made
+            gc.freeze()
             notify("READY=1\nSTATUS=" + self.status_line())
             self.ready.set()
             tasks = [self._task(self._ticker(), "tick"), self._task(self._watchdog(), "watchdog"),
@@ -452,7 +478,7 @@ class App:
             notify("READY=1")
             return
         old = self.parts
-        assert old is not None
+        assert old is not None  # noqa: S101 - narrows the type; the caller has checked
         self._teardown(old, fail_mode=False)
         self.cfg, self.parts = new_cfg, new
         self._start(new, first=False)

@@ -7,8 +7,6 @@ path. `load()` never raises pydantic's own errors to callers: it gathers every p
 
 from __future__ import annotations
 
-from edge.errors import SetupError
-
 import difflib
 import os
 import re
@@ -16,11 +14,14 @@ import tomllib
 from dataclasses import dataclass
 from datetime import date, time
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, Union
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
+from drivers.ports import Output
 from edge import paths
+from edge.errors import SetupError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -32,7 +33,9 @@ CAMERA_SCHEMES = ("rtsp", "rtsps", "http", "https")
 _RANGE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 
 
-class _Model(BaseModel):
+class StrictModel(BaseModel):
+    """Every config section: unknown keys refused (a typo fails at start, with its path), values frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -49,14 +52,15 @@ def _check_baud(value: int) -> int:
     return value
 
 
-class GatewaySection(_Model):
+class GatewaySection(StrictModel):
     id: str = Field(title="Gateway id", description="Unique id of this gateway; also its MQTT client id and certificate CN.",
                     pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     site: str = Field(title="Site", description="Name of the site (building, community) this gateway belongs to.", min_length=1)
     state_dir: Path | None = Field(default=None, title="State directory",
                                    description="Where the database and journal live. Default: $STATE_DIRECTORY, else /var/lib/door-edge.")
     site_key_file: Path = Field(default=Path("site.key"), title="Site key file",
-                                description="32+ random bytes (raw or hex) shared with the central server; credentials are stored as HMAC tokens under this key. "
+                                description="32+ random bytes (raw or hex) shared with the central server; "
+                                            "credentials are stored as HMAC tokens under this key. "
                                             "A relative path is looked up in $CREDENTIALS_DIRECTORY, then next to the config file.")
     face_key_file: Path = Field(default=Path("face.key"), title="Face template key",
                                 description="32 random bytes (hex) that seal enrolled face templates (AES-GCM); made with `door-edge keygen`. "
@@ -65,14 +69,14 @@ class GatewaySection(_Model):
                                                                      description="Verbosity of the daemon's log on stderr.")
 
 
-class PcscReader(_Model):
+class PcscReader(StrictModel):
     type: Literal["pcsc"] = Field(title="Reader type", description="`pcsc`: a PC/SC contactless reader served by pcscd.")
     match: str = Field(title="Reader name match", description="Substring of the PC/SC reader name (see `pcsc_scan` or `door-edge diag`).", min_length=1)
     door: str = Field(title="Door", description="Id of the door this reader opens (one of doors[].id).")
     direction: Literal["in", "out"] = Field(default="in", title="Direction", description="`in` for the outside reader, `out` for the inside one.")
 
 
-class LcusRelay(_Model):
+class LcusRelay(StrictModel):
     type: Literal["lcus"] = Field(title="Relay type", description="`lcus`: LCUS/CH340 USB relay, write-only, no inputs.")
     port: str = Field(title="Serial port", description="Device path of the relay board, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...")
     baud: int = Field(default=9600, title="Baud rate", description="Serial speed; LCUS boards run at 9600.")
@@ -81,8 +85,16 @@ class LcusRelay(_Model):
     _port = field_validator("port")(classmethod(lambda cls, v: _check_port(v)))
     _baud = field_validator("baud")(classmethod(lambda cls, v: _check_baud(v)))
 
+    @property
+    def output(self) -> Output:
+        return Output(0, self.channel)
 
-class ModbusRelay(_Model):
+    def reads_inputs(self, port: str, unit: int) -> bool:
+        """An LCUS board has no inputs."""
+        return False
+
+
+class ModbusRelay(StrictModel):
     type: Literal["modbus"] = Field(title="Relay type", description="`modbus`: Modbus RTU relay/IO board (coils and discrete inputs).")
     port: str = Field(title="Serial port", description="Device path of the RS485 adapter, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...")
     baud: int = Field(default=9600, title="Baud rate", description="Serial speed of the board (8N1).")
@@ -98,11 +110,19 @@ class ModbusRelay(_Model):
     _port = field_validator("port")(classmethod(lambda cls, v: _check_port(v)))
     _baud = field_validator("baud")(classmethod(lambda cls, v: _check_baud(v)))
 
+    @property
+    def output(self) -> Output:
+        return Output(self.unit, self.coil)
 
-Relay = Annotated[Union[LcusRelay, ModbusRelay], Field(discriminator="type")]
+    def reads_inputs(self, port: str, unit: int) -> bool:
+        """The door's inputs are on this board: the same port and unit address."""
+        return self.port == port and self.unit == unit
 
 
-class DoorInputs(_Model):
+Relay = Annotated[LcusRelay | ModbusRelay, Field(discriminator="type")]
+
+
+class DoorInputs(StrictModel):
     contact: int | None = Field(default=None, ge=0, le=255, title="Door contact input",
                                 description="Discrete input of the door contact (on = door open).")
     exit_button: int | None = Field(default=None, ge=0, le=255, title="Exit button input",
@@ -111,7 +131,7 @@ class DoorInputs(_Model):
                                    description="Discrete input of the fire alarm panel (on = alarm): releases the door while on.")
 
 
-class Door(_Model):
+class Door(StrictModel):
     id: str = Field(title="Door id", description="Short id used by readers, whitelists and events.", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     name: str = Field(default="", title="Name", description="Human name shown in diagnostics.")
     mode: Literal["card", "face", "card_or_face", "card_and_face", "plate", "plate_or_card"] = Field(
@@ -131,7 +151,7 @@ class Door(_Model):
                                                              "credential while central has been silent for longer than sync.stale_after_s.")
 
 
-class Schedule(_Model):
+class Schedule(StrictModel):
     mon: list[str] = Field(default_factory=list, title="Monday", description='Time ranges like "07:00-22:00".')
     tue: list[str] = Field(default_factory=list, title="Tuesday", description='Time ranges like "07:00-22:00".')
     wed: list[str] = Field(default_factory=list, title="Wednesday", description='Time ranges like "07:00-22:00".')
@@ -159,13 +179,14 @@ class Schedule(_Model):
         return out
 
 
-class SyncSection(_Model):
+class SyncSection(StrictModel):
     host: str = Field(title="Broker host", description="MQTT broker host name or address.", min_length=1)
     port: int = Field(default=8883, ge=1, le=65535, title="Broker port", description="8883 for TLS, 1883 for a plain listener.")
     tls: bool = Field(default=True, title="TLS", description="Mutual TLS with ca_file, cert_file and key_file; turn off only on a trusted loopback.")
     ca_file: Path | None = Field(default=None, title="CA file", description="PEM CA certificate that signed the broker's certificate.")
     cert_file: Path | None = Field(default=None, title="Client certificate", description="PEM certificate of this gateway (CN = gateway.id).")
-    key_file: Path | None = Field(default=None, title="Client key", description="PEM private key of this gateway; a relative path is looked up in $CREDENTIALS_DIRECTORY first.")
+    key_file: Path | None = Field(default=None, title="Client key",
+        description="PEM private key of this gateway; a relative path is looked up in $CREDENTIALS_DIRECTORY first.")
     trusted_keys: list[Path] = Field(default_factory=lambda: [Path("central.pub")], min_length=1, title="Trusted signing keys",
                                      description="PEM Ed25519 public keys of central (`door-edge central keygen`); two during a key rotation.")
     keepalive_s: int = Field(default=30, ge=5, le=600, title="Keepalive", description="MQTT keepalive in seconds.")
@@ -175,14 +196,15 @@ class SyncSection(_Model):
                                    description="Longest wait between reconnect attempts (jittered exponential backoff).")
     telemetry_s: float = Field(default=60.0, ge=1, le=3600, title="Telemetry interval", description="Seconds between telemetry messages.")
     batch_max: int = Field(default=500, ge=1, le=5000, title="Event batch size", description="Most events per evt/access message.")
-    ack_timeout_s: float = Field(default=15.0, ge=1, le=600, title="Ack timeout", description="Resend a batch central has not acknowledged after this many seconds.")
+    ack_timeout_s: float = Field(default=15.0, ge=1, le=600, title="Ack timeout",
+        description="Resend a batch central has not acknowledged after this many seconds.")
     journal_max_events: int = Field(default=500_000, ge=1000, title="Journal cap",
                                     description="Most unacknowledged events kept; beyond it the oldest are dropped, counted and reported.")
     stale_after_s: float = Field(default=3 * 86400, ge=0, title="Whitelist stale after",
                                  description="Seconds without a signed head from central after which the list counts as stale (0: never).")
 
 
-class CameraSection(_Model):
+class CameraSection(StrictModel):
     id: str = Field(title="Camera id", description="Short id used in diagnostics and events.", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     source: str = Field(title="Source", description="/dev/videoN, an rtsp:// or http:// URL, a video file, or a folder of images (tests, demo).",
                         min_length=1)
@@ -203,7 +225,7 @@ class CameraSection(_Model):
         return v
 
 
-class FaceSection(_Model):
+class FaceSection(StrictModel):
     threshold: float = Field(default=0.52, gt=0.2, lt=1.0, title="Match threshold",
                              description="Largest embedding distance accepted as the same person (see `door-edge bench face` for the trade-off).")
     z_min: float = Field(default=3.0, ge=0, le=10, title="Stand-out score",
@@ -225,7 +247,7 @@ class FaceSection(_Model):
     min_face_px: int = Field(default=40, ge=20, le=400, title="Smallest face", description="Face width in pixels below which a frame is `too_small`.")
 
 
-class PlateSection(_Model):
+class PlateSection(StrictModel):
     frames: int = Field(default=3, ge=1, le=30, title="Frames to agree", description="Frames on which a reading must be the best one to decide.")
     gone_s: float = Field(default=2.0, gt=0, le=60, title="Vehicle gone after",
                           description="Seconds without a plate in view that end a vehicle's visit (the next plate is a new decision).")
@@ -233,7 +255,7 @@ class PlateSection(_Model):
                                 description="A plate in view this long without a reading that holds is recorded as `plate_unreadable`.")
 
 
-class ReconnectSection(_Model):
+class ReconnectSection(StrictModel):
     base_s: float = Field(default=0.2, ge=0.0001, le=60, title="First retry delay",
                           description="Delay before the second attempt to reach a lost part (reader service, relay port, camera, "
                                       "vision worker, broker); it doubles with each failure, jittered, up to cap_s.")
@@ -242,7 +264,7 @@ class ReconnectSection(_Model):
                                      "(the broker uses sync.reconnect_max_s). Every part retries for as long as it takes.")
 
 
-class RetentionSection(_Model):
+class RetentionSection(StrictModel):
     journal_days: float = Field(default=90.0, gt=0, le=3650, title="Journal kept (days)",
                                 description="Without central (no [sync]), events older than this are purged from the journal. With "
                                             "central, events leave the journal when central acknowledges them (sync.journal_max_events caps it).")
@@ -252,7 +274,7 @@ class RetentionSection(_Model):
                                  description="Camera snapshots that `door-edge diag` wrote under the state directory are removed after this.")
 
 
-class GatewayConfig(_Model):
+class GatewayConfig(StrictModel):
     gateway: GatewaySection = Field(title="Gateway", description="Identity of this gateway and where it keeps state.")
     readers: list[PcscReader] = Field(default_factory=list, title="Readers", description="Card readers and the door each opens.")
     doors: list[Door] = Field(min_length=1, title="Doors", description="Doors and gates this gateway controls.")
@@ -307,7 +329,7 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _fix_for(err: dict[str, Any], root: type[BaseModel]) -> str:
+def _fix_for(err: ErrorDetails, root: type[BaseModel]) -> str:
     loc = err["loc"]
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -397,7 +419,7 @@ def _cross_checks(cfg: GatewayConfig) -> list[Problem]:
     bauds: dict[str, tuple[int, int]] = {}
     for i, d in enumerate(cfg.doors):
         r = d.relay
-        key = (r.port, getattr(r, "unit", 0), r.coil if isinstance(r, ModbusRelay) else r.channel)
+        key = (r.port, r.output.unit, r.output.index)
         if key in seen:
             problems.append(Problem(f"doors[{i}].relay", r.model_dump(), f"same output as doors[{seen[key]}]",
                                     "give each door its own coil/channel"))
@@ -411,9 +433,9 @@ def _cross_checks(cfg: GatewayConfig) -> list[Problem]:
             problems.append(Problem(f"doors[{i}].relay.type", r.type, "LCUS and Modbus boards on the same port",
                                     "put each board on its own serial port"))
     if cfg.sync is not None and cfg.sync.tls:
-        for key in ("ca_file", "cert_file", "key_file"):
-            if getattr(cfg.sync, key) is None:
-                problems.append(Problem(f"sync.{key}", _MISSING, "required when sync.tls is on",
+        for tls_key in ("ca_file", "cert_file", "key_file"):
+            if getattr(cfg.sync, tls_key) is None:
+                problems.append(Problem(f"sync.{tls_key}", _MISSING, "required when sync.tls is on",
                                         "point it at the PEM file (see config/gateway.example.toml), or set sync.tls = false for a loopback broker"))
     for i, rd in enumerate(cfg.readers):
         if rd.door not in door_ids:

@@ -18,7 +18,7 @@ from pathlib import Path
 import serial
 
 from drivers import modbus
-from drivers.relay import exchange, open_port
+from drivers.relay import exchange, lcus_frame, open_port
 from edge import config as config_mod
 
 MIN_FREE_MB = 200
@@ -78,7 +78,7 @@ def _state(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
         out.append(Check("journal", "ok", f"{ob.depth()} event(s) kept, last seq {ob.last_seq()}"))
         conn.close()
         wconn.close()
-    except Exception as exc:  # noqa: BLE001 - any database failure is this check's answer
+    except Exception as exc:  # noqa: BLE001 - diag reports every way a database can be broken, it never dies of one
         out.append(Check("database", "fail", f"{exc.__class__.__name__}: {exc}", "check the state directory's disk; move a corrupt db aside"))
 
 
@@ -127,9 +127,9 @@ def _relays(cfg: config_mod.GatewayConfig, out: list[Check], pulse: bool) -> Non
             if r.type == "lcus":
                 out.append(Check(name, "ok", f"{r.port} open (LCUS boards cannot answer; use --pulse and listen)"))
                 if pulse:
-                    port.write(bytes([0xA0, r.channel, 1, (0xA1 + r.channel) & 0xFF]))
+                    port.write(lcus_frame(r.channel, True))
                     time.sleep(d.pulse_ms / 1000)
-                    port.write(bytes([0xA0, r.channel, 0, (0xA0 + r.channel) & 0xFF]))
+                    port.write(lcus_frame(r.channel, False))
                 continue
             parser = modbus.FrameParser(request=False)
             wired = {k: v for k, v in d.inputs.model_dump().items() if v is not None}
@@ -167,7 +167,7 @@ def _broker(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
     import ssl
     import uuid
 
-    from edge.sync import protocol
+    import protocol
     from edge.sync.mqtt import new_client, tls_context
 
     s = cfg.sync
@@ -210,7 +210,7 @@ def _broker(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
     got: list[bytes] = []
     connack: list = []
     client.on_connect = lambda c, u, f, rc, p: connack.append(rc)
-    client.on_message = lambda c, u, m: got.append(m.payload)
+    client.on_message = lambda c, u, m: got.append(bytes(m.payload))
     try:
         client.connect(s.host, s.port, keepalive=10)
         _loop_until(client, lambda: bool(connack), 5)
@@ -246,7 +246,7 @@ def _cert_name(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
     from cryptography import x509
     from cryptography.x509.oid import NameOID
 
-    assert cfg.sync is not None and cfg.sync.cert_file is not None
+    assert cfg.sync is not None and cfg.sync.cert_file is not None  # noqa: S101 - narrows the type; the caller has checked
     cert = x509.load_pem_x509_certificate(cfg.sync.cert_file.read_bytes())
     cn = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     days = (cert.not_valid_after_utc.timestamp() - time.time()) / 86400
@@ -256,7 +256,7 @@ def _cert_name(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
     elif days < 30:
         out.append(Check("gateway certificate", "warn" if days > 0 else "fail", f"expires in {days:.0f} day(s)", "renew the gateway certificate"))
     else:
-        out.append(Check("gateway certificate", "ok", f"CN {cn[0]}, valid for {days:.0f} more day(s)"))
+        out.append(Check("gateway certificate", "ok", f"CN {cn[0]!s}, valid for {days:.0f} more day(s)"))
 
 
 PART_FIXES = {

@@ -11,4 +11,14 @@ from __future__ import annotations
 
 
 class SetupError(Exception):
-    """The configuration cannot be used as it is; the message names what and how to fix it."""
+    """The configuration cannot be used as it is: `problem` says what, `fix` what to do about it.
+
+    `str()` gives both, so a log line or `systemctl status` shows the fix with the problem."""
+
+    def __init__(self, problem: str, fix: str = ""):
+        super().__init__(problem, fix)
+        self.problem = problem
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return f"{self.problem}. Fix: {self.fix}" if self.fix else self.problem

@@ -18,7 +18,8 @@ import os
 import socket
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import ClassVar
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def setup_logging(level: str) -> None:
     journald = bool(os.environ.get("JOURNAL_STREAM"))
 
     class _Fmt(logging.Formatter):
-        PRI = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+        PRI: ClassVar[dict[int, int]] = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
         def format(self, record: logging.LogRecord) -> str:
             text = super().format(record)

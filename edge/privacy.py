@@ -8,14 +8,14 @@ first 12 hex digits of a token, enough to correlate and too short to be a lookup
 
 from __future__ import annotations
 
-from edge.errors import SetupError
-
 import hashlib
 import hmac
 import os
 import re
 import secrets
 from pathlib import Path
+
+from edge.errors import SetupError
 
 KINDS = ("idcard", "ic", "idno", "plate", "face")
 MIN_KEY_BYTES = 32
@@ -49,7 +49,8 @@ class Tokenizer:
 
     def __init__(self, key: bytes):
         if len(key) < MIN_KEY_BYTES:
-            raise SiteKeyError(f"site key is {len(key)} bytes; at least {MIN_KEY_BYTES} are needed")
+            raise SiteKeyError(f"site key is {len(key)} bytes; at least {MIN_KEY_BYTES} are needed",
+                               "make a new one with `door-edge keygen FILE` and give central the same key")
         self._mac = hmac.new(key, digestmod=hashlib.sha256)
 
     def token(self, kind: str, value: str) -> str:
@@ -74,16 +75,17 @@ def load_key(path: Path) -> bytes:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise SiteKeyError(f"site key file {path} not found; create one with `door-edge keygen {path}` "
-                        "and give the central server the same key") from None
+        raise SiteKeyError(f"site key file {path} not found",
+                           f"create one with `door-edge keygen {path}` and give the central server the same key") from None
     except PermissionError:
-        raise SiteKeyError(f"site key file {path} is not readable by this user; use LoadCredential= "
-                        "in the unit or fix its owner") from None
+        raise SiteKeyError(f"site key file {path} is not readable by this user",
+                           "use LoadCredential= in the unit, or fix the file's owner") from None
     text = data.strip()
     if len(text) >= 2 * MIN_KEY_BYTES and _HEX.match(text.decode("ascii", "replace")):
         return bytes.fromhex(text.decode())
     if len(data) < MIN_KEY_BYTES:
-        raise SiteKeyError(f"site key file {path} holds {len(data)} bytes; at least {MIN_KEY_BYTES} are needed")
+        raise SiteKeyError(f"site key file {path} holds {len(data)} bytes; at least {MIN_KEY_BYTES} are needed",
+                           "use the site's key file as central has it (`door-edge keygen` makes one for a new site)")
     return data
 
 

@@ -93,7 +93,7 @@ def relock(config_path: Path) -> Relocked:
         return Relocked(0, 0, (time.perf_counter() - t0) * 1000, "none" if plan == [] else "unreadable")
     import serial
 
-    from drivers.relay import exchange, open_port
+    from drivers.relay import exchange, lcus_frame, open_port
 
     done = failed = 0
     by_port: dict[tuple[str, int], list[PlannedOutput]] = {}
@@ -108,7 +108,7 @@ def relock(config_path: Path) -> Relocked:
         try:
             for o in outs:
                 if o.type == "lcus":
-                    port.write(bytes([0xA0, o.index, 0, (0xA0 + o.index) & 0xFF]))
+                    port.write(lcus_frame(o.index, False))
                     port.flush()
                     done += 1
                     continue

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from edge.app import Parts
 
 
-def health(parts: "Parts") -> dict:
+def health(parts: Parts) -> dict:
     """For telemetry: readers, relays, every reconnecting part, the journal's storage."""
     w = parts.watcher
     readers = {"service_up": w.service_up, "readers": sorted(w.readers)} if w is not None else {}
@@ -19,7 +19,7 @@ def health(parts: "Parts") -> dict:
             "parts": reconnecting(parts), "storage": storage(parts)}
 
 
-def reconnecting(parts: "Parts") -> dict[str, dict]:
+def reconnecting(parts: Parts) -> dict[str, dict]:
     """Every part that reconnects: up, since, attempts in the current outage, outages."""
     out: dict[str, dict] = {}
     if parts.watcher is not None:
@@ -34,11 +34,11 @@ def reconnecting(parts: "Parts") -> dict[str, dict]:
     return out
 
 
-def storage(parts: "Parts") -> dict:
+def storage(parts: Parts) -> dict:
     return dict(parts.outbox.storage(), flush_failures=parts.flusher.failures, durable_seq=parts.flusher.durable_seq)
 
 
-def counters(parts: "Parts") -> dict[str, int]:
+def counters(parts: Parts) -> dict[str, int]:
     """What was refused or survived, by part: garbage from a reader, a board, the network."""
     out: dict[str, int] = {}
     if parts.watcher is not None:
@@ -54,7 +54,7 @@ def counters(parts: "Parts") -> dict[str, int]:
     return out
 
 
-def snapshot(parts: "Parts", **about) -> dict:
+def snapshot(parts: Parts, **about) -> dict:
     """The status socket's document; `about`: the daemon's own (pid, start, config, watchdog, reloads)."""
     return {**about, "state": "running", "parts": reconnecting(parts), "heartbeats": parts.heartbeats.ages(),
             "stale": parts.heartbeats.stale(), "storage": storage(parts),
@@ -64,7 +64,7 @@ def snapshot(parts: "Parts", **about) -> dict:
             "counters": counters(parts)}
 
 
-def status_line(p: "Parts") -> str:
+def status_line(p: Parts) -> str:
     """systemd's STATUS= (`systemctl status door-edge`)."""
     links = ", ".join(f"{port} {'up' if link.up else 'DOWN'}" for port, link in p.links.items())
     readers = "no pcscd" if p.watcher is not None and not p.watcher.service_up else f"{len(p.watcher.readers) if p.watcher else 0} reader(s)"

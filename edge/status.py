@@ -16,8 +16,8 @@ import logging
 import os
 import socket
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ async def serve(path: Path, snapshot: Callable[[], dict]) -> asyncio.AbstractSer
             writer.close()
 
     try:
-        path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)  # noqa: ASYNC240 - before the loop serves anyone: nothing to block
         server = await asyncio.start_unix_server(answer, path=str(path))
         os.chmod(path, 0o600)
     except OSError as exc:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from drivers.virtual.broker import Mosquitto
-from drivers.virtual.pcscd import Pcscd
-from drivers.virtual.rig import Rig, wait_until
-from drivers.virtual.site import Site
+from rigs.broker import Mosquitto
+from rigs.pcscd import Pcscd
+from rigs.rig import Rig, wait_until
+from rigs.site import Site
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -70,7 +70,7 @@ class AppThread:
     def _run(self) -> None:
         self.result = self.loop.run_until_complete(self.app.run())
 
-    def start(self, readers: int = 2) -> "AppThread":
+    def start(self, readers: int = 2) -> AppThread:
         self.thread.start()
         wait_until(lambda: self.app.parts is not None, 10, "the app to build")
         parts = self.app.parts
@@ -107,7 +107,7 @@ class Daemon:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "Daemon":
+    def start(self) -> Daemon:
         log = open(self.log_path, "ab")
         env = dict(os.environ, PYTHONPATH=str(REPO))
         env.pop("NOTIFY_SOCKET", None)
@@ -182,7 +182,7 @@ class SyncedRig:
         self.gw = gw
         self.central = None
 
-    def start(self, *, board: bool = True) -> "SyncedRig":
+    def start(self, *, board: bool = True) -> SyncedRig:
         self.rig.start(board=board)
         return self
 

@@ -11,7 +11,7 @@ import pytest
 
 from drivers.backoff import Backoff
 from drivers.camera import Camera, CameraError
-from drivers.virtual.rig import wait_until
+from rigs.rig import wait_until
 
 FACES = Path(__file__).parent / "data" / "faces"
 

@@ -6,8 +6,8 @@ import json
 import subprocess
 import sys
 
-from drivers.virtual.rig import wait_until
-from drivers.virtual.vcard import CardProfile, VirtualCard
+from rigs.rig import wait_until
+from rigs.vcard import CardProfile, VirtualCard
 from tests.conftest import REPO
 
 
@@ -109,7 +109,7 @@ def test_diag_checks_the_broker_over_mutual_tls(synced_factory):
 
 
 def test_diag_names_the_fix_when_the_broker_is_not_there(synced_factory):
-    from drivers.virtual.broker import free_port
+    from rigs.broker import free_port
 
     s = synced_factory(tls=True)
     text = s.rig.config_path.read_text()

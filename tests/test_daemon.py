@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from drivers.virtual.rig import wait_until
-from drivers.virtual.vcard import VPCD_PORTS, CardProfile, VirtualCard
+from rigs.rig import wait_until
+from rigs.vcard import VPCD_PORTS, CardProfile, VirtualCard
 
 RESIDENT_ID = CardProfile.idcard("0102030405060708")
 RESIDENT_IC = CardProfile.mifare("04A1B2C3")

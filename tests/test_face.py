@@ -10,11 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
-from drivers.virtual import scene
 from edge.privacy import generate_key
 from edge.store.faces import FaceStore, TemplateKeyError
 from edge.vision.enrol import EnrolError, templates_from
 from edge.vision.face import LIVENESS_MIN, Decider, FacePipeline, Gallery, liveness_score
+from rigs import scene
 
 DATA = Path(__file__).parent / "data" / "faces"
 REPO = Path(__file__).resolve().parent.parent
@@ -106,7 +106,8 @@ def test_enroll_cli_with_progress_list_and_remove(tmp_path, rig):
     (photos / "notes.txt").write_text("not a photo")
     generate_key(rig.root / "face.key")
     cfg = str(rig.config_path)
-    run = lambda *a: subprocess.run([sys.executable, "-m", "edge", *a], capture_output=True, text=True, cwd=REPO, timeout=120)
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "edge", *a], capture_output=True, text=True, cwd=REPO, timeout=120)
     res = run("enroll", "face", "--config", cfg, "--person", "R-0707", "--images", str(photos))
     assert res.returncode == 0, res.stderr
     assert "enrolled R-0707: 3 template(s)" in res.stdout and "zhu_0007.jpg: ok" in res.stderr
@@ -123,7 +124,8 @@ def test_enroll_from_a_camera_takes_five_moments(tmp_path, rig):
     folder = scene.write(tmp_path / "cam", frames)
     generate_key(rig.root / "face.key")
     cfg = str(rig.config_path)
-    run = lambda *a: subprocess.run([sys.executable, "-m", "edge", *a], capture_output=True, text=True, cwd=REPO, timeout=120)
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "edge", *a], capture_output=True, text=True, cwd=REPO, timeout=120)
     res = run("enroll", "face", "--config", cfg, "--person", "R-0808", "--camera", str(folder))
     assert res.returncode == 0, res.stderr
     assert "enrolled R-0808: 5 template(s)" in res.stdout and "[#####] moment" in res.stderr

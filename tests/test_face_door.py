@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drivers.virtual import scene
-from drivers.virtual.rig import Rig, wait_until
-from drivers.virtual.vcard import VPCD_PORTS, CardProfile, VirtualCard
 from edge.privacy import Tokenizer, generate_key, load_key
 from edge.vision.enrol import templates_from
 from edge.vision.face import FacePipeline
+from rigs import scene
+from rigs.rig import Rig, wait_until
+from rigs.vcard import VPCD_PORTS, CardProfile, VirtualCard
 
 from .conftest import REPO, AppThread, after_start
 

@@ -13,15 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from drivers.virtual import scene
-from drivers.virtual.rig import Rig, wait_until
-from drivers.virtual.disk import fill, mount_tmpfs, unmount
-from drivers.virtual.watchdog import NotifySocket, stall, vital_stalls
 from edge.privacy import generate_key
+from rigs import scene
+from rigs.disk import fill, mount_tmpfs, unmount
+from rigs.rig import Rig, wait_until
+from rigs.watchdog import NotifySocket, stall, vital_stalls
 
 from .conftest import AppThread
 from .test_daemon import RESIDENT_IC, RESIDENT_ID, journal, swipe
-from .test_face_door import RESIDENT, RESIDENT_ID as FACE_RESIDENT, photo, templates  # noqa: F401 - a fixture
+from .test_face_door import RESIDENT, photo, templates  # a fixture, used by name
+from .test_face_door import RESIDENT_ID as FACE_RESIDENT
 
 FAST_RECONNECT = "\n[reconnect]\nbase_s = 0.05\ncap_s = 0.2\n"
 
@@ -194,7 +195,7 @@ def test_a_part_that_dies_of_a_bug_stops_the_daemon_in_order(app, rig, where):
     app.thread.join(20)
     assert not app.thread.is_alive() and app.result == 1
     assert rig.board.coils[0] is False  # the doors went to their fail mode (secure: locked)
-    (stopped,) = [r for r in journal(rig) if r[3] == "stopped"]
+    (_stopped,) = [r for r in journal(rig) if r[3] == "stopped"]
     conn = sqlite3.connect(rig.root / "state" / "door-edge.db")
     (detail,) = conn.execute("SELECT detail FROM journal WHERE reason='stopped'").fetchone()
     conn.close()
@@ -293,8 +294,8 @@ def test_retention_purges_old_events_and_snapshots_and_journals_it(tmp_path):
 
 
 def test_central_purges_events_older_than_its_retention(tmp_path, broker):
-    from drivers.virtual.site import Site
-    from edge.sync.protocol import EventBatch
+    from protocol import EventBatch
+    from rigs.site import Site
 
     site = Site(tmp_path / "site", tmp_path / "site.key", gateways=["gw-1"]).start(broker)
     central = site.central(serve=False)

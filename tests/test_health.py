@@ -9,8 +9,8 @@ import subprocess
 import sys
 import time
 
-from drivers.virtual.rig import wait_until
 from edge.health import Heartbeats, notify
+from rigs.rig import wait_until
 from tests.conftest import REPO
 
 
@@ -38,7 +38,7 @@ def test_daemon_speaks_sd_notify(rig, tmp_path):
         try:
             while True:
                 messages.append(sock.recv(4096).decode())
-        except (socket.timeout, BlockingIOError):
+        except (TimeoutError, BlockingIOError):
             pass
 
     env = dict(os.environ, PYTHONPATH=str(REPO), NOTIFY_SOCKET=path, WATCHDOG_USEC="400000")

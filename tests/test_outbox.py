@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 import uuid
 
-from drivers.virtual.rig import wait_until
 from edge.store.db import open_db
 from edge.store.outbox import Event, Flusher, Outbox, uuid7
+from rigs.rig import wait_until
 
 
 def test_seq_is_ordered_and_survives_reopen(tmp_path):

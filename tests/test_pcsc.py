@@ -7,8 +7,8 @@ import threading
 import pytest
 
 from drivers.pcsc import PcscWatcher, classify
-from drivers.virtual.rig import wait_until
-from drivers.virtual.vcard import ATR_UNKNOWN, VPCD_PORTS, CardProfile, VirtualCard
+from rigs.rig import wait_until
+from rigs.vcard import ATR_UNKNOWN, VPCD_PORTS, CardProfile, VirtualCard
 
 
 class Reads:

@@ -13,12 +13,12 @@ import cv2
 import numpy as np
 import pytest
 
-from drivers.virtual import scene
-from drivers.virtual.rig import Rig, wait_until
 from edge.vision.models import MODELS_DIR, ModelError, checked
 from edge.vision.plate import Candidate, PlateRead, PlateReader, _vote, beam_search, readings, with_province
 from edge.vision.plate_cues import colour_corners, colour_outline, deslant, order_quad, proposals, proposals_in, tighten
 from edge.vision.plate_format import CHARSET, PROVINCES, could_be, is_valid, normalise
+from rigs import scene
+from rigs.rig import Rig, wait_until
 
 from .conftest import REPO, AppThread, after_start
 
@@ -133,7 +133,8 @@ def test_a_loose_outline_is_tightened_to_the_characters(reader):
     loose = (plate - centre) * np.float32([1.8, 1.6]) + centre             # a cue's or detector's loose guess
     tight = tighten(img, loose)
     assert tight is not None
-    width = lambda q: float(np.ptp(q[:, 0]))
+    def width(q):
+        return float(np.ptp(q[:, 0]))
     assert abs(width(tight) - width(plate)) < 0.2 * width(plate) < abs(width(loose) - width(plate))
     (best, *_), = reader.recognise([reader.rectify(img, tight)])
     assert best.text == KNOWN_PLATE

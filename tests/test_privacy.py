@@ -50,3 +50,12 @@ def test_keygen_then_load(tmp_path):
 def test_missing_key_names_the_fix(tmp_path):
     with pytest.raises(SiteKeyError, match="door-edge keygen"):
         load_key(tmp_path / "none.key")
+
+
+def test_a_missing_site_key_says_what_and_how_to_fix_it(tmp_path):
+    from edge.errors import SetupError
+
+    with pytest.raises(SetupError) as err:
+        load_key(tmp_path / "site.key")
+    assert "not found" in err.value.problem and "door-edge keygen" in err.value.fix
+    assert str(err.value) == f"{err.value.problem}. Fix: {err.value.fix}"

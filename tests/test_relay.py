@@ -7,10 +7,10 @@ import threading
 import pytest
 
 from drivers import modbus
-from drivers.relay import LcusLink, ModbusLink, Output
-from drivers.virtual.boards import LcusBoard, ModbusBoard
-from drivers.virtual.pty import PtyPair
-from drivers.virtual.rig import wait_until
+from drivers.relay import LcusLink, ModbusLink, Output, lcus_frame
+from rigs.boards import LcusBoard, ModbusBoard
+from rigs.pty import PtyPair
+from rigs.rig import wait_until
 
 
 class Listener:
@@ -241,3 +241,11 @@ def test_a_port_missing_for_many_attempts_is_still_retried(tmp_path):
             p.stop()
     finally:
         ln.stop()
+
+
+def test_lcus_frames_are_the_published_bytes():
+    """Known answers from the LCUS-1 documentation: the emulator parses with the same function, so
+    this is what keeps both honest."""
+    assert lcus_frame(1, True) == bytes.fromhex("A00101A2")
+    assert lcus_frame(1, False) == bytes.fromhex("A00100A1")
+    assert lcus_frame(2, True) == bytes.fromhex("A00201A3")

@@ -18,7 +18,7 @@ PLATE = np.float32([[231, 438], [361, 448], [360, 494], [230, 484]])  # CCPD's c
 def camera(rgb_frame: np.ndarray, seed: int) -> np.ndarray:
     """The same view as a camera gives it again: sensor noise and JPEG."""
     noisy = np.clip(rgb_frame + np.random.default_rng(seed).normal(0, 2.5, rgb_frame.shape), 0, 255).astype(np.uint8)
-    ok, jpg = cv2.imencode(".jpg", noisy, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    _ok, jpg = cv2.imencode(".jpg", noisy, [cv2.IMWRITE_JPEG_QUALITY, 80])
     return cv2.imdecode(jpg, cv2.IMREAD_UNCHANGED)
 
 
@@ -33,7 +33,7 @@ def scenes():
 
 
 def test_an_unchanged_empty_gate_is_not_read_again(scenes):
-    car, empty = scenes
+    _car, empty = scenes
     reader, view = PlateReader(), StillView()
     assert not view.unchanged(empty, 0.0)                 # nothing read yet
     reads = reader.read(empty)

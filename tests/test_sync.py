@@ -9,13 +9,13 @@ import signal
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from drivers.virtual.rig import wait_until
-from drivers.virtual.vcard import VPCD_PORTS, CardProfile, VirtualCard
+import protocol
 from edge.privacy import Tokenizer, load_key
 from edge.store.db import open_db
 from edge.store.outbox import Event, Outbox
 from edge.store.whitelist import Entry
-from edge.sync import protocol
+from rigs.rig import wait_until
+from rigs.vcard import VPCD_PORTS, CardProfile, VirtualCard
 from tests.conftest import AppThread, Daemon
 
 RESIDENT_IC = CardProfile.mifare("04A1B2C3")
@@ -45,7 +45,7 @@ def test_a_list_change_decides_the_next_swipe_and_events_reach_central(synced_fa
         swipe(app, RESIDENT_IC, "granted")
         # Zhang Min moves out: central drops her line; the gateway is not restarted
         lines = s.rig.residents_path.read_text().splitlines()
-        s.rig.residents_path.write_text("\n".join(l for l in lines if "Zhang Min" not in l) + "\n")
+        s.rig.residents_path.write_text("\n".join(line for line in lines if "Zhang Min" not in line) + "\n")
         v2 = central.publish_csv(s.rig.residents_path)
         assert (v2.version, v2.mode, v2.deletes) == (2, "delta", 1)
         wait_until(lambda: app.app.parts.whitelist.version == 2, 5, "the delta")

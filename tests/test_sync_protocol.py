@@ -12,16 +12,16 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+import protocol
 from edge.privacy import Tokenizer
+from edge.store import whitelist as store
 from edge.store.db import open_db, open_whitelist_db
 from edge.store.outbox import Event, Outbox
-from edge.store import whitelist as store
 from edge.store.whitelist import Entry, Whitelist, to_row
-from edge.sync import protocol
 from edge.sync.events import EventDrain
-from edge.sync.protocol import (CmdReq, EvtAck, Keyring, Rejected, Signer, WlChunk, WlDelta, WlHead)
 from edge.sync.rpc import Op, Rpc
 from edge.sync.whitelist import WhitelistSync
+from protocol import CmdReq, EvtAck, Keyring, Rejected, Signer, WlChunk, WlDelta, WlHead
 
 GW = "gw-1"
 TOK = Tokenizer(b"k" * 32)
@@ -166,7 +166,7 @@ def test_interrupted_snapshot_keeps_the_old_list_and_resumes_after_a_restart(tmp
 
 
 def test_a_snapshot_whose_chunks_do_not_hash_to_the_head_is_not_swapped_in(wl_sync, signer):
-    sync, sent = wl_sync
+    sync, _sent = wl_sync
     new = [entry(f"{i:08X}") for i in range(10)]
     rows = [to_row(e) for e in new]
     body = WlChunk(gw=GW, version=2, snapshot="v2", index=0, total=1, sha256="1" * 64, count=10, rows=rows, ts=time.time())
@@ -236,9 +236,10 @@ def test_commands_expiry_duplicates_retained_and_signing(signer):
 
 
 # -- garbage on every downlink topic -------------------------------------------------------------
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from edge import config  # noqa: E402
+from edge import config
 
 _json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
                      lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6).map(lambda k: "k" + k), kids, max_size=4),

@@ -9,10 +9,10 @@ import threading
 import paho.mqtt.client as paho
 import pytest
 
-from drivers.virtual.rig import wait_until
+import protocol
 from edge.config import SyncSection
-from edge.sync import protocol
 from edge.sync.mqtt import new_client
+from rigs.rig import wait_until
 
 
 def tls_client(broker, ident, name: str) -> tuple[paho.Client, list, dict]:

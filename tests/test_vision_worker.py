@@ -9,11 +9,12 @@ import threading
 import numpy as np
 import pytest
 
-from drivers.virtual.rig import wait_until
+from edge.access.walkup import FaceAnswer
 from edge.vision.enrol import templates_from
 from edge.vision.face import FacePipeline
 from edge.vision.worker import FaceWorker
-from drivers.virtual import scene
+from rigs import scene
+from rigs.rig import wait_until
 from tests.test_face import PEOPLE, rgb
 
 
@@ -44,7 +45,7 @@ def test_frames_go_in_answers_come_out_and_a_dead_worker_comes_back(gallery):
 
         def feed(n: int) -> None:
             i = 0
-            while sum(r.answer == "Zhu_Rongji" for r in results) < n:
+            while sum(r.answer == FaceAnswer.match("Zhu_Rongji") for r in results) < n:
                 w.submit(frames[i % len(frames)], i + 1, i)
                 i += 1
                 with got:
@@ -55,7 +56,7 @@ def test_frames_go_in_answers_come_out_and_a_dead_worker_comes_back(gallery):
         os.kill(w.pid, signal.SIGKILL)  # a native crash, say
         wait_until(lambda: w.stats.restarts == 1 and w.wait_ready(0), 60, "the worker started again")
         before = len(results)
-        feed(sum(r.answer == "Zhu_Rongji" for r in results) + 2)
+        feed(sum(r.answer == FaceAnswer.match("Zhu_Rongji") for r in results) + 2)
         assert len(results) > before and w.stats.dropped >= 0
     finally:
         w.stop()

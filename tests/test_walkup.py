@@ -5,15 +5,23 @@ from __future__ import annotations
 import numpy as np
 
 from edge.access.second_factor import SecondFactor
-from edge.access.walkup import WalkUp
+from edge.access.walkup import FaceAnswer, FaceStatus, WalkUp
 from edge.config import FaceSection
 
 S = FaceSection(frames=3, gone_s=1.0, liveness_window_s=2.0, low_quality_s=3.0, liveness_min=10.0)
 
 
+def answer(a: str | FaceAnswer | None) -> FaceAnswer | None:
+    """The tests' shorthand: a person id, or a status by its value."""
+    if a is None or isinstance(a, FaceAnswer):
+        return a
+    statuses = {s.value: s for s in FaceStatus}
+    return FaceAnswer(statuses[a]) if a in statuses else FaceAnswer.match(a)
+
+
 def feed(w: WalkUp, answers: list, dt: float = 0.1, t0: float = 0.0) -> list:
     chip = np.zeros((150, 150), np.uint8)
-    return [v for i, a in enumerate(answers) if (v := w.observe(t0 + i * dt, a, chip)) is not None]
+    return [v for i, a in enumerate(answers) if (v := w.observe(t0 + i * dt, answer(a), chip)) is not None]
 
 
 def live(_chips) -> float:
@@ -66,18 +74,23 @@ def test_a_face_never_usable_is_reported_as_low_quality_once():
 
 def test_second_factor_pairs_the_same_person_within_the_window():
     sf = SecondFactor(10.0)
-    assert sf.offer("d", "card", "P", "ic", "t1", 0.0) == (None, [])
-    first, expired = sf.offer("d", "face", "P", "face", "t2", 4.0)
+    assert sf.offer("d", factor="card", person="P", kind="ic", token="t1", now=0.0) == (None, [])
+    first, expired = sf.offer("d", factor="face", person="P", kind="face", token="t2", now=4.0)
     assert first is not None and first.kind == "ic" and expired == []
     assert sf.pending("d") is None
 
 
 def test_second_factor_of_someone_else_or_too_late_does_not_open():
     sf = SecondFactor(10.0)
-    sf.offer("d", "card", "P", "ic", "t1", 0.0)
-    first, expired = sf.offer("d", "face", "Q", "face", "t2", 1.0)  # Q's face: P's card is replaced and recorded
+    sf.offer("d", factor="card", person="P", kind="ic", token="t1", now=0.0)
+    first, expired = sf.offer("d", factor="face", person="Q", kind="face", token="t2", now=1.0)  # Q's face: P's card is replaced and recorded
     assert first is None and [p.person for p in expired] == ["P"]
     assert [p.person for p in sf.expire(11.5)] == ["Q"]
-    sf.offer("d", "card", "P", "ic", "t1", 20.0)
-    first, expired = sf.offer("d", "face", "P", "face", "t2", 30.0)
+    sf.offer("d", factor="card", person="P", kind="ic", token="t1", now=20.0)
+    first, expired = sf.offer("d", factor="face", person="P", kind="face", token="t2", now=30.0)
     assert first is None and [p.factor for p in expired] == ["card"]
+
+
+def test_a_resident_whose_id_spells_a_status_is_still_a_resident():
+    (v,) = feed(WalkUp(S, live), [FaceAnswer.match("low_quality")] * 5)
+    assert v.person == "low_quality" and v.reason == "match"

@@ -8,7 +8,7 @@ import pytest
 
 from edge.privacy import Tokenizer
 from edge.store.db import open_whitelist_db
-from edge.store.whitelist import ImportError_, Whitelist, read_csv
+from edge.store.whitelist import ResidentsCsvError, Whitelist, read_csv
 
 KEY = bytes(range(32))
 CSV = """person,kind,value,doors,valid_from,valid_to,schedule
@@ -70,7 +70,7 @@ def test_replace_swaps_whole_list_and_bumps_version(tmp_path):
 def test_bad_rows_name_the_line_not_the_value(tmp_path, line, words):
     p = tmp_path / "bad.csv"
     p.write_text("person,kind,value,doors,valid_from,valid_to\n" + line + "\n")
-    with pytest.raises(ImportError_) as exc:
+    with pytest.raises(ResidentsCsvError) as exc:
         read_csv(p, Tokenizer(KEY))
     assert words in str(exc.value)
     assert "1101011990030745" not in str(exc.value)
@@ -79,5 +79,5 @@ def test_bad_rows_name_the_line_not_the_value(tmp_path, line, words):
 def test_missing_column(tmp_path):
     p = tmp_path / "bad.csv"
     p.write_text("person,kind,value\nR-1,ic,04A1B2C3\n")
-    with pytest.raises(ImportError_, match="missing column"):
+    with pytest.raises(ResidentsCsvError, match="missing column"):
         read_csv(p, Tokenizer(KEY))

@@ -11,21 +11,27 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Callable
+from typing import TYPE_CHECKING
 
 from drivers.pcsc import CardRead
-from drivers.relay import Output, SerialRelayLink
+from drivers.ports import LockRelay, Output
 from edge.access.door import DoorEvent, DoorMachine, Hold, Pulse
 from edge.access.platevote import READ, PlateVerdict, VehicleVote
 from edge.access.policy import Decision, Reason, decide
 from edge.access.second_factor import Pending, SecondFactor
-from edge.access.walkup import Verdict, WalkUp
-from edge.config import Door, GatewayConfig, ModbusRelay
+from edge.access.walkup import FaceAnswer, Verdict, WalkUp
+from edge.config import Door, GatewayConfig
 from edge.privacy import Tokenizer, short
 from edge.store.outbox import Event, Outbox
 from edge.store.whitelist import Whitelist
+
+if TYPE_CHECKING:  # a card-only daemon never loads numpy
+    import numpy as np
+
+    from edge.vision.plate import PlateRead
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +41,11 @@ class DoorIO:
     """Where a door's lock output is, and which board inputs are its contact, exit and fire."""
 
     door: Door
-    link: SerialRelayLink
+    link: LockRelay
     output: Output
 
     def reads_inputs(self, port: str, unit: int) -> bool:
-        r = self.door.relay
-        return isinstance(r, ModbusRelay) and r.port == port and r.unit == unit
+        return self.door.relay.reads_inputs(port, unit)
 
 
 def _bit(bits: int, index: int | None) -> bool | None:
@@ -49,8 +54,12 @@ def _bit(bits: int, index: int | None) -> bool | None:
 
 class Controller:
     def __init__(self, cfg: GatewayConfig, whitelist: Whitelist, outbox: Outbox, tokenizer: Tokenizer,
-                 doors: dict[str, DoorIO], *, clock: Callable[[], float] = time.monotonic,
-                 wallclock: Callable[[], datetime] = datetime.now):
+                 doors: dict[str, DoorIO], *, listeners: Sequence[Callable[[Event], None]] = (),
+                 stale: Callable[[], bool] = lambda: False, liveness: Callable[[list[np.ndarray]], float] = lambda chips: 0.0,
+                 clock: Callable[[], float] = time.monotonic, wallclock: Callable[[], datetime] = datetime.now):
+        """`listeners`: told of every event after it is journaled (tests, bench). `stale`: whether the
+        list is stale (sync's flag; never stale without sync). `liveness`: the score of a walk-up's
+        face chips (edge.vision.face.liveness_score where cameras are configured)."""
         self.cfg = cfg
         self.whitelist = whitelist
         self.outbox = outbox
@@ -60,14 +69,14 @@ class Controller:
         self._holidays: frozenset[date] = frozenset(cfg.holidays)
         self._clock = clock
         self._wallclock = wallclock
-        self.listeners: list[Callable[[Event], None]] = []
+        self.listeners = list(listeners)
         self.reads_by_reader: dict[str, str | None] = {}
         self._links_down: set[str] = set()
-        self.stale: Callable[[], bool] = lambda: False  # set by the sync service when there is one
+        self.stale = stale
         self.factors = SecondFactor(cfg.face.second_factor_s)
         self.walkups: dict[str, WalkUp] = {}
         self.camera_door = {c.id: c.door for c in cfg.cameras}
-        self.liveness: Callable[[list], float] = lambda chips: 0.0  # the app sets edge.vision.face.liveness_score
+        self.liveness = liveness
         self.votes: dict[str, VehicleVote] = {}
         self._parts_down: set[str] = set()
         self.accepting = True  # False once the daemon stops: no decision it could not carry out
@@ -87,11 +96,11 @@ class Controller:
             log.warning("read on unmapped reader %s ignored", read.reader)
             return None
         token = self.tokenizer.token_raw(read.kind, read.uid)
-        return self._credential(door_id, "card", read.kind, token, read.t_seen_ns)
+        return self._credential(door_id, factor="card", kind=read.kind, token=token, t_ns=read.t_seen_ns)
 
     # -- face path ------------------------------------------------------------------------------
-    def on_face(self, camera_id: str, answer: str | None, chip, t_ns: int) -> Event | None:
-        """One frame's answer from the vision worker (a person id, unknown_face, low_quality, None)."""
+    def on_face(self, camera_id: str, answer: FaceAnswer | None, chip: np.ndarray | None, t_ns: int) -> Event | None:
+        """One frame's answer from the vision worker (None: no face in the frame)."""
         door_id = self.camera_door.get(camera_id)
         if door_id is None or not self.accepting:
             return None
@@ -104,12 +113,12 @@ class Controller:
     def on_verdict(self, door_id: str, verdict: Verdict, t_ns: int) -> Event | None:
         if verdict.person is None:
             detail = None if verdict.liveness is None else f"liveness {verdict.liveness}"
-            return self._record_decision(door_id, "face", None, Decision(False, Reason(verdict.reason)), t_ns, detail)
+            return self._record_decision(door_id, Decision(False, Reason(verdict.reason)), kind="face", token=None, t_ns=t_ns, detail=detail)
         token = self.tokenizer.token("face", verdict.person)
-        return self._credential(door_id, "face", "face", token, t_ns)
+        return self._credential(door_id, factor="face", kind="face", token=token, t_ns=t_ns)
 
     # -- plate path -----------------------------------------------------------------------------
-    def on_plate(self, camera_id: str, reads: list, t_ns: int) -> Event | None:
+    def on_plate(self, camera_id: str, reads: list[PlateRead], t_ns: int) -> Event | None:
         """One frame's plates from the vision worker (edge.vision.plate.PlateRead, readable first, then largest)."""
         door_id = self.camera_door.get(camera_id)
         if door_id is None or not self.accepting:
@@ -125,13 +134,13 @@ class Controller:
     def on_plate_verdict(self, door_id: str, verdict: PlateVerdict, t_ns: int) -> Event:
         """Each candidate reading is hashed and looked up in vote order: the first one on the list decides."""
         if verdict.reason != READ:
-            return self._record_decision(door_id, "plate", None, Decision(False, Reason.PLATE_UNREADABLE), t_ns)
+            return self._record_decision(door_id, Decision(False, Reason.PLATE_UNREADABLE), kind="plate", token=None, t_ns=t_ns)
         tokens = [self.tokenizer.token("plate", text) for text in verdict.candidates]
         token = next((t for t in tokens if self.whitelist.lookup(t) is not None), tokens[0])
-        return self._credential(door_id, "plate", "plate", token, t_ns, unknown=Reason.UNKNOWN_PLATE)  # type: ignore[return-value]
+        return self._credential(door_id, factor="plate", kind="plate", token=token, t_ns=t_ns, unknown=Reason.UNKNOWN_PLATE)  # type: ignore[return-value]
 
     # -- both -----------------------------------------------------------------------------------
-    def _credential(self, door_id: str, factor: str, kind: str, token: str, t_ns: int,
+    def _credential(self, door_id: str, *, factor: str, kind: str, token: str, t_ns: int,
                     unknown: Reason = Reason.UNKNOWN_CREDENTIAL) -> Event | None:
         io = self.io[door_id]
         machine = self.machines[door_id]
@@ -141,15 +150,16 @@ class Controller:
         if decision.reason is Reason.UNKNOWN_CREDENTIAL:
             decision = Decision(False, unknown)
         if io.door.mode == "card_and_face" and decision.reason is Reason.GRANTED and decision.person:
-            first, expired = self.factors.offer(door_id, factor, decision.person, kind, short(token), self._clock())
+            first, expired = self.factors.offer(door_id, factor=factor, person=decision.person, kind=kind, token=short(token),
+                                                now=self._clock())
             self._expired(expired)
             if first is None:
                 log.info("door=%s kind=%s token=%s waiting for the second factor", door_id, kind, short(token))
                 return None
             kind = f"{first.kind}+{kind}" if first.factor == "card" else f"{kind}+{first.kind}"
-        return self._record_decision(door_id, kind, token, decision, t_ns)
+        return self._record_decision(door_id, decision, kind=kind, token=token, t_ns=t_ns)
 
-    def _record_decision(self, door_id: str, kind: str, token: str | None, decision: Decision, t_ns: int,
+    def _record_decision(self, door_id: str, decision: Decision, *, kind: str, token: str | None, t_ns: int,
                          detail: str | None = None) -> Event:
         latency_ms = (time.monotonic_ns() - t_ns) / 1e6
         event = Event("access", decision.reason.value, door=door_id, kind=kind, token=token and short(token),
@@ -198,7 +208,7 @@ class Controller:
             reason = "relay_link_restored" if up else "relay_link_lost"
             self.record(Event("system", reason, door=door_id, detail=f"{detail}; fail_mode={io.door.fail_mode}"))
 
-    def on_part(self, kind: str, name: str, up: bool, detail: str, door: str | None = None) -> None:
+    def on_part(self, kind: str, name: str, *, up: bool, detail: str, door: str | None = None) -> None:
         """A reader, pcscd, a camera or the vision worker went away or came back: `{kind}_down` /
         `{kind}_up` in the journal. The first sign of life at start-up is not news."""
         key = f"{kind}:{name}"
@@ -220,15 +230,15 @@ class Controller:
             self._apply(door_id, machine.tick(now))
 
     # -- shutdown -------------------------------------------------------------------------------
-    def final_states(self) -> dict[SerialRelayLink, dict[Output, bool]]:
+    def final_states(self) -> dict[LockRelay, dict[Output, bool]]:
         """Each link's outputs in their fail mode (safe: released; secure: locked)."""
-        out: dict[SerialRelayLink, dict[Output, bool]] = {}
+        out: dict[LockRelay, dict[Output, bool]] = {}
         for door_id, io in self.io.items():
             out.setdefault(io.link, {})[io.output] = self.machines[door_id].shutdown_state()
         return out
 
     # -- helpers --------------------------------------------------------------------------------
-    def _apply(self, door_id: str, actions: list) -> None:
+    def _apply(self, door_id: str, actions: list[DoorEvent | Pulse | Hold]) -> None:
         io = self.io[door_id]
         for a in actions:
             if isinstance(a, DoorEvent):

@@ -31,8 +31,8 @@ class VehicleVote:
     started: float | None = None
     last_seen: float = 0.0
     decided: set[str] = field(default_factory=set)
-    _weight: defaultdict = field(default_factory=lambda: defaultdict(float))
-    _best: Counter = field(default_factory=Counter)
+    _weight: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    _best: Counter[str] = field(default_factory=Counter)
 
     def observe(self, now: float, readings: list[tuple[str, float]] | None) -> PlateVerdict | None:
         """`readings`: the frame's best plate as (text, probability), most likely first; [] = a plate

@@ -6,10 +6,10 @@ controller calls it on the card path in microseconds.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Mapping
 
 from edge.config import DAYS, Door, Schedule
 from edge.store.whitelist import CARD_KINDS, Entry

@@ -26,7 +26,7 @@ class SecondFactor:
         self.window_s = window_s
         self._pending: dict[str, Pending] = {}
 
-    def offer(self, door: str, factor: str, person: str, kind: str, token: str, now: float) -> tuple[Pending | None, list[Pending]]:
+    def offer(self, door: str, *, factor: str, person: str, kind: str, token: str, now: float) -> tuple[Pending | None, list[Pending]]:
         """Returns (the first factor this one completes, or None; first factors that expired)."""
         expired = self.expire(now)
         first = self._pending.get(door)

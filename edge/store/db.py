@@ -1,15 +1,19 @@
 """SQLite state: one file under the state directory, WAL mode, schema migrations by user_version.
 
 WAL with synchronous=NORMAL makes a commit a write() into the WAL file: it survives the process
-being killed (the kernel holds it) at a cost of tens of microseconds, which keeps the card path
-fast. Power-loss durability comes from `checkpoint()`, which fsyncs the WAL first; the journal's
-flusher calls it off the hot path (group commit).
+being killed (the kernel holds it), which keeps the card path fast. Power-loss durability comes
+from `sync_wal()`, the fsync of the WAL that synchronous=FULL would do at every commit, done by the
+journal's flusher off the hot path (group commit). Checkpoints (copying the WAL into the database)
+are the flusher's too, and rare: the commit after one restarts the WAL, which costs the card path
+a millisecond, so the card path's own connection never checkpoints (`autocheckpoint=False`).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
+from types import TracebackType
 
 DB_NAME = "door-edge.db"
 
@@ -80,12 +84,16 @@ _WHITELIST_MIGRATIONS: list[str] = [
 ]
 
 
-def open_db(state_dir: Path, *, name: str = DB_NAME, migrations: list[str] | None = None) -> sqlite3.Connection:
-    """Open (creating and migrating) a database; autocommit off, WAL on. Default: the journal's schema."""
+def open_db(state_dir: Path, *, name: str = DB_NAME, migrations: list[str] | None = None,
+            autocheckpoint: bool = True) -> sqlite3.Connection:
+    """Open (creating and migrating) a database; autocommit off, WAL on. Default: the journal's schema.
+    `autocheckpoint=False`: this connection's commits never run a checkpoint (the card path)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(state_dir / name, isolation_level=None, check_same_thread=False, timeout=10.0)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
+    if not autocheckpoint:
+        conn.execute("PRAGMA wal_autocheckpoint=0")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=10000")
     migrate(conn, _MIGRATIONS if migrations is None else migrations)
@@ -116,8 +124,32 @@ def migrate(conn: sqlite3.Connection, migrations: list[str]) -> None:
 
 
 def checkpoint(conn: sqlite3.Connection) -> None:
-    """fsync what has been committed (WAL synced, then copied into the database and synced)."""
+    """Copy the WAL into the database and fsync both (what has been committed is then on disk)."""
     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def sync_wal(state_dir: Path, name: str = DB_NAME) -> int:
+    """fsync the WAL: every transaction committed before the call is then on disk (recovery replays
+    the WAL up to its last valid commit). Returns the WAL's size in bytes (0: none, all checkpointed).
+    OSError when the storage fails."""
+    try:
+        fd = os.open(state_dir / f"{name}-wal", os.O_RDONLY)
+    except FileNotFoundError:
+        return 0
+    try:
+        os.fsync(fd)
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
+def sync_dir(path: Path) -> None:
+    """fsync a directory, so that files created in it survive a power cut (OSError on failure)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class Transaction:
@@ -130,7 +162,7 @@ class Transaction:
         self.conn.execute("BEGIN IMMEDIATE")
         return self.conn
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
 

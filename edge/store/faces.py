@@ -9,8 +9,6 @@ ciphertexts do not linger in free pages.
 
 from __future__ import annotations
 
-from edge.errors import SetupError
-
 import os
 import sqlite3
 from pathlib import Path
@@ -19,6 +17,7 @@ import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from edge.errors import SetupError
 from edge.privacy import SiteKeyError, load_key
 from edge.store.db import Transaction, open_db
 
@@ -38,7 +37,8 @@ def load_template_key(path: Path) -> bytes:
     try:
         key = load_key(path)
     except SiteKeyError as exc:
-        raise TemplateKeyError(str(exc).replace("site key", "face template key")) from None
+        fix = exc.fix.replace(" and give the central server the same key", " (it never leaves this gateway)")
+        raise TemplateKeyError(exc.problem.replace("site key", "face template key"), fix.replace("site key", "face template key")) from None
     return key[:32]
 
 
@@ -81,7 +81,7 @@ class FaceStore:
             try:
                 raw = self._aead.decrypt(nonce, sealed, f"{person}\0{slot}".encode())
             except InvalidTag:
-                raise TemplateKeyError("the face templates were sealed with another key (or were altered); "
+                raise TemplateKeyError("the face templates were sealed with another key (or were altered)",
                                        "re-enrol, or restore the key they were made with") from None
             people.append(person)
             out.append(np.frombuffer(raw, dtype=np.float32))

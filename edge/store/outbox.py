@@ -21,10 +21,13 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
-from edge.store.db import StorageUnavailable, checkpoint, open_db, storage_fault
+from edge.store.db import StorageUnavailable, checkpoint, open_db, storage_fault, sync_dir, sync_wal
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +59,24 @@ class Event:
     seq: int | None = None
     mono_ns: int | None = field(default=None, compare=False)  # when its cause was seen; not stored
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         d = asdict(self)
         d.pop("mono_ns")
         return d
+
+    def line(self) -> str:
+        """One journal line for a technician's terminal: tokens only, never a name."""
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.ts))
+        cred = f" {self.kind} {self.token}" if self.kind else ""
+        lat = f" {self.latency_ms:.2f}ms" if self.latency_ms is not None else ""
+        what = (self.decision if self.reason == self.decision else f"{self.decision} ({self.reason})") if self.decision else self.reason
+        return f"{self.seq:>7} {when} {self.door or '-':10} {what}{cred}{lat}"
 
 
 _COLS = "seq, id, ts, door, type, kind, token, decision, reason, latency_ms, detail"
 
 
-def _event(row: tuple) -> Event:
+def _event(row: tuple[Any, ...]) -> Event:
     seq, id_, ts, door, typ, kind, token, decision, reason, latency, detail = row
     return Event(typ, reason, door, kind, token, decision, latency, detail, ts, id_, seq)
 
@@ -76,7 +87,7 @@ class Outbox:
     def __init__(self, conn: sqlite3.Connection):
         self._conn = conn
         self._lock = threading.Lock()
-        self.on_put: list = []  # callables(seq) run after each put (the flusher's doorbell)
+        self.on_put: list[Callable[[int], None]] = []  # callables(seq) run after each put (the flusher's doorbell)
         self._pending: deque[Event] = deque()
         self.write_failures = 0     # puts the storage refused
         self.pending_dropped = 0    # kept events dropped because more than PENDING_MAX waited
@@ -153,25 +164,25 @@ class Outbox:
             self.pending_dropped += 1
         self._pending.append(event)
 
-    def storage(self) -> dict:
+    def storage(self) -> dict[str, object]:
         """What telemetry and diag show of the journal's storage."""
         return {"write_failures": self.write_failures, "pending": len(self._pending),
                 "pending_dropped": self.pending_dropped, "last_error": self.last_error}
 
     def next_batch(self, after_seq: int, limit: int = 500, upto: int | None = None) -> list[Event]:
-        sql = f"SELECT {_COLS} FROM journal WHERE seq > ?" + (" AND seq <= ?" if upto is not None else "") + " ORDER BY seq LIMIT ?"
+        sql = f"SELECT {_COLS} FROM journal WHERE seq > ?" + (" AND seq <= ?" if upto is not None else "") + " ORDER BY seq LIMIT ?"  # noqa: S608 - constant columns
         args = (after_seq, upto, limit) if upto is not None else (after_seq, limit)
         return [_event(r) for r in self._conn.execute(sql, args)]
 
     def ack(self, upto_seq: int) -> int:
         """Central has committed everything up to `upto_seq`: only now is it deleted.
         StorageUnavailable when the deletion cannot be written (central resends; no harm)."""
-        with self._lock, _storage():
+        with self._lock, _StorageGuard():
             return self._conn.execute("DELETE FROM journal WHERE seq <= ?", (upto_seq,)).rowcount
 
     def drop_oldest(self, n: int) -> tuple[int, int, int]:
         """Delete the `n` oldest events (the journal is over its cap): (count, first seq, last seq)."""
-        with self._lock, _storage():
+        with self._lock, _StorageGuard():
             row = self._conn.execute("SELECT min(seq), max(seq), count(*) FROM (SELECT seq FROM journal ORDER BY seq LIMIT ?)", (n,)).fetchone()
             if not row[2]:
                 return 0, 0, 0
@@ -192,51 +203,62 @@ class Outbox:
         done = 0
         while done < excess:
             n = min(batch, excess - done)
-            with self._lock, _storage():
+            with self._lock, _StorageGuard():
                 got = self._conn.execute("DELETE FROM journal WHERE seq IN (SELECT seq FROM journal ORDER BY seq LIMIT ?)", (n,)).rowcount
             if not got:
                 break
             done += got
         return done
 
-    def _purge(self, sql: str, args: tuple, batch: int) -> int:
+    def _purge(self, sql: str, args: tuple[Any, ...], batch: int) -> int:
         done = 0
         while True:
-            with self._lock, _storage():
+            with self._lock, _StorageGuard():
                 got = self._conn.execute(sql, (*args, batch)).rowcount
             done += got
             if got < batch:
                 return done
 
     def depth(self) -> int:
-        return self._conn.execute("SELECT count(*) FROM journal").fetchone()[0]
+        return int(self._conn.execute("SELECT count(*) FROM journal").fetchone()[0])
 
     def last_seq(self) -> int:
         row = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name='journal'").fetchone()
         return row[0] if row else 0
 
     def tail(self, n: int = 20) -> list[Event]:
-        rows = self._conn.execute(f"SELECT {_COLS} FROM journal ORDER BY seq DESC LIMIT ?", (n,)).fetchall()
+        rows = self._conn.execute(f"SELECT {_COLS} FROM journal ORDER BY seq DESC LIMIT ?", (n,)).fetchall()  # noqa: S608 - constant columns
         return [_event(r) for r in reversed(rows)]
 
 
-class _storage:
-    """`with _storage():` turns SQLite's storage faults into StorageUnavailable; other errors are ours."""
+class _StorageGuard:
+    """`with _StorageGuard():` turns SQLite's storage faults into StorageUnavailable; other errors are ours."""
 
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if isinstance(exc, sqlite3.OperationalError) and storage_fault(exc):
             raise StorageUnavailable(str(exc)) from exc
 
 
-class Flusher(threading.Thread):
-    """Group commit: fsyncs the journal soon after puts, batching those that arrive meanwhile."""
+CHECKPOINT_S = 60.0              # the WAL copied into the database this often...
+CHECKPOINT_BYTES = 4 * 1024 * 1024  # ...or once it has grown this big
 
-    def __init__(self, state_dir: Path, max_delay_s: float = 0.05):
+
+class Flusher(threading.Thread):
+    """Group commit: fsyncs the journal's WAL soon after puts, batching those that arrive meanwhile;
+    checkpoints now and then (see edge.store.db)."""
+
+    def __init__(self, state_dir: Path, max_delay_s: float = 0.05, *, checkpoint_s: float = CHECKPOINT_S,
+                 checkpoint_bytes: int = CHECKPOINT_BYTES):
         super().__init__(name="journal-flusher", daemon=True)
+        self._state_dir = state_dir
         self._conn = open_db(state_dir)
+        self._checkpoint_s = checkpoint_s
+        self._checkpoint_bytes = checkpoint_bytes
+        self._next_checkpoint = 0.0  # the first flush checkpoints, and makes the WAL's directory entry durable
+        self.checkpoints = 0
         self._wake = threading.Event()
         self._halt = threading.Event()
         self._max_delay = max_delay_s
@@ -268,9 +290,16 @@ class Flusher(threading.Thread):
         self._wake.clear()
         target = self._pending
         try:
-            checkpoint(self._conn)
-        except sqlite3.OperationalError as exc:
-            if not storage_fault(exc):
+            wal_bytes = sync_wal(self._state_dir)
+            now = time.monotonic()
+            if now >= self._next_checkpoint or wal_bytes >= self._checkpoint_bytes or self._halt.is_set():
+                checkpoint(self._conn)
+                if self._next_checkpoint == 0.0:
+                    sync_dir(self._state_dir)
+                self._next_checkpoint = now + self._checkpoint_s
+                self.checkpoints += 1
+        except (sqlite3.OperationalError, OSError) as exc:
+            if isinstance(exc, sqlite3.OperationalError) and not storage_fault(exc):
                 raise
             self.failures += 1
             self._halt.wait(0.5)

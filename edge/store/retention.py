@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from edge.config import GatewayConfig
 from edge.store.db import StorageUnavailable, open_db

@@ -11,17 +11,18 @@ import hashlib
 import json
 import re
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Iterable
+from typing import Any
 
 from edge.privacy import Tokenizer
 from edge.store.db import Transaction, get_meta, set_meta
 
 CSV_COLUMNS = ("person", "kind", "value", "doors", "valid_from", "valid_to")
 CARD_KINDS = ("idcard", "ic", "idno")
-LIST_KINDS = CARD_KINDS + ("plate", "face")  # face: the person may use their face (value = person id)
+LIST_KINDS = (*CARD_KINDS, "plate", "face")  # face: the person may use their face (value = person id)
 _TOKEN = re.compile(r"^[0-9a-f]{64}$")
 HASH_MOD = 1 << 256  # list hashes are sums of row hashes modulo this
 
@@ -40,7 +41,7 @@ class Entry:
         return self.doors is None or door in self.doors
 
 
-class ImportError_(Exception):
+class ResidentsCsvError(Exception):
     """A residents file that cannot be imported; names the line and the column."""
 
 
@@ -67,7 +68,7 @@ def to_row(entry: Entry) -> Row:
             entry.schedule)
 
 
-def from_row(row: tuple) -> Entry:
+def from_row(row: tuple[Any, ...]) -> Entry:
     token, kind, person, doors, vf, vt, sched = row
     return Entry(token, kind, person, None if doors == "*" else frozenset(json.loads(doors)),
                  datetime.fromisoformat(vf) if vf else None, datetime.fromisoformat(vt) if vt else None, sched)
@@ -121,9 +122,9 @@ def read_csv(path: Path, tokenizer: Tokenizer) -> list[Entry]:
     try:
         return _read_csv(path, tokenizer)
     except UnicodeDecodeError as exc:
-        raise ImportError_(f"{path}: not UTF-8 text (byte {exc.start}); save the list as CSV in UTF-8") from None
+        raise ResidentsCsvError(f"{path}: not UTF-8 text (byte {exc.start}); save the list as CSV in UTF-8") from None
     except csv.Error as exc:
-        raise ImportError_(f"{path}: not a CSV file the importer can read ({exc})") from None
+        raise ResidentsCsvError(f"{path}: not a CSV file the importer can read ({exc})") from None
 
 
 def _read_csv(path: Path, tokenizer: Tokenizer) -> list[Entry]:
@@ -132,7 +133,7 @@ def _read_csv(path: Path, tokenizer: Tokenizer) -> list[Entry]:
         reader = csv.DictReader(f)
         missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ImportError_(f"{path}: missing column(s) {', '.join(missing)}; the header must be "
+            raise ResidentsCsvError(f"{path}: missing column(s) {', '.join(missing)}; the header must be "
                                f"{','.join(CSV_COLUMNS)}[,schedule]")
         for lineno, rec in enumerate(reader, start=2):
             try:
@@ -156,7 +157,7 @@ def _read_csv(path: Path, tokenizer: Tokenizer) -> list[Entry]:
                               (rec.get("schedule") or "").strip() or None)
             except ValueError as exc:
                 # the message never repeats the value itself: it may be an ID number
-                raise ImportError_(f"{path}, line {lineno}: {exc}") from None
+                raise ResidentsCsvError(f"{path}, line {lineno}: {exc}") from None
             entries[token] = entry
     return list(entries.values())
 
@@ -259,12 +260,12 @@ class HashMismatch(ValueError):
 
 
 # -- snapshot staging ------------------------------------------------------------------------------
-def stage_chunk(conn: sqlite3.Connection, snapshot: str, index: int, version: int, total: int, sha256: str, blob: str) -> int:
+def stage_chunk(conn: sqlite3.Connection, *, snapshot: str, index: int, version: int, total: int, sha256: str, blob: str) -> int:
     """Keep one chunk on disk (idempotent; other snapshots are dropped); return how many are staged."""
     with Transaction(conn) as c:
         c.execute("DELETE FROM wl_stage WHERE snapshot != ?", (snapshot,))
         c.execute("INSERT OR REPLACE INTO wl_stage VALUES (?,?,?,?,?,?)", (snapshot, index, version, total, sha256, blob))
-        return c.execute("SELECT count(*) FROM wl_stage WHERE snapshot=?", (snapshot,)).fetchone()[0]
+        return int(c.execute("SELECT count(*) FROM wl_stage WHERE snapshot=?", (snapshot,)).fetchone()[0])
 
 
 def staged(conn: sqlite3.Connection) -> tuple[str, int, int, int] | None:

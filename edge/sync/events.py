@@ -14,12 +14,12 @@ telemetry, so central learns exactly what it will never see.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
+import protocol
 from edge.store.outbox import Event, Outbox
-from edge.sync import protocol
-from edge.sync.protocol import EventBatch, EvtAck, Rejected
+from protocol import EventBatch, EvtAck, Rejected
 
 log = logging.getLogger(__name__)
 

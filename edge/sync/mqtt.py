@@ -19,17 +19,18 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+import protocol
 from drivers.backoff import Backoff, Reconnects, pause
 from edge.config import SyncSection
-from edge.sync import protocol
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def no_delay(client: paho.Client) -> None:
     """TCP_NODELAY on the client's socket: acks and small batches are request/response traffic,
     and Nagle plus delayed ACK would add ~40 ms to every exchange (measured: drain 570/s -> see bench)."""
     sock = client.socket()
-    raw = getattr(sock, "_sock", sock)  # paho may wrap the socket
+    raw: Any = getattr(sock, "_sock", sock)  # paho may wrap the socket (an SSL socket, a websocket)
     try:
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (OSError, AttributeError):

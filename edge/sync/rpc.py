@@ -14,11 +14,12 @@ import json
 import logging
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from edge.sync import protocol
-from edge.sync.protocol import CmdReq, CmdResp, Keyring, Rejected
+import protocol
+from protocol import CmdReq, CmdResp, Keyring, Rejected
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,6 @@ the staleness alarm, the journal cap and telemetry.
 
 from __future__ import annotations
 
-from edge.errors import SetupError
-
 import logging
 import queue
 import sqlite3
@@ -17,17 +15,19 @@ import ssl
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from edge.config import GatewayConfig, SyncSection
+from edge.errors import SetupError
 from edge.store.db import StorageUnavailable, get_meta, open_db, open_whitelist_db, set_meta, storage_fault
 from edge.store.outbox import Event, Flusher, Outbox
 from edge.store.whitelist import Whitelist
 from edge.sync.events import EventDrain
 from edge.sync.mqtt import Connection, tls_context
-from edge.sync.protocol import Keyring, Rejected, Telemetry
 from edge.sync.rpc import Op, Rpc
 from edge.sync.whitelist import WhitelistSync
+from protocol import Keyring, Rejected, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +44,14 @@ def check_credentials(s: SyncSection) -> Keyring:
     try:
         keyring = Keyring.from_files(s.trusted_keys)
     except (OSError, ValueError) as exc:
-        raise SyncSetupError(f"sync.trusted_keys: {exc}. Fix: copy central's signing.pub (from "
-                             "`door-edge central keygen`) to the path given") from None
+        raise SyncSetupError(f"sync.trusted_keys: {exc}",
+                             "copy central's signing.pub (from `door-edge central keygen`) to the path given") from None
     if s.tls:
         try:
             tls_context(s)
         except (OSError, ssl.SSLError) as exc:
-            raise SyncSetupError(f"sync TLS files (ca_file {s.ca_file}, cert_file {s.cert_file}, key_file {s.key_file}): {exc}. "
-                                 "Fix: install the CA, this gateway's certificate (CN = gateway.id) and its key, "
+            raise SyncSetupError(f"sync TLS files (ca_file {s.ca_file}, cert_file {s.cert_file}, key_file {s.key_file}): {exc}",
+                                 "install the CA, this gateway's certificate (CN = gateway.id) and its key, "
                                  "readable by the service user") from None
     return keyring
 
@@ -59,9 +59,11 @@ def check_credentials(s: SyncSection) -> Keyring:
 class SyncService(threading.Thread):
     def __init__(self, cfg: GatewayConfig, whitelist: Whitelist, flusher: Flusher, *,
                  health: Callable[[], dict[str, Any]] = dict, ops: dict[str, Op] | None = None,
-                 on_event: Callable[[Event], None] | None = None):
+                 on_event: Callable[[Event], object] | None = None, stale: threading.Event | None = None):
+        """`stale`: set while central has not been heard from for `stale_after_s` (the controller
+        reads it on every decision; doors may refuse on a stale list, see policy)."""
         super().__init__(name="sync", daemon=True)
-        assert cfg.sync is not None
+        assert cfg.sync is not None  # noqa: S101 - narrows the type; the caller has checked
         self.cfg = cfg
         self.settings = s = cfg.sync
         gw = cfg.gateway.id
@@ -87,7 +89,7 @@ class SyncService(threading.Thread):
         self.rejected: Counter[str] = Counter()
         self.storage_failures = 0
         self._conn_no = 0
-        self.is_stale = False
+        self.stale = stale if stale is not None else threading.Event()
         self.heartbeat = time.monotonic()
 
     def _credentials(self, gw: str, s: SyncSection, whitelist: Whitelist) -> tuple[Keyring, Connection]:
@@ -188,11 +190,15 @@ class SyncService(threading.Thread):
             self.rejected[f"{name}:{r.reason}"] += 1
             log.warning("message on %s rejected: %s", name, r)
 
+    @property
+    def is_stale(self) -> bool:
+        return self.stale.is_set()
+
     def _check_stale(self) -> None:
         limit = self.settings.stale_after_s
         stale = limit > 0 and self.wl.age_s() > limit
         if stale != self.is_stale:
-            self.is_stale = stale
+            (self.stale.set if stale else self.stale.clear)()
             reason = "whitelist_stale" if stale else "whitelist_fresh"
             self._record(Event("system", reason, detail=f"central last heard {self.wl.age_s():.0f}s ago (limit {limit:.0f}s)"))
             (log.error if stale else log.info)("%s: central last heard %.0fs ago", reason, self.wl.age_s())

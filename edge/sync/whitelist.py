@@ -20,13 +20,13 @@ import logging
 import time
 import uuid
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
+import protocol
 from edge.store import whitelist as store
 from edge.store.db import get_meta, set_meta
 from edge.store.whitelist import Whitelist, checked_entry
-from edge.sync import protocol
-from edge.sync.protocol import Keyring, Rejected, WlAck, WlChunk, WlDelta, WlHead, WlReq
+from protocol import Keyring, Rejected, WlAck, WlChunk, WlDelta, WlHead, WlReq
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,8 @@ class WhitelistSync:
         if self._pending is not None:
             self._pending = (self._pending[0], self._mono())  # progress: not timed out
         # staged as received: still signed on disk, re-verified if a restart has to read it back
-        have = store.stage_chunk(self._conn, c.snapshot, c.index, c.version, c.total, c.sha256, envelope.decode())
+        have = store.stage_chunk(self._conn, snapshot=c.snapshot, index=c.index, version=c.version, total=c.total, sha256=c.sha256,
+                                 blob=envelope.decode())
         if self._parsed[0] != c.snapshot:
             self._parsed = (c.snapshot, {})
         # hashed as it arrives, so the last chunk does not pay for the whole list

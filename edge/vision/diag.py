@@ -9,8 +9,8 @@ directory's `diag/` folder, and `door-edge diag` says where; nothing else keeps 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -24,7 +24,7 @@ MEASURE_S = 2.0
 def annotate(rgb: np.ndarray, faces: list, distances: list[float | None]) -> np.ndarray:
     """A copy of the frame (BGR, for cv2.imwrite) with each face's box, quality and distance."""
     out = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    for f, d in zip(faces, distances):
+    for f, d in zip(faces, distances, strict=False):
         l, t, r, b = f.box
         colour = (0, 200, 0) if f.quality.ok else (0, 160, 255)
         cv2.rectangle(out, (l, t), (r, b), colour, 2)

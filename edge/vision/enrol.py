@@ -7,9 +7,9 @@ another. The templates are the augmented embeddings of the usable photos (see Fa
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import cv2
 import numpy as np

@@ -20,8 +20,6 @@ z-score means little, and a stricter plain threshold applies.
 
 from __future__ import annotations
 
-from edge.errors import SetupError
-
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,8 @@ from pathlib import Path
 import cv2
 import dlib
 import numpy as np
+
+from edge.errors import SetupError
 
 MODEL_FILES = {"shape5": "shape_predictor_5_face_landmarks.dat", "encoder": "dlib_face_recognition_resnet_model_v1.dat"}
 
@@ -40,12 +40,12 @@ class FaceModelsMissing(SetupError):
 def model_dir() -> Path:
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or spec.origin is None:
-        raise FaceModelsMissing("face_recognition_models is not installed: `pip install face_recognition_models` "
-                                "(make setup does it)")
+        raise FaceModelsMissing("face_recognition_models is not installed",
+                                "reinstall door-edge (`make install`): the face models come with it")
     d = Path(spec.origin).parent / "models"
     missing = [f for f in MODEL_FILES.values() if not (d / f).exists()]
     if missing:
-        raise FaceModelsMissing(f"{d} lacks {', '.join(missing)}: reinstall face_recognition_models")
+        raise FaceModelsMissing(f"{d} lacks {', '.join(missing)}", "reinstall face_recognition_models")
     return d
 
 
@@ -63,7 +63,7 @@ class Settings:
     margin: float = 0.04           # small galleries: the next person at least this much farther
 
     @classmethod
-    def from_config(cls, face) -> "Settings":
+    def from_config(cls, face) -> Settings:
         """From the config's [face] section (edge.config.FaceSection)."""
         return cls(min_face_px=face.min_face_px, threshold=face.threshold, z_min=face.z_min, small_threshold=face.small_threshold)
 
@@ -193,8 +193,8 @@ class Gallery:
         self.people = [people[i] for i in order]
         self.t = np.ascontiguousarray(templates[order], dtype=np.float32)
         self._norms = (self.t * self.t).sum(axis=1)
-        names, starts = np.unique(np.array(self.people, dtype=object), return_index=True) if self.people else ([], [])
-        self._names = list(names)
+        names, starts = np.unique(np.array(self.people, dtype=object), return_index=True) if self.people else (np.array([]), np.array([]))
+        self._names: list[str] = [str(n) for n in names]
         self._starts = np.array(starts, dtype=np.int64)
 
     def __len__(self) -> int:

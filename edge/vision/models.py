@@ -1,4 +1,4 @@
-"""Model files under `models/`, checked against `models/manifest.toml` before onnxruntime loads them.
+"""Model files of the `edge.models` package data (the repository's `models/`), checked against `models/manifest.toml` before onnxruntime loads them.
 
 A file whose sha256 differs from the manifest is refused with `ModelError` naming the file and the
 fix: a corrupted download, a half-copied image or a file swapped by hand never runs at a gate.
@@ -6,17 +6,19 @@ fix: a corrupted download, a half-copied image or a file swapped by hand never r
 
 from __future__ import annotations
 
-from edge.errors import SetupError
-
 import hashlib
+import importlib.resources
 import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# The models shipped with the package; DOOR_EDGE_MODELS points elsewhere (a retrained set, tests).
-MODELS_DIR = Path(os.environ.get("DOOR_EDGE_MODELS") or Path(__file__).resolve().parent.parent.parent / "models")
+from edge.errors import SetupError
+
+# The models shipped with the package (a wheel's edge/models/, a checkout's models/); DOOR_EDGE_MODELS
+# points elsewhere (a retrained set, tests). Package data of a wheel is a plain folder, never a zip.
+MODELS_DIR = Path(os.environ.get("DOOR_EDGE_MODELS") or str(importlib.resources.files("edge.models")))
 
 
 class ModelError(SetupError):
@@ -36,23 +38,24 @@ def manifest(models_dir: Path = MODELS_DIR) -> dict[str, dict[str, Any]]:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ModelError(f"{path} is missing: reinstall the package (the models ship with it)") from None
+        raise ModelError(f"{path} is missing", "reinstall the package (the models ship with it)") from None
 
 
 def checked(name: str, models_dir: Path = MODELS_DIR) -> ModelInfo:
     """The model's entry, after its file's sha256 has been compared with the manifest's."""
     entries = manifest(models_dir)
     if name not in entries:
-        raise ModelError(f"model {name!r} is not in {models_dir / 'manifest.toml'}")
+        raise ModelError(f"model {name!r} is not in {models_dir / 'manifest.toml'}", "reinstall the package, or regenerate the manifest "
+                         "with `python -m training.plates.manifest` after training")
     meta = entries[name]
     path = models_dir / meta["file"]
     try:
         digest = _digest(path)
     except FileNotFoundError:
-        raise ModelError(f"{path} is missing: reinstall the package, or retrain with: {meta.get('command', '?')}") from None
+        raise ModelError(f"{path} is missing", f"reinstall the package, or retrain with: {meta.get('command', '?')}") from None
     if digest != meta["sha256"]:
-        raise ModelError(f"{path}: sha256 {digest[:16]}... does not match the manifest ({meta['sha256'][:16]}...); "
-                         "the file is damaged or was replaced: reinstall the package, or retrain and update models/manifest.toml")
+        raise ModelError(f"{path}: sha256 {digest[:16]}... does not match the manifest ({meta['sha256'][:16]}...): "
+                         "the file is damaged or was replaced", "reinstall the package, or retrain and update models/manifest.toml")
     return ModelInfo(name, path, digest, meta)
 
 

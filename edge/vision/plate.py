@@ -37,10 +37,10 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -104,7 +104,7 @@ def beam_search(logp: np.ndarray, beam: int = 8, k: int = 5, prune: float = -7.0
         row = logp[t]
         top = np.argpartition(row, -per_step)[-per_step:]
         top = top[row[top] > prune]
-        steps = list(zip(top.tolist(), row[top].tolist()))
+        steps = list(zip(top.tolist(), row[top].tolist(), strict=False))
         nxt: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [-math.inf, -math.inf])
         for prefix, (pb, pnb) in beams.items():
             total = _lse(pb, pnb)
@@ -113,7 +113,7 @@ def beam_search(logp: np.ndarray, beam: int = 8, k: int = 5, prune: float = -7.0
                     e = nxt[prefix]
                     e[0] = _lse(e[0], total + p)
                     continue
-                new = prefix + (c,)
+                new = (*prefix, c)
                 if prefix and prefix[-1] == c:
                     same = nxt[prefix]
                     same[1] = _lse(same[1], pnb + p)   # a repeat collapses into the same prefix ...
@@ -219,8 +219,8 @@ class PlateReader:
     @staticmethod
     def rectify(bgr: np.ndarray, quad: np.ndarray, mx: float = 0.02, my: float = 0.05) -> np.ndarray:
         """The plate face-on at 128x32, with a small margin like the training crops."""
-        dst = np.float32([[REC_W * mx, REC_H * my], [REC_W * (1 - mx), REC_H * my],
-                          [REC_W * (1 - mx), REC_H * (1 - my)], [REC_W * mx, REC_H * (1 - my)]])
+        dst = np.array([[REC_W * mx, REC_H * my], [REC_W * (1 - mx), REC_H * my],
+                          [REC_W * (1 - mx), REC_H * (1 - my)], [REC_W * mx, REC_H * (1 - my)]], np.float32)
         m = cv2.getPerspectiveTransform(np.asarray(quad, np.float32), dst)
         return cv2.warpPerspective(bgr, m, (REC_W, REC_H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
@@ -236,7 +236,7 @@ class PlateReader:
         if not plate_like:
             return out
         province = _softmax(self._prov.run(None, {"image": np.ascontiguousarray(x[plate_like, :, :, :PROVINCE_COLUMNS])})[0])
-        for i, prov in zip(plate_like, province):
+        for i, prov in zip(plate_like, province, strict=False):
             cands = [Candidate(t, p) for t, p in readings(logp[i], prov, k * 2) if p >= self.min_p * 0.1]
             # unreadable unless the best reading is confident; the runners-up stay for the lookup (fuzzy tolerance)
             out[i] = cands[:k] if cands and cands[0].p >= self.min_p else []
@@ -252,7 +252,7 @@ class PlateReader:
         h, w = bgr.shape[:2]
         m = max(4, round(w * margin))
         padded = cv2.copyMakeBorder(bgr, m, m, m, m, cv2.BORDER_CONSTANT, value=(PAD, PAD, PAD))
-        quad = np.float32([[m, m], [m + w, m], [m + w, m + h], [m, m + h]])
+        quad = np.array([[m, m], [m + w, m], [m + w, m + h], [m, m + h]], np.float32)
         return self._read_regions(padded, [(_outlines(padded, quad), 0.0)], k, known=True)[0].candidates
 
     def read(self, rgb: np.ndarray, k: int = 5) -> list[PlateRead]:
@@ -308,12 +308,12 @@ class PlateReader:
             again += [(i, d) for i, q in read if (d := deslant(bgr, q)) is not None]
             self._look(bgr, again, options, k)
             self._look(bgr, [(i, z) for i, q in read for z in _zoomed(q)], options, k, large=True)
-        return [PlateRead(*self._vote(opts), score) for (_, score), opts in zip(regions, options)]
+        return [PlateRead(*self._vote(opts), score) for (_, score), opts in zip(regions, options, strict=False)]
 
     def _look(self, bgr: np.ndarray, outlines: list[tuple[int, np.ndarray]], options: list[list[tuple[np.ndarray, list[Candidate]]]],
               k: int, large: bool = False) -> None:
         """Read each (region index, outline) and add the outline's readings to its region's options."""
-        for (i, q), c in zip(outlines, self.recognise([self.rectify(bgr, q) for _, q in outlines], k, large=large)):
+        for (i, q), c in zip(outlines, self.recognise([self.rectify(bgr, q) for _, q in outlines], k, large=large), strict=False):
             options[i].append((q, c))
 
     def _vote(self, options: list[tuple[np.ndarray, list[Candidate]]]) -> tuple[np.ndarray, list[Candidate]]:

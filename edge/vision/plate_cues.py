@@ -10,7 +10,7 @@ whether a plate is there (a proposal that does not read as a plate is dropped, n
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -198,13 +198,13 @@ def proposals_in(bgr: np.ndarray, quad: np.ndarray, limit: int = 3) -> list[np.n
     x1, y1 = np.clip(np.ceil(quad.max(axis=0)).astype(int), 0, [W, H])
     if x1 - x0 < 40 or y1 - y0 < 16:
         return []
-    return [q + np.float32([x0, y0]) for q in proposals(bgr[y0:y1, x0:x1], limit)]
+    return [q + np.array([x0, y0], np.float32) for q in proposals(bgr[y0:y1, x0:x1], limit)]
 
 
 def _face(bgr: np.ndarray, quad: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """The outline's inside face-on at `size` (w, h), and the homography from the frame to it."""
     w, h = size
-    m = cv2.getPerspectiveTransform(np.asarray(quad, np.float32), np.float32([[0, 0], [w, 0], [w, h], [0, h]]))
+    m = cv2.getPerspectiveTransform(np.asarray(quad, np.float32), np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32))
     return cv2.warpPerspective(bgr, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), m
 
 
@@ -228,7 +228,7 @@ def tighten(bgr: np.ndarray, quad: np.ndarray, size: tuple[int, int] = (256, 64)
     if x1 - x0 < 0.3 * w or (x1 - x0) / (y1 - y0) < 2.0:
         return None  # not a row of characters
     px, py = (x1 - x0) * 0.04, (y1 - y0) * 0.12
-    band = np.float32([[x0 - px, y0 - py], [x1 + px, y0 - py], [x1 + px, y1 + py], [x0 - px, y1 + py]])
+    band = np.array([[x0 - px, y0 - py], [x1 + px, y0 - py], [x1 + px, y1 + py], [x0 - px, y1 + py]], np.float32)
     return cv2.perspectiveTransform(band[None], np.linalg.inv(m))[0]
 
 
@@ -245,9 +245,9 @@ def deslant(bgr: np.ndarray, quad: np.ndarray, size: tuple[int, int] = (256, 64)
     bh = ink.shape[0]
     ink = cv2.copyMakeBorder(ink.astype(np.float32), 0, 0, bh, bh, cv2.BORDER_CONSTANT)
     shears = np.linspace(-0.5, 0.5, 21)
-    score = [float((cv2.warpAffine(ink, np.float32([[1, s, -s * bh / 2], [0, 1, 0]]), ink.shape[::-1]).sum(axis=0) ** 2).sum()) for s in shears]
+    score = [float((cv2.warpAffine(ink, np.array([[1, s, -s * bh / 2], [0, 1, 0]], np.float32), ink.shape[::-1]).sum(axis=0) ** 2).sum()) for s in shears]
     s = float(shears[int(np.argmax(score))])
     if abs(s) < min_shear:
         return None
-    upright = np.float32([[s * h / 2, 0], [w + s * h / 2, 0], [w - s * h / 2, h], [-s * h / 2, h]])
+    upright = np.array([[s * h / 2, 0], [w + s * h / 2, 0], [w - s * h / 2, h], [-s * h / 2, h]], np.float32)
     return cv2.perspectiveTransform(upright[None], np.linalg.inv(m))[0]

@@ -28,7 +28,7 @@ _FORMATS = (
 
 
 def _fits(text: str, fmt: list[frozenset[str]]) -> bool:
-    return all(c in allowed for c, allowed in zip(text, fmt))
+    return all(c in allowed for c, allowed in zip(text, fmt, strict=False))
 
 
 def could_be(prefix: str) -> bool:

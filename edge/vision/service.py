@@ -20,19 +20,20 @@ seconds without a restart.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from drivers.backoff import Backoff
 from drivers.camera import Camera
 from edge.config import PLATE_MODES, CameraSection, GatewayConfig
 from edge.store.faces import FaceStore, TemplateKeyError, load_template_key
 from edge.vision import VisionSetupError
-from edge.vision.face import Settings, model_dir
 from edge.vision import worker as worker_mod
+from edge.vision.face import Settings, model_dir
 from edge.vision.worker import FaceWorker, VisionResult
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,8 @@ class VisionService:
         self._cfg = cfg
         self._on_part = on_part
         self.store: FaceStore | None = None
-        people, templates = [], None
+        people: list[str] = []
+        templates = None
         if "face" in self.tasks.values():
             try:
                 self.store = FaceStore(state_dir, load_template_key(cfg.gateway.face_key_file))
@@ -61,7 +63,7 @@ class VisionService:
             except TemplateKeyError as exc:
                 if self.store is not None:
                     self.store.close()
-                raise VisionSetupError(str(exc)) from None
+                raise VisionSetupError(exc.problem, exc.fix) from None
         self._generation = self.store.generation() if self.store is not None else 0
         rc = cfg.reconnect
         self._sections = {c.id: c for c in cfg.cameras}
@@ -80,7 +82,7 @@ class VisionService:
     def _camera(self, c: CameraSection) -> Camera:
         rc = self._cfg.reconnect
         return Camera(c.source, max_fps=c.max_fps, loop=c.loop, backoff=Backoff(rc.base_s, rc.cap_s),
-                      on_change=lambda up, detail, cid=c.id: self._on_part("camera", cid, up, detail))
+                      on_change=functools.partial(self._on_part, "camera", c.id))
 
     def _check_models(self) -> None:
         """Before each worker start: the models its cameras need (ModelError, FaceModelsMissing)."""
@@ -175,7 +177,7 @@ class VisionService:
         deadline = time.monotonic() + timeout
         for cam in self.cameras.values():
             cam.stop(timeout=max(0.1, deadline - time.monotonic()))
-        for t in self._pumps + [self._thread]:
+        for t in [*self._pumps, self._thread]:
             if t.is_alive():
                 t.join(max(0.1, deadline - time.monotonic()))
         self.worker.stop(timeout=max(0.5, deadline - time.monotonic()))

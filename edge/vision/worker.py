@@ -22,13 +22,16 @@ import logging
 import multiprocessing as mp
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing import shared_memory
-from typing import Callable
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 
 import numpy as np
 
 from drivers.backoff import Backoff, Reconnects, pause
+from edge.access.walkup import FaceAnswer, FaceStatus
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,7 @@ class VisionResult:
     index: int                    # the frame's camera index
     t_ns: int                     # when the camera read it (monotonic)
     box: tuple[int, int, int, int] | None
-    answer: str | None            # a person id, "unknown_face", "low_quality", or None (no face)
+    answer: FaceAnswer | None     # None: no face in the frame
     distance: float | None
     z: float | None
     chip: np.ndarray | None       # aligned grey face for the liveness check (never stored)
@@ -131,7 +134,7 @@ def _serve(conn, shm_name: str, slots: int, people: list[str], templates: np.nda
                         view.read(frame, now, reads)
                     result.plates = reads
                 except bad_frame as exc:
-                    result.plates, result.answer = [], f"error: {exc.__class__.__name__}"
+                    result.plates, result.answer = [], FaceAnswer(FaceStatus.ERROR, detail=exc.__class__.__name__)
                 conn.send(FreedMsg(msg.slot))
                 result.ms = (time.perf_counter() - t0) * 1000
                 conn.send(ResultMsg(result))
@@ -140,17 +143,18 @@ def _serve(conn, shm_name: str, slots: int, people: list[str], templates: np.nda
                 faces = pipeline.analyse(frame, roi=boxes.get(camera))  # type: ignore[union-attr]
             except bad_frame as exc:
                 faces = []
-                result.answer = f"error: {exc.__class__.__name__}"
+                result.answer = FaceAnswer(FaceStatus.ERROR, detail=exc.__class__.__name__)
             conn.send(FreedMsg(msg.slot))
             if faces:
                 f = faces[0]
                 boxes[camera] = result.box = f.box
                 result.chip = f.chip
                 if not f.quality.ok:
-                    result.answer = "low_quality"
+                    result.answer = FaceAnswer(FaceStatus.LOW_QUALITY)
                 elif f.embedding is not None:
                     m = gallery.search(f.embedding)
-                    result.answer, result.distance, result.z = m.person or "unknown_face", m.distance, m.z
+                    answer = FaceAnswer.match(m.person) if m.person else FaceAnswer(FaceStatus.UNKNOWN)
+                    result.answer, result.distance, result.z = answer, m.distance, m.z
             else:
                 boxes[camera] = None
             result.ms = (time.perf_counter() - t0) * 1000
@@ -202,8 +206,8 @@ class FaceWorker:
         self.reconnects = Reconnects(on_change)
         self.heartbeat = time.monotonic()
         self._backoff = backoff or Backoff(base_s=0.5, cap_s=10.0)
-        self._proc = None
-        self._conn = None
+        self._proc: BaseProcess | None = None
+        self._conn: Connection | None = None
         self._started = 0.0
         self._thread = threading.Thread(target=self._supervise, name="vision-worker", daemon=True)
         if start:
@@ -262,8 +266,9 @@ class FaceWorker:
                     pause(self._halt, self._backoff.next(), self._beat)
                 continue
             try:
-                if self._conn.poll(0.5):  # type: ignore[union-attr]
-                    self._handle(self._conn.recv())  # type: ignore[union-attr]
+                conn = self._conn  # set with _proc, by _spawn
+                if conn is not None and conn.poll(0.5):
+                    self._handle(conn.recv())
                 else:
                     self._check_hang()
             except (EOFError, OSError):

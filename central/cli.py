@@ -1,0 +1,169 @@
+"""`door-edge-central` (also `door-edge central`): the reference central server's command line.
+
+Exit codes as the gateway's: 0 fine, 1 something is wrong (no broker, no answer), 2 the input is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from central.server import Central, load_config
+from edge import config as config_mod
+
+
+def _central(args: argparse.Namespace, *, serve: bool, connect: bool = True, listen: tuple[str, ...] | None = None) -> Central:
+
+    try:
+        cfg = load_config(args.config)
+    except config_mod.ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    central = Central(cfg, client_id=f"central-{os.getpid()}" if not serve else "central")
+    if not connect:
+        return central
+    try:
+        return central.connect(serve=serve, listen=listen)
+    except (OSError, ConnectionError) as exc:
+        print(f"central: cannot reach the broker {cfg.broker.host}:{cfg.broker.port}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def cmd_central_keygen(args: argparse.Namespace) -> int:
+    from protocol import generate_signing_key
+
+    private, public = args.dir / "signing.key", args.dir / "signing.pub"
+    try:
+        kid = generate_signing_key(private, public)
+    except FileExistsError:
+        print(f"{private} exists; it is never overwritten (rotate by adding a new key to the gateways first)", file=sys.stderr)
+        return 2
+    print(f"wrote {private} (keep it on central only) and {public} (key id {kid}); give every gateway the .pub file")
+    return 0
+
+
+def cmd_central_publish(args: argparse.Namespace) -> int:
+    from edge.store.whitelist import ResidentsCsvError
+
+    central = _central(args, serve=False)
+    try:
+        result = central.publish_csv(args.residents)
+    except (ResidentsCsvError, FileNotFoundError) as exc:
+        print(f"publish refused, nothing changed: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        time.sleep(0.5)  # let paho hand the last messages to the broker
+        central.close()
+    print(f"list v{result.version}: {result.upserts} upserted, {result.deletes} deleted, sent as {result.mode}")
+    return 0
+
+
+def cmd_central_serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from edge.health import setup_logging
+
+    setup_logging("info")
+    central = _central(args, serve=True)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    print(f"central serving list v{central.version} to {', '.join(central.cfg.central.gateways)}", flush=True)
+    done.wait()
+    central.close()
+    return 0
+
+
+def cmd_central_status(args: argparse.Namespace) -> int:
+    central = _central(args, serve=False, connect=False)
+    rows = central.gateways()
+    events = {gw: central.event_count(gw) for gw in central.cfg.central.gateways}
+    central.db.close()
+    if args.json:
+        print(json.dumps({"version": central.version, "gateways": rows, "events": events}))
+        return 0
+    for r in rows:
+        print(f"{r['gw']:16} {r['state'] or '-':8} conn {r['conn'] or 0:<4} list v{r['applied_version'] or 0:<6} "
+              f"events {events.get(r['gw'], 0):<8} {('last reject: ' + r['last_reject']) if r['last_reject'] else ''}")
+    return 0
+
+
+def cmd_central_events(args: argparse.Namespace) -> int:
+    from edge.store.outbox import Event
+
+    central = _central(args, serve=False, connect=False)
+    events = central.events(args.gateway)[-args.n:]
+    central.db.close()
+    for e in events:
+        print(json.dumps(e) if args.json else Event(**e).line())
+    return 0
+
+
+def cmd_central_cmd(args: argparse.Namespace) -> int:
+    central = _central(args, serve=False, listen=("cmd/resp",))  # its own client id: `serve` keeps running
+    kv = dict(a.split("=", 1) for a in args.arg)
+    resp = central.call(args.gateway, args.op, kv, signed=args.sign, timeout=args.timeout)
+    central.close()
+    if resp is None:
+        print(f"no answer from {args.gateway} in {args.timeout}s (offline? see `central status`)", file=sys.stderr)
+        return 1
+    print(json.dumps(resp.model_dump()))
+    return 0 if resp.ok else 1
+
+
+def cmd_central_acl(args: argparse.Namespace) -> int:
+    from protocol import mosquitto_acl
+
+    print(mosquitto_acl(args.central_user), end="")
+    return 0
+
+
+def build_parser(prog: str = "door-edge-central") -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=prog, description="The reference central server: signed lists, event ingest, remote diagnostics.")
+    ce = ap.add_subparsers(dest="sub", required=True)
+    ck = ce.add_parser("keygen", help="create the Ed25519 signing key pair (signing.key, signing.pub)")
+    ck.add_argument("--dir", type=Path, default=Path("."))
+    ck.set_defaults(func=cmd_central_keygen)
+
+    def central_cfg(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", "-c", type=Path, default=Path("central.toml"), help="central config (default ./central.toml)")
+        return p
+
+    cp = central_cfg(ce.add_parser("publish", help="make a residents CSV the new signed list and push it"))
+    cp.add_argument("--residents", type=Path, required=True)
+    cp.set_defaults(func=cmd_central_publish)
+    central_cfg(ce.add_parser("serve", help="answer list requests, ingest and acknowledge events")).set_defaults(func=cmd_central_serve)
+    cs = central_cfg(ce.add_parser("status", help="each gateway's state, applied list version and events"))
+    cs.add_argument("--json", action="store_true")
+    cs.set_defaults(func=cmd_central_status)
+    cv = central_cfg(ce.add_parser("events", help="the last events central received from a gateway"))
+    cv.add_argument("--gateway", "-g", required=True)
+    cv.add_argument("-n", type=int, default=20)
+    cv.add_argument("--json", action="store_true")
+    cv.set_defaults(func=cmd_central_events)
+    cc = central_cfg(ce.add_parser("cmd", help="remote diagnostics on a gateway"))
+    cc.add_argument("--gateway", "-g", required=True)
+    cc.add_argument("--op", required=True, help="ping, diag, journal_stats, whitelist_status, whitelist_resync, relay_pulse")
+    cc.add_argument("--arg", action="append", default=[], help="KEY=VALUE (e.g. door=lobby)")
+    cc.add_argument("--sign", action="store_true", help="sign the command (needed by relay_pulse)")
+    cc.add_argument("--timeout", type=float, default=10.0)
+    cc.set_defaults(func=cmd_central_cmd)
+    ca = ce.add_parser("acl", help="print the mosquitto ACL: each gateway limited to its own topics")
+    ca.add_argument("--central-user", default="central")
+    ca.set_defaults(func=cmd_central_acl)
+
+    return ap
+
+
+def main(argv: list[str] | None = None, prog: str = "door-edge-central") -> int:
+    args = build_parser(prog).parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

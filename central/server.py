@@ -1,0 +1,408 @@
+"""The server half, as a reference: what the tests, the demo and small sites run.
+
+- Lists: `publish` tokenises a residents list with the site key (the same HMAC as the gateways),
+  diffs it against the current version, records the change in a changelog window, and publishes
+  to each gateway a signed delta (small changes) and the signed retained head. A gateway that
+  asks (`wl/req`) gets a delta from its version when the changelog still covers it, otherwise the
+  whole list in signed chunks (resumable from a chunk index).
+- Events: ingested with insert-or-ignore on (gateway, event id), committed, then acknowledged
+  with `evt/ack` (so a gateway deletes only what is on central's disk).
+- Gateways: each one's last status, connection counter and applied whitelist version.
+- Heads are republished every `head_interval_s` with a fresh signed time: that is how a gateway
+  tells a silent central from a quiet one (`sync.stale_after_s`).
+
+A big fleet runs its own backend on a clustered broker with the same topics and payloads; see
+the README ("Fleets").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from pydantic import Field
+
+import protocol
+from edge import config as config_mod
+from edge.config import StrictModel, SyncSection, credential_path
+from edge.privacy import Tokenizer, load_key
+from edge.store.db import Transaction, get_meta, open_db, set_meta
+from edge.store.whitelist import HASH_MOD, Entry, Row, read_csv, row_hash, to_row
+from edge.sync.mqtt import connect_properties, new_client, no_delay
+from protocol import CmdReq, CmdResp, EventBatch, EvtAck, Rejected, Signer, Status, Telemetry, WlAck, WlChunk, WlDelta, WlHead, WlReq
+
+log = logging.getLogger(__name__)
+
+
+_MIGRATIONS = ["""
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE entries (token TEXT PRIMARY KEY, row TEXT NOT NULL);
+    CREATE TABLE changes (version INTEGER NOT NULL, token TEXT NOT NULL, row TEXT);  -- row NULL: deleted
+    CREATE INDEX changes_version ON changes(version);
+    CREATE TABLE events (gw TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL,
+                         body TEXT NOT NULL, received REAL NOT NULL, PRIMARY KEY (gw, id));
+    CREATE TABLE gateways (gw TEXT PRIMARY KEY, state TEXT, conn INTEGER, status_ts REAL, applied_version INTEGER,
+                           applied_sha256 TEXT, last_reject TEXT, last_seen REAL);
+""", """
+    CREATE INDEX events_received ON events(received);  -- the retention purge
+"""]
+
+
+class CentralSection(StrictModel):
+    state_dir: Path = Field(title="State directory", description="Where central.db lives.")
+    site_key_file: Path = Field(default=Path("site.key"), title="Site key file", description="The same site key as the gateways'.")
+    signing_key_file: Path = Field(default=Path("signing.key"), title="Signing key", description="Ed25519 private key from `door-edge central keygen`.")
+    gateways: list[str] = Field(min_length=1, title="Gateways", description="Ids of the gateways that get the list.")
+    chunk_entries: int = Field(default=5000, ge=100, le=50_000, title="Snapshot chunk", description="Entries per snapshot chunk.")
+    delta_max_ops: int = Field(default=5000, ge=0, title="Largest delta", description="Bigger changes are sent as a snapshot.")
+    changelog_versions: int = Field(default=50, ge=1, title="Changelog window", description="How many versions back a delta can start.")
+    head_interval_s: float = Field(default=300.0, ge=1, title="Head interval", description="Seconds between republished heads.")
+
+
+class CentralRetention(StrictModel):
+    event_days: float = Field(default=365.0, gt=0, le=36500, title="Events kept (days)",
+                              description="Events central received longer ago than this are deleted, daily, in small batches.")
+
+
+class CentralConfig(StrictModel):
+    central: CentralSection = Field(title="Central", description="The reference central server.")
+    broker: SyncSection = Field(title="Broker", description="Broker connection (identity `central` in the ACL).")
+    retention: CentralRetention = Field(default_factory=CentralRetention, title="Retention",
+                                        description="How long central keeps the events gateways sent.")
+
+
+def load_config(path: Path) -> CentralConfig:
+    cfg = config_mod.validate(CentralConfig, config_mod.read_toml(path), str(path))
+    c, b, base = cfg.central, cfg.broker, path.parent
+    c = c.model_copy(update={"state_dir": base / c.state_dir, "site_key_file": credential_path(c.site_key_file, base),
+                             "signing_key_file": credential_path(c.signing_key_file, base)})
+    b = b.model_copy(update={k: getattr(b, k) and credential_path(getattr(b, k), base) for k in ("ca_file", "cert_file", "key_file")})
+    return CentralConfig(central=c, broker=b, retention=cfg.retention)
+
+
+@dataclass
+class Published:
+    version: int
+    upserts: int
+    deletes: int
+    mode: str  # delta | snapshot | unchanged
+
+
+def _json(row: Row) -> str:
+    return json.dumps(row, separators=(",", ":"), ensure_ascii=False)
+
+
+class Central:
+    def __init__(self, cfg: CentralConfig, *, client_id: str = "central"):
+        self.cfg = cfg
+        c = cfg.central
+        self.db = open_db(c.state_dir, name="central.db", migrations=_MIGRATIONS)
+        self.signer = Signer.from_file(c.signing_key_file)
+        self.tokenizer = Tokenizer(load_key(c.site_key_file))
+        self._lock = threading.RLock()
+        self.client = new_client(client_id, cfg.broker, clean_start=True)
+        self.client.on_connect = self._connected
+        self.client.on_message = self._message
+        self.connected = threading.Event()
+        self.counters: Counter[str] = Counter()
+        self._responses: dict[str, CmdResp] = {}
+        self.telemetry: dict[str, Telemetry] = {}  # the last one from each gateway
+        self._resp_cond = threading.Condition()
+        self._halt = threading.Event()
+        self._head_thread: threading.Thread | None = None
+        self._purge_thread: threading.Thread | None = None
+        self._serve = False
+        self._listen: tuple[str, ...] = ()
+
+    # -- connection -----------------------------------------------------------------------------
+    def connect(self, *, serve: bool = True, listen: tuple[str, ...] | None = None, timeout: float = 10.0) -> Central:
+        """`serve`: the server (every uplink topic, a kept session, republished heads); otherwise a
+        tool's connection that listens only to `listen` (e.g. `cmd/resp` for `central cmd`)."""
+        self._serve = serve
+        self._listen = listen if listen is not None else (protocol.UP if serve else ())
+        b = self.cfg.broker
+        # serving: a session the broker keeps through our restarts, so events sent meanwhile wait for us
+        self.client.reconnect_delay_set(0.5, 2)  # type: ignore[arg-type]  # one central: no herd to spread
+        self.client.connect(b.host, b.port, keepalive=b.keepalive_s,
+                            clean_start=paho.MQTT_CLEAN_START_FIRST_ONLY if serve else True,
+                            properties=connect_properties(3600 if serve else 0))
+        self.client.loop_start()
+        if not self.connected.wait(timeout):
+            raise ConnectionError(f"central: no CONNACK from {b.host}:{b.port} in {timeout}s")
+        if serve:
+            self._head_thread = threading.Thread(target=self._heads, name="central-heads", daemon=True)
+            self._head_thread.start()
+            self._purge_thread = threading.Thread(target=self._purges, name="central-retention", daemon=True)
+            self._purge_thread.start()
+        return self
+
+    def _connected(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("central: broker refused: %s", reason_code)
+            return
+        no_delay(client)
+        if self._listen:
+            client.subscribe([(f"{protocol.PREFIX}/+/{n}", protocol.QOS[n]) for n in self._listen])
+        if self._serve and not flags.session_present:
+            self._nudge()
+        self.connected.set()
+
+    def close(self) -> None:
+        self._halt.set()
+        for t in (self._head_thread, self._purge_thread):
+            if t is not None:
+                t.join(5)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.db.close()
+
+    def _publish(self, gw: str, name: str, payload: bytes, retain: bool = False) -> paho.MQTTMessageInfo:
+        return self.client.publish(protocol.topic(gw, name), payload, qos=protocol.QOS[name], retain=retain)
+
+    def _heads(self) -> None:
+        while not self._halt.wait(self.cfg.central.head_interval_s):
+            for gw in self.cfg.central.gateways:
+                self._publish(gw, "wl/head", self.head(gw), retain=True)
+
+    def _purges(self) -> None:
+        """Retention: soon after start, then daily."""
+        wait = 60.0
+        while not self._halt.wait(wait):
+            self.purge_events()
+            wait = 86400.0
+
+    def purge_events(self, now: float | None = None, batch: int = 5000) -> int:
+        """Delete the events received more than `retention.event_days` ago, a batch per transaction
+        so that ingest never waits long behind a purge; logged and counted."""
+        days = self.cfg.retention.event_days
+        cutoff = (time.time() if now is None else now) - days * 86400
+        total = 0
+        while True:
+            with self._lock, Transaction(self.db) as db:
+                n = db.execute("DELETE FROM events WHERE rowid IN (SELECT rowid FROM events WHERE received < ? LIMIT ?)",
+                               (cutoff, batch)).rowcount
+            total += n
+            if n < batch:
+                break
+        self.counters["purged_events"] += total
+        log.info("central: retention purge: %d event(s) received more than %g day(s) ago deleted", total, days)
+        return total
+
+    # -- the list -------------------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        return int(get_meta(self.db, "version", "0") or 0)
+
+    def _sha(self) -> str:
+        return format(int(get_meta(self.db, "hash", "0") or 0), "064x")
+
+    def count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM entries").fetchone()[0]
+
+    def head(self, gw: str) -> bytes:
+        with self._lock:
+            return self.signer.seal(WlHead(gw=gw, version=self.version, sha256=self._sha(), count=self.count(), ts=time.time()))
+
+    def publish_csv(self, path: Path) -> Published:
+        return self.publish_entries(read_csv(path, self.tokenizer))
+
+    def publish_entries(self, entries: Iterable[Entry]) -> Published:
+        """Make `entries` the whole new list (what `publish --residents` does): diff, then `apply_changes`."""
+        new = {e.token: to_row(e) for e in entries}
+        with self._lock:
+            old = dict(self.db.execute("SELECT token, row FROM entries"))
+            changed = [(t, r, j) for t, r in new.items() if old.get(t) != (j := _json(r))]
+            return self._commit(changed, [t for t in old if t not in new], old)
+
+    def apply_changes(self, upserts: Iterable[Entry] = (), deletes: Iterable[str] = ()) -> Published:
+        """Change some entries (a backend's "resident added / moved out"): a new version, pushed at once."""
+        return self._commit([(e.token, r, _json(r)) for e in upserts for r in [to_row(e)]], list(deletes))
+
+    def _commit(self, changed: list[tuple[str, Row, str]], deletes: list[str], old: dict[str, str] | None = None) -> Published:
+        """One new version from row changes; `old`: the current rows when the caller has read them all."""
+        with self._lock, Transaction(self.db) as db:
+            base = self.version
+            if old is None:
+                old = {t: r for t in [c[0] for c in changed] + deletes
+                       for (r,) in db.execute("SELECT row FROM entries WHERE token=?", (t,))}
+            upserts = [c for c in changed if old.get(c[0]) != c[2]]
+            deletes = [t for t in deletes if t in old]
+            if not upserts and not deletes:
+                result = Published(base, 0, 0, "unchanged")
+            else:
+                version = base + 1
+                h = int(get_meta(db, "hash", "0") or 0)
+                for t, row, _ in upserts:
+                    if t in old:
+                        h -= row_hash(tuple(json.loads(old[t])))
+                    h += row_hash(row)
+                for t in deletes:
+                    h -= row_hash(tuple(json.loads(old[t])))
+                db.executemany("DELETE FROM entries WHERE token=?", [(t,) for t in deletes])
+                db.executemany("INSERT OR REPLACE INTO entries VALUES (?,?)", [(t, j) for t, _, j in upserts])
+                small = len(upserts) + len(deletes) <= self.cfg.central.delta_max_ops
+                keep_from = version - self.cfg.central.changelog_versions
+                if small:
+                    db.executemany("INSERT INTO changes VALUES (?,?,?)", [(version, t, j) for t, _, j in upserts] + [(version, t, None) for t in deletes])
+                else:
+                    keep_from = version  # too big for a delta: every gateway behind it gets a snapshot
+                db.execute("DELETE FROM changes WHERE version <= ?", (keep_from,))
+                set_meta(db, "changelog_from", str(max(int(get_meta(db, "changelog_from", "0") or 0), keep_from)))
+                set_meta(db, "version", str(version))
+                set_meta(db, "hash", str(h % HASH_MOD))
+                result = Published(version, len(upserts), len(deletes), "delta" if small else "snapshot")
+        if result.mode != "unchanged":
+            for gw in self.cfg.central.gateways:
+                if result.mode == "delta":
+                    self._publish(gw, "wl/delta", self._delta(gw, base))
+                self._publish(gw, "wl/head", self.head(gw), retain=True)
+        log.info("central: list v%d (%s: %d upserted, %d deleted)", result.version, result.mode, result.upserts, result.deletes)
+        return result
+
+    def _delta(self, gw: str, since: int) -> bytes:
+        """Signed delta from `since` to the current version (the last change of each token wins)."""
+        with self._lock:
+            # the last change of each token wins: a dict built in version order keeps exactly that
+            ops: dict[str, str | None] = dict(self.db.execute("SELECT token, row FROM changes WHERE version > ? ORDER BY version", (since,)))
+            body = WlDelta.model_validate({"gw": gw, "from": since, "to": self.version,  # `from` is a keyword: by alias
+                                           "upserts": [tuple(json.loads(r)) for r in ops.values() if r is not None],
+                                           "deletes": [t for t, r in ops.items() if r is None], "sha256": self._sha(),
+                                           "count": self.count(), "ts": time.time()})
+        return self.signer.seal(body)
+
+    def send_snapshot(self, gw: str, start: int = 0, resume: str | None = None) -> int:
+        """The whole list in signed chunks; returns how many chunks were sent."""
+        n = self.cfg.central.chunk_entries
+        sent = 0
+        with self._lock:
+            self.db.execute("BEGIN")  # one read snapshot of the list, however long the chunks take
+            try:
+                version, sha, count = self.version, self._sha(), self.count()
+                total = max(1, -(-count // n))
+                snapshot = f"v{version}-{sha[:12]}"
+                first = start if resume == snapshot else 0
+                cur = self.db.execute("SELECT row FROM entries ORDER BY token LIMIT -1 OFFSET ?", (first * n,))
+                now = time.time()
+                for i in range(first, total):  # streamed: the gateway works on chunk i while we build i+1
+                    rows = [tuple(json.loads(r)) for (r,) in cur.fetchmany(n)]
+                    body = WlChunk.model_construct(gw=gw, version=version, snapshot=snapshot, index=i, total=total, sha256=sha,
+                                                   count=count, rows=rows, ts=now)  # our own rows: no re-validation
+                    self._publish(gw, "wl/resp", self.signer.seal(body))
+                    sent += 1
+            finally:
+                self.db.execute("COMMIT")
+        self.counters["snapshots"] += 1
+        return sent
+
+    def answer(self, gw: str, req: WlReq) -> str:
+        current = self.version
+        if req.have == current and not req.snapshot:
+            self._publish(gw, "wl/head", self.head(gw), retain=True)
+            return "head"
+        with self._lock:
+            covered = int(get_meta(self.db, "changelog_from", "0") or 0) <= req.have < current
+            ops = self.db.execute("SELECT count(DISTINCT token) FROM changes WHERE version > ?", (req.have,)).fetchone()[0] if covered else 0
+        if covered and not req.snapshot and ops <= self.cfg.central.delta_max_ops:
+            self._publish(gw, "wl/resp", self._delta(gw, req.have))
+            return "delta"
+        self.send_snapshot(gw, req.next_chunk, req.resume)
+        return "snapshot"
+
+    # -- inbound --------------------------------------------------------------------------------
+    def _message(self, client, userdata, msg) -> None:
+        try:
+            gw, name = protocol.parse_topic(msg.topic)
+            if name == "evt/access":
+                self._ingest(gw, protocol.load(EventBatch, msg.payload))
+            elif name == "wl/req":
+                t0 = time.perf_counter()
+                how = self.answer(gw, protocol.load(WlReq, msg.payload))
+                self.counters[f"wl_req.{how}"] += 1
+                log.info("central: %s asked for a list; sent a %s in %.0f ms", gw, how, (time.perf_counter() - t0) * 1000)
+            elif name == "wl/ack":
+                self._wl_ack(gw, protocol.load(WlAck, msg.payload))
+            elif name == "status" and msg.payload:
+                st = protocol.load(Status, msg.payload)
+                self._gateway(gw, state=st.state, conn=st.conn, status_ts=st.ts)
+            elif name == "cmd/resp":
+                resp = protocol.load(CmdResp, msg.payload)
+                with self._resp_cond:
+                    self._responses[resp.req_id] = resp
+                    self._resp_cond.notify_all()
+            elif name == "telemetry":
+                self.telemetry[gw] = protocol.load(Telemetry, msg.payload)
+                self._gateway(gw)
+        except Rejected as r:
+            self.counters[f"rejected.{r.reason}"] += 1
+            log.warning("central: %s rejected: %s", msg.topic, r)
+        except Exception:
+            self.counters["errors"] += 1
+            log.exception("central: %s could not be handled", msg.topic)
+
+    def _nudge(self) -> None:
+        """A fresh session: batches sent to the old one are lost. Ask every gateway to resend now
+        (the ack names what is already on disk, so nothing is deleted that is not)."""
+        with self._lock:
+            last = dict(self.db.execute("SELECT gw, max(seq) FROM events GROUP BY gw"))
+        for gw in set(self.cfg.central.gateways) | set(last):
+            self._publish(gw, "evt/ack", EvtAck(upto=last.get(gw) or 0, resend=True).dumps())
+
+    def _ingest(self, gw: str, batch: EventBatch) -> None:
+        now = time.time()
+        with self._lock, Transaction(self.db) as db:
+            before = db.total_changes
+            db.executemany("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?)",
+                           [(gw, e["id"], e["seq"], e["ts"], json.dumps(e), now) for e in batch.events])
+            fresh = db.total_changes - before
+        self.counters["events"] += fresh
+        self.counters["duplicates_ignored"] += len(batch.events) - fresh
+        self._publish(gw, "evt/ack", EvtAck(upto=batch.last).dumps())  # only after the commit
+
+    def _wl_ack(self, gw: str, ack: WlAck) -> None:
+        if ack.ok:
+            self._gateway(gw, applied_version=ack.version, applied_sha256=ack.sha256)
+        else:
+            self._gateway(gw, last_reject=f"{ack.reason} (v{ack.rejected})")
+
+    def _gateway(self, gw: str, **fields: Any) -> None:
+        fields["last_seen"] = time.time()
+        with self._lock:
+            self.db.execute("INSERT OR IGNORE INTO gateways(gw) VALUES (?)", (gw,))
+            self.db.execute(f"UPDATE gateways SET {', '.join(f'{k}=?' for k in fields)} WHERE gw=?", (*fields.values(), gw))  # noqa: S608 - our own column names
+
+    # -- queries and commands -------------------------------------------------------------------
+    def gateways(self) -> list[dict[str, Any]]:
+        with self._lock:
+            cur = self.db.execute("SELECT * FROM gateways ORDER BY gw")
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, r, strict=False)) for r in cur.fetchall()]
+
+    def gateway(self, gw: str) -> dict[str, Any]:
+        """What central knows about one gateway (empty if nothing yet)."""
+        return next((g for g in self.gateways() if g["gw"] == gw), {})
+
+    def event_count(self, gw: str) -> int:
+        with self._lock:
+            return self.db.execute("SELECT count(*) FROM events WHERE gw=?", (gw,)).fetchone()[0]
+
+    def events(self, gw: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [json.loads(b) for (b,) in self.db.execute("SELECT body FROM events WHERE gw=? ORDER BY seq", (gw,))]
+
+    def call(self, gw: str, op: str, args: dict | None = None, *, signed: bool = False, timeout: float = 10.0,
+             expires_in: float = 30.0) -> CmdResp | None:
+        """Send a command and wait for its answer (None: no answer in time)."""
+        req = CmdReq(req_id=uuid.uuid4().hex[:16], op=op, args=args or {}, expires=time.time() + expires_in, gw=gw)
+        self._publish(gw, "cmd/req", self.signer.seal(req) if signed else req.dumps())
+        with self._resp_cond:
+            self._resp_cond.wait_for(lambda: req.req_id in self._responses, timeout)
+            return self._responses.pop(req.req_id, None)

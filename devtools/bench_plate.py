@@ -1,0 +1,95 @@
+"""`door-edge bench plate --data DIR`: our plate models against hyperlpr2 on the same images, same run.
+
+- crops: every `crop` row of DIR/labels.csv read as a plate already cut out
+  (`PlateReader.read_crop`: the pipeline's refine and rectify steps, no detector); exact = the best
+  valid reading equals the label.
+- scenes: every `scene...` row through the whole pipeline (detect, refine, rectify, recognise); a
+  scene is read when its labelled plate is among the plates read (a photo may show several cars).
+  `frame_ms` is the whole pipeline's time per scene.
+- green_synthetic_exact: green 8-character new-energy plates generated with a seed that training
+  never used (so never seen), aged like camera crops, read like the crops.
+- peer: hyperlpr2 (MIT; Caffe models run by OpenCV's dnn, needs OpenCV 4.x), its recogniser
+  (`segmentation_free_recognition`) on the crops and its pipeline (`plate_recognition`) on the
+  scenes, timed the same way. Installed by `make bench` (pip --no-deps: it asks for the GUI OpenCV).
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.vision.plate import PlateReader
+
+GREEN_SEED = 424242  # training uses seeds 7 and 11 (and their derived chunk seeds): disjoint
+GREEN_N = 300
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if values else None
+
+
+def _rows(data: Path) -> list[dict]:
+    with (data / "labels.csv").open(encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def green_set(n: int = GREEN_N, seed: int = GREEN_SEED) -> list[tuple[str, np.ndarray]]:
+    from training.plates.synth import sample
+
+    rng = random.Random(seed)
+    return [(t, aged) for t, _flat, aged in (sample(rng, "green") for _ in range(n))]
+
+
+def _peer():
+    try:
+        from hyperlpr2 import PR
+    except Exception as exc:  # noqa: BLE001 - the peer's import pulls its own native stack; any failure means no peer
+        print(f"bench plate: peer hyperlpr2 unavailable ({exc.__class__.__name__}: {exc}); `make bench` installs it", file=sys.stderr)
+        return None
+    return PR
+
+
+def bench_plate(data: Path) -> dict:
+    rows = _rows(data)
+    crops = [(r["plate"], cv2.imread(str(data / r["file"]))) for r in rows if r["kind"] == "crop"]
+    scenes = [(r["plate"], cv2.imread(str(data / r["file"]))) for r in rows if r["kind"].startswith("scene")]
+    reader = PlateReader()
+    peer = _peer()
+
+    ours_crop = [c[0].text == label if (c := reader.read_crop(img)) else False for label, img in crops]
+    ours_scene, frame_ms = [], []
+    for label, img in scenes:
+        rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        t0 = time.perf_counter()
+        reads = reader.read(rgb)
+        frame_ms.append((time.perf_counter() - t0) * 1000)
+        ours_scene.append(label in {r.text for r in reads})
+    try:
+        green = green_set()
+        green_exact = float(np.mean([c[0].text == t if (c := reader.read_crop(img)) else False for t, img in green]))
+    except Exception as exc:  # noqa: BLE001 - Pillow or the fonts missing, whichever way it shows
+        print(f"bench plate: no green synthetic set ({exc}); `make bench` installs Pillow and the fonts", file=sys.stderr)
+        green_exact = None
+
+    out = {"bench": "plate", "crops": len(crops), "crop_exact": round(float(np.mean(ours_crop)), 4),
+           "scenes": len(scenes), "scene_exact": round(float(np.mean(ours_scene)), 4),
+           "green_synthetic_exact": None if green_exact is None else round(green_exact, 4),
+           "frame_ms": {"p50": _pct(frame_ms, 50), "p99": _pct(frame_ms, 99)},
+           "peer": "hyperlpr2", "peer_crop_exact": None, "peer_scene_exact": None, "peer_frame_ms": {"p50": None}}
+    if peer is not None:
+        peer_crop = [peer.segmentation_free_recognition(img)[0] == label for label, img in crops]
+        peer_scene, peer_ms = [], []
+        for label, img in scenes:
+            t0 = time.perf_counter()
+            res = peer.plate_recognition(img)
+            peer_ms.append((time.perf_counter() - t0) * 1000)
+            peer_scene.append(label in {r[0] for r in res})
+        out.update(peer_crop_exact=round(float(np.mean(peer_crop)), 4), peer_scene_exact=round(float(np.mean(peer_scene)), 4),
+                   peer_frame_ms={"p50": _pct(peer_ms, 50)})
+    return out

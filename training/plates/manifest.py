@@ -1,0 +1,103 @@
+"""Write models/manifest.toml: each model's file, sha256, how it was made and how it is run.
+
+    .venv/bin/python -m training.plates.manifest
+
+Run after training; the daemon refuses a model file whose sha256 differs from this manifest. The
+training figures come from the `<model>.train.json` each trainer writes next to its ONNX file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from edge.vision.models import MODELS_DIR
+
+MODELS = {
+    "plate_det": {
+        "file": "plate_det.onnx",
+        "task": "plate detection: plate mask at 1/4 resolution",
+        "input": "image: float32 N x 3 x S x S, BGR 0-255, letterboxed (pad 114); S = 256 in the pipeline (fully convolutional: any multiple of 4 runs)",
+        "output": "logits: N x 1 x S/4 x S/4 (sigmoid > threshold = plate)",
+        "threshold": 0.5,
+        "training_data": "composite scenes: ../shared/data/faces photos and generated clutter as backgrounds, car-front-like "
+                         "negatives (grilles, headlights, badges, plate-shaped boards without characters); synthetic plates "
+                         "(training/plates/synth.py, all colours) and the real crops of ../shared/data/plates_train pasted in perspective",
+        "code": "edge/vision/train as of commit 5aafd92 (the synthetic plates changed since: `git checkout 5aafd92 -- edge/vision/train` to reproduce)",
+        "command": "python -m training.plates.detector --real ../shared/data/plates_train --backgrounds ../shared/data/faces "
+                   "--out models/plate_det.onnx --scenes 8000 --steps 4000 --seed 11",
+        "seed": 11,
+    },
+    "plate_rec": {
+        "file": "plate_rec.onnx",
+        "task": "plate recognition: CNN + CTC, 32 columns",
+        "input": "image: float32 N x 3 x 32 x 128, BGR 0-255, the rectified plate",
+        "output": "logp: N x 32 x (1 + len(edge.vision.plate_format.CHARSET)) log-probabilities; class 0 = blank",
+        "min_p": 0.3,  # a best reading below this is unreadable: on the dev crops every right reading but 1 % had p >= 0.49
+        "training_data": "synthetic plates (training/plates/synth.py: 35-40 % green new-energy, mostly blue, some yellow, "
+                         "white, black; 50,000 per stage) and 90 % of the 1,194 real crops of ../shared/data/plates_train",
+        "code": "edge/vision/train as of commit 5aafd92 (the synthetic plates and the trainer changed since: "
+                "`git checkout 5aafd92 -- edge/vision/train` to reproduce)",
+        "command": "python -m training.plates.recognizer --real ../shared/data/plates_train --out /tmp/stage1/plate_rec.onnx "
+                   "--synthetic 50000 --steps 15000 --green 0.35 --seed 17 && python -m training.plates.recognizer --real "
+                   "../shared/data/plates_train --out models/plate_rec.onnx --init /tmp/stage1/plate_rec.pt --lr 5e-4 "
+                   "--synthetic 50000 --steps 8000 --green 0.4 --seed 23",
+        "seed": 17,
+    },
+    "plate_rec_large": {
+        "file": "plate_rec_large.onnx",
+        "task": "plate recognition, the second look at an unsure reading: the same CNN + CTC as plate_rec, 3.5x its work (--size large)",
+        "input": "image: float32 N x 3 x 32 x 128, BGR 0-255, the rectified plate",
+        "output": "logp: N x 32 x (1 + len(edge.vision.plate_format.CHARSET)) log-probabilities; class 0 = blank",
+        "training_data": "synthetic plates (training/plates/synth.py: 40 % green new-energy, mostly blue, some yellow, "
+                         "white, black; 50,000 per stage) and 90 % of the 1,194 real crops of ../shared/data/plates_train",
+        "command": "python -m training.plates.recognizer --real ../shared/data/plates_train --size large --out /tmp/large1/plate_rec_large.onnx "
+                   "--synthetic 50000 --steps 9000 --green 0.4 --seed 101 && python -m training.plates.recognizer --real "
+                   "../shared/data/plates_train --size large --out models/plate_rec_large.onnx --init /tmp/large1/plate_rec_large.pt "
+                   "--lr 5e-4 --synthetic 50000 --steps 5000 --green 0.4 --seed 103",
+        "code": "edge/vision/train as of the commit that added this file (`git log --diff-filter=A -- models/plate_rec_large.onnx`)",
+        "seed": 101,
+    },
+    "plate_prov": {
+        "file": "plate_prov.onnx",
+        "task": "province character of a plate (31 classes), mixed into the recogniser's readings",
+        "input": "image: float32 N x 3 x 32 x 44, BGR 0-255, the left 44 columns of the rectified 128x32 plate",
+        "output": "logits: N x 31, in the order of edge.vision.plate_format.PROVINCES",
+        "training_data": "synthetic plates (training/plates/synth.py, 40 % green, 100,000) and 90 % of the 1,194 real crops "
+                         "of ../shared/data/plates_train, real ones drawn with weight 1/sqrt(crops of their province)",
+        "command": "python -m training.plates.province --real ../shared/data/plates_train --out models/plate_prov.onnx "
+                   "--synthetic 100000 --steps 16000 --seed 43",
+        "seed": 43,
+    },
+}
+
+
+def _toml_value(v) -> str:
+    return json.dumps(v, ensure_ascii=False) if not isinstance(v, bool) else str(v).lower()
+
+
+def main() -> None:
+    lines = ["# Model files and how they were made. A file whose sha256 differs is refused (edge/vision/models.py).",
+             "# Regenerate with `python -m training.plates.manifest` after training (make train-plates).", ""]
+    for name, meta in MODELS.items():
+        path = MODELS_DIR / meta["file"]
+        entry = dict(meta, sha256=hashlib.sha256(path.read_bytes()).hexdigest(), bytes=path.stat().st_size)
+        side = MODELS_DIR / f"{name}.train.json"
+        if side.exists():
+            entry["trained"] = json.loads(side.read_text())
+        lines.append(f"[{name}]")
+        for k, v in entry.items():
+            if isinstance(v, dict):
+                continue
+            lines.append(f"{k} = {_toml_value(v)}")
+        for k, v in entry.items():
+            if isinstance(v, dict):
+                lines.append(f"[{name}.{k}]")
+                lines += [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items()]
+        lines.append("")
+    (MODELS_DIR / "manifest.toml").write_text("\n".join(lines), encoding="utf-8")
+    print(f"wrote {MODELS_DIR / 'manifest.toml'}")
+
+
+if __name__ == "__main__":
+    main()
