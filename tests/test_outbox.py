@@ -49,3 +49,22 @@ def test_uuid7_is_version_7_and_time_ordered():
     assert all(re.fullmatch(r"[0-9a-f-]{36}", i) for i in ids)
     stamps = [uuid.UUID(i).int >> 80 for i in ids]
     assert stamps == sorted(stamps)
+
+
+def test_the_flusher_makes_puts_durable_without_checkpointing_each_time(tmp_path):
+    """Every put is fsynced (its seq becomes durable) soon after it is committed, but the WAL is
+    copied into the database only at the first flush, then per CHECKPOINT_S or at stop: the commit
+    after a checkpoint restarts the WAL, which the card path should meet rarely."""
+    ob = Outbox(open_db(tmp_path, autocheckpoint=False))
+    fl = Flusher(tmp_path, max_delay_s=0.01, checkpoint_s=3600)
+    ob.on_put.append(fl.notify)
+    fl.start()
+    try:
+        for i in range(5):
+            seq = ob.put(Event("door", "opened", door="d"))
+            wait_until(lambda: fl.durable_seq == seq, 5, f"put {i} durable")
+        assert fl.flushes >= 5 and fl.checkpoints == 1
+        assert (tmp_path / "door-edge.db-wal").stat().st_size > 0  # the puts are in the WAL, fsynced there
+    finally:
+        fl.stop()
+    assert fl.checkpoints > 1  # the stop copies the WAL into the database
