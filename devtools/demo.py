@@ -14,11 +14,13 @@ Everything it started, it stops.
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -29,7 +31,7 @@ from rigs.rig import RESIDENTS_CSV, Rig, wait_until
 from rigs.site import Site
 from rigs.vcard import VPCD_PORTS, CardProfile, VirtualCard
 
-DEMO_ROOT = Path("/tmp/door-edge-demo")
+DEMO_ROOT = Path(tempfile.gettempdir()) / f"door-edge-demo-{getpass.getuser()}"  # one per user: it is emptied at each start
 # Generous on purpose: the demo must also pass on a board slower than a Raspberry Pi 4
 # (`slow-cpu 50 make demo`); a fast machine moves on as soon as each decision is made.
 START_S = 120.0      # the daemon up, its list fetched
@@ -272,7 +274,7 @@ def main(argv: list[str] | None = None, prog: str = "door-edge demo") -> int:
         site = Site(root / "site", rig.root / "site.key", gateways=["gw-demo"], tls=True).start()
         cfg = REPO / "config" / "demo.toml"
         # the shipped demo config, plus the [sync] section for this run's broker port and certificate
-        rig.config_path.write_text(cfg.read_text() + site.gateway_sync_toml("gw-demo"))
+        rig.config_path.write_text(cfg.read_text().replace("/tmp/door-edge-demo", str(root)) + site.gateway_sync_toml("gw-demo"))
         central_cfg = site.central_config()
         server = site.central_process()
         threading.Thread(target=_pump, args=(server.stdout, "  central| "), daemon=True).start()

@@ -10,6 +10,7 @@ through the working directory or the development venv's path file.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -22,10 +23,21 @@ from tests.conftest import REPO
 RUNTIME_TOP = {"edge", "drivers", "protocol", "central"}
 
 
+# what a build reads; built from a copy, so that the checkout gets no build/ or egg-info (and may be read-only)
+BUILD_INPUTS = ("pyproject.toml", "README.md", "models", *sorted(RUNTIME_TOP))
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
+    src = tmp_path_factory.mktemp("src")
+    for name in BUILD_INPUTS:
+        path = REPO / name
+        if path.is_dir():
+            shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pt"))
+        else:
+            shutil.copy2(path, src / name)
     out = tmp_path_factory.mktemp("wheel")
-    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(REPO)],
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(src)],
                          capture_output=True, text=True, timeout=300, check=False)
     assert res.returncode == 0, res.stderr
     (whl,) = out.glob("door_edge-*.whl")
