@@ -48,12 +48,14 @@ class LockRelay(Protocol):
 
 @runtime_checkable
 class CardSource(Protocol):
-    """Card presentations from PC/SC readers (drivers.pcsc.PcscWatcher), delivered by the callback
-    given at construction, from the source's own thread.
+    """Card presentations from PC/SC readers (drivers.pcsc.PcscWatcher) or a GA 467 ID-card reader
+    (drivers.sam_ga467.Ga467Watcher), delivered by the callback given at construction, from the
+    source's own thread.
 
-    Failure behaviour: `start` never fails. pcscd absent or restarted, a reader unplugged, a card
-    pulled mid-read: each is reported through the status callback (pcscd down/up; a reader gone),
-    counted, and retried with bounded backoff; no presentation is made up from a partial read.
+    Failure behaviour: `start` never fails. pcscd absent or restarted, a reader unplugged or gone
+    mute, a card pulled mid-read, garbage or a bad checksum on a serial line: each is reported
+    through the status callback (pcscd down/up; a reader gone/back), counted, and retried with
+    bounded backoff; no presentation is made up from a partial read.
     """
 
     heartbeat: float  # time.monotonic() of the thread's last turn: the watchdog's view of it

@@ -82,8 +82,11 @@ def _state(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
         out.append(Check("database", "fail", f"{exc.__class__.__name__}: {exc}", "check the state directory's disk; move a corrupt db aside"))
 
 
-def _readers(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
-    if not cfg.readers:
+def _readers(cfg: config_mod.GatewayConfig, out: list[Check], *, serial_ports: bool = True) -> None:
+    if serial_ports:
+        _id_readers(cfg, out)
+    readers = [r for r in cfg.readers if isinstance(r, config_mod.PcscReader)]
+    if not readers:
         return
     from smartcard import scard
 
@@ -95,7 +98,7 @@ def _readers(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
         hr, names = scard.SCardListReaders(ctx, [])
         names = names if not hr & 0xFFFFFFFF else []
         out.append(Check("pcscd", "ok", f"{len(names)} reader(s): {', '.join(names) or '-'}"))
-        for r in cfg.readers:
+        for r in readers:
             match = [n for n in names if r.match in n]
             if not match:
                 out.append(Check(f"reader {r.match}", "fail", f"not connected (door {r.door})",
@@ -107,6 +110,33 @@ def _readers(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
                                                         f"{'card present' if present else 'no card'}"))
     finally:
         scard.SCardReleaseContext(ctx)
+
+
+def _id_readers(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
+    """GA 467 ID-card readers through the driver's own exchange: the SAM module's id, a card in the field."""
+    from drivers.sam_ga467 import Ga467Watcher, ReadAborted, SamError
+
+    for r in cfg.readers:
+        if not isinstance(r, config_mod.Ga467Reader):
+            continue
+        name = f"id reader {r.port}"
+        try:
+            sam, present = Ga467Watcher(r.port, lambda read: None, baud=r.baud).probe()
+        except (OSError, ValueError) as exc:  # serial.SerialException is an OSError
+            if "busy" in str(exc).lower() or "lock" in str(exc).lower():
+                out.append(Check(name, "warn", f"{r.port} in use (the daemon holds it; its view is above)", "stop door-edge to probe the reader"))
+            else:
+                out.append(Check(name, "fail", f"cannot open the port ({exc.__class__.__name__})", "plug the reader in, or fix readers[].port"))
+            continue
+        except ReadAborted:
+            out.append(Check(name, "fail", f"the module does not answer at {r.baud} baud",
+                             "check the cable and power, and readers[].baud against the module's switches"))
+            continue
+        except SamError as exc:
+            out.append(Check(name, "fail", f"the SAM module answers {exc.name}", "power-cycle the reader; a failed self-test needs a new module"))
+            continue
+        out.append(Check(name, "ok", f"SAM {sam[:12]}... -> door {r.door} ({r.direction}, {r.mode}); "
+                                     f"{'card present' if present else 'no card'}"))
 
 
 def _relays(cfg: config_mod.GatewayConfig, out: list[Check], pulse: bool) -> None:
@@ -262,6 +292,7 @@ def _cert_name(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
 PART_FIXES = {
     "pcscd": "pcscd is not answering: `systemctl restart pcscd`; check the reader's USB cable (`pcsc_scan`)",
     "relay": "the relay board does not answer: check the USB/RS485 adapter, the cable and the board's power",
+    "id-reader": "the ID-card reader does not answer: check its USB-serial cable and power, and readers[].baud",
     "camera": "the camera gives no frames: check its cable and power, or its URL and network (the gateway keeps trying)",
     "vision": "the vision worker is down: the detail names a model file to reinstall, or see `journalctl -u door-edge`",
     "mqtt": "the broker is unreachable: see the broker checks below (the journal keeps every event meanwhile)",
@@ -347,11 +378,11 @@ def _cameras(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
 
 def runtime_checks(cfg: config_mod.GatewayConfig) -> list[dict]:
     """The checks the running daemon can make on request (remote diagnostics): not the relay
-    ports, which it holds itself, and not the broker, which it is talking to."""
+    ports or the ID-card readers' ports, which it holds itself, and not the broker, which it is talking to."""
     out: list[Check] = []
     _site_key(cfg, out)
     _state(cfg, out)
-    _readers(cfg, out)
+    _readers(cfg, out, serial_ports=False)
     return [asdict(c) for c in out]
 
 

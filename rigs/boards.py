@@ -33,7 +33,9 @@ class CoilWrite:
     on: bool
 
 
-class _Board(threading.Thread):
+class SerialEmulator(threading.Thread):
+    """A device on the far end of a pty: reopens it whenever it comes back, hands what arrives to `_feed`."""
+
     def __init__(self, path: Path, baud: int, name: str):
         super().__init__(name=name, daemon=True)
         self.path = Path(path)
@@ -102,7 +104,7 @@ class _Board(threading.Thread):
         raise NotImplementedError
 
 
-class ModbusBoard(_Board):
+class ModbusBoard(SerialEmulator):
     """A Modbus RTU relay/IO board: coils (01/05/0F) and discrete inputs (02)."""
 
     def __init__(self, path: Path, *, unit: int = 1, baud: int = 9600, n_coils: int = 8, n_inputs: int = 8):
@@ -171,7 +173,7 @@ class ModbusBoard(_Board):
                     port.write(reply)
 
 
-class LcusBoard(_Board):
+class LcusBoard(SerialEmulator):
     """An LCUS-n CH340 relay: `A0 ch state sum`, never answers."""
 
     def __init__(self, path: Path, *, baud: int = 9600, channels: int = 8):
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--unit", type=int, default=1)
     ap.add_argument("--baud", type=int, default=9600)
     args = ap.parse_args(argv)
-    board: _Board = ModbusBoard(args.port, unit=args.unit, baud=args.baud) if args.kind == "modbus" else LcusBoard(args.port, baud=args.baud)
+    board: SerialEmulator = ModbusBoard(args.port, unit=args.unit, baud=args.baud) if args.kind == "modbus" else LcusBoard(args.port, baud=args.baud)
     out_lock = threading.Lock()
 
     def emit(w: CoilWrite) -> None:
