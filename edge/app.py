@@ -36,17 +36,19 @@ from drivers.backoff import Backoff
 from drivers.pcsc import PcscWatcher
 from drivers.ports import Output
 from drivers.relay import LcusLink, ModbusLink, RelayListener, SerialRelayLink
+from drivers.sam_ga467 import Ga467Watcher
 from edge import config as config_mod
 from edge import report
 from edge import status as status_mod
 from edge.access.controller import Controller, DoorIO
-from edge.config import Door, GatewayConfig, LcusRelay, ModbusRelay
+from edge.config import Door, Ga467Reader, GatewayConfig, LcusRelay, ModbusRelay, PcscReader
 from edge.errors import SetupError
 from edge.health import Heartbeats, heartbeat_max_age_s, notify, watchdog_interval_s
 from edge.privacy import Tokenizer, load_key
 from edge.relock import PlannedOutput, Relocked, write_plan
 from edge.store.db import get_meta, open_db, open_whitelist_db, set_meta, storage_fault
 from edge.store.outbox import Event, Flusher, Outbox
+from edge.store.passback import Passages
 from edge.store.retention import Retention
 from edge.store.whitelist import Whitelist
 from edge.vision import VisionSetupError
@@ -151,6 +153,7 @@ def preflight(cfg: GatewayConfig) -> None:
         from edge.sync.service import check_credentials
 
         check_credentials(cfg.sync)
+    registration_key(cfg)
     if any(d.mode in config_mod.FACE_MODES for d in cfg.doors):
         from edge.store.faces import TemplateKeyError, load_template_key
 
@@ -158,6 +161,23 @@ def preflight(cfg: GatewayConfig) -> None:
             load_template_key(cfg.gateway.face_key_file)
         except TemplateKeyError as exc:
             raise VisionSetupError(exc.problem, exc.fix) from None
+
+
+def registration_key(cfg: GatewayConfig) -> bytes | None:
+    """Central's registration public key, where a reader registers tenants; SetupError naming the fix."""
+    if not any(isinstance(r, Ga467Reader) and r.mode == "register" for r in cfg.readers):
+        return None
+    import protocol
+
+    path = cfg.sync.registration_key_file if cfg.sync is not None else None
+    assert path is not None  # noqa: S101 - config check refuses a register reader without it
+    try:
+        return protocol.read_registration_key(path)
+    except FileNotFoundError:
+        raise SetupError(f"registration key {path} not found",
+                         "copy registration.pub from central (`door-edge central keygen` made it) to that path") from None
+    except (OSError, ValueError) as exc:
+        raise SetupError(f"registration key {path} unusable: {exc}", "copy central's registration.pub again (it is base64 text)") from None
 
 
 @dataclass
@@ -171,6 +191,8 @@ class Parts:
     controller: Controller
     watcher: PcscWatcher | None
     retention: Retention
+    passages: Passages
+    id_readers: list[Ga467Watcher] = field(default_factory=list)
     sync: SyncService | None = None
     vision: VisionService | None = None
     heartbeats: Heartbeats = field(default_factory=Heartbeats)
@@ -219,15 +241,23 @@ class App:
         links, outputs = build_links(cfg, bridge)
         doors = {d.id: DoorIO(d, *outputs[d.id]) for d in cfg.doors}
         stale = threading.Event()  # set by sync while central is silent too long; read on every decision
+        passages = Passages(open_db(state, autocheckpoint=False))
         controller = Controller(cfg, whitelist, outbox, tokenizer, doors, listeners=self.event_hooks, stale=stale.is_set,
-                                liveness=_liveness() if cfg.cameras else (lambda chips: 0.0))
+                                liveness=_liveness() if cfg.cameras else (lambda chips: 0.0), passages=passages)
+        rc = cfg.reconnect
+
+        def reader_status(name: str, state: str) -> None:
+            loop.call_soon_threadsafe(self._reader_status, controller, name, state)
+
         watcher = None
-        if cfg.readers:
-            rc = cfg.reconnect
-            watcher = PcscWatcher(sorted({r.match for r in cfg.readers}),
-                                  lambda read: loop.call_soon_threadsafe(controller.on_card, read),
-                                  lambda name, state: loop.call_soon_threadsafe(self._reader_status, controller, name, state),
-                                  backoff=Backoff(rc.base_s, rc.cap_s))
+        pcsc = [r for r in cfg.readers if isinstance(r, PcscReader)]
+        if pcsc:
+            watcher = PcscWatcher(sorted({r.match for r in pcsc}), lambda read: loop.call_soon_threadsafe(controller.on_card, read),
+                                  reader_status, backoff=Backoff(rc.base_s, rc.cap_s))
+        seal_to = registration_key(cfg)
+        id_readers = [Ga467Watcher(r.port, lambda read: loop.call_soon_threadsafe(controller.on_identity, read), reader_status,
+                                   baud=r.baud, seal_to=seal_to if r.mode == "register" else None, backoff=Backoff(rc.base_s, rc.cap_s))
+                      for r in cfg.readers if isinstance(r, Ga467Reader)]
 
         def from_thread(event: Event) -> None:  # an event another thread journaled, told on the loop
             loop.call_soon_threadsafe(controller.notify_listeners, event)
@@ -242,8 +272,9 @@ class App:
         finally:
             if not done:
                 whitelist.close()
-        parts = Parts(cfg, conn, whitelist, outbox, flusher, links, controller, watcher, retention, sync=sync, vision=vision,
-                      heartbeats=Heartbeats(heartbeat_max_age_s()))
+                passages.close()
+        parts = Parts(cfg, conn, whitelist, outbox, flusher, links, controller, watcher, retention, passages, id_readers=id_readers,
+                      sync=sync, vision=vision, heartbeats=Heartbeats(heartbeat_max_age_s()))
         hb = parts.heartbeats
         hb.add("loop", lambda: self._loop_beat)
         hb.add("journal", lambda: flusher.heartbeat)
@@ -251,6 +282,8 @@ class App:
             hb.add(f"relay:{port}", functools.partial(getattr, link, "heartbeat"))
         if watcher is not None:
             hb.add("readers", lambda: watcher.heartbeat)
+        for idr in id_readers:
+            hb.add(f"id-reader:{idr.port}", functools.partial(getattr, idr, "heartbeat"))
         if parts.sync is not None:
             sync = parts.sync
             hb.add("sync", lambda: sync.heartbeat)
@@ -313,6 +346,8 @@ class App:
             log.warning("relock plan not written (%s): after a crash the doors relock when the links open", exc)
         if parts.watcher is not None:
             parts.watcher.start()
+        for idr in parts.id_readers:
+            idr.start()
         if parts.sync is not None:
             parts.sync.start()
         if parts.vision is not None:
@@ -346,7 +381,9 @@ class App:
         if name == "pcscd":
             controller.on_part("pcscd", "pcscd", up=state == "up", detail=state)
             return
-        doors = sorted({r.door for r in controller.cfg.readers if r.match in name})
+        reader = controller.reader_for(name)
+        doors = [reader.door] if reader is not None and isinstance(reader, Ga467Reader) else sorted(
+            {r.door for r in controller.cfg.readers if isinstance(r, PcscReader) and r.match in name})
         if state == "gone":
             controller.on_part("reader", name, up=False, detail="gone", door=",".join(doors) or None)
         elif state in ("empty", "card"):
@@ -362,6 +399,8 @@ class App:
         parts.controller.accepting = False
         if parts.watcher is not None:
             parts.watcher.stop(timeout=left(2.0))
+        for idr in parts.id_readers:
+            idr.stop(timeout=left(1.0))
         finals = parts.controller.final_states() if fail_mode else {}
         for link in parts.links.values():
             link.request_stop(finals.get(link))
@@ -384,6 +423,7 @@ class App:
     @staticmethod
     def _close(parts: Parts) -> None:
         parts.whitelist.close()
+        parts.passages.close()
         parts.conn.close()
 
     def stop(self) -> None:

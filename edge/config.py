@@ -52,6 +52,20 @@ def _check_baud(value: int) -> int:
     return value
 
 
+class SerialDevice(StrictModel):
+    """A section for a device on a serial port: `port` and `baud` are checked alike everywhere."""
+
+    @field_validator("port", check_fields=False)
+    @classmethod
+    def _port(cls, v: str) -> str:
+        return _check_port(v)
+
+    @field_validator("baud", check_fields=False)
+    @classmethod
+    def _baud(cls, v: int) -> int:
+        return _check_baud(v)
+
+
 class GatewaySection(StrictModel):
     id: str = Field(title="Gateway id", description="Unique id of this gateway; also its MQTT client id and certificate CN.",
                     pattern=r"^[A-Za-z0-9_.-]{1,64}$")
@@ -73,17 +87,34 @@ class PcscReader(StrictModel):
     type: Literal["pcsc"] = Field(title="Reader type", description="`pcsc`: a PC/SC contactless reader served by pcscd.")
     match: str = Field(title="Reader name match", description="Substring of the PC/SC reader name (see `pcsc_scan` or `door-edge diag`).", min_length=1)
     door: str = Field(title="Door", description="Id of the door this reader opens (one of doors[].id).")
-    direction: Literal["in", "out"] = Field(default="in", title="Direction", description="`in` for the outside reader, `out` for the inside one.")
+    direction: Literal["in", "out"] = Field(default="in", title="Direction",
+                                            description="`in` for the outside reader, `out` for the inside one (anti-passback counts them).")
 
 
-class LcusRelay(StrictModel):
+class Ga467Reader(SerialDevice):
+    type: Literal["ga467"] = Field(title="Reader type",
+                                   description="`ga467`: a GA 467 ID-card reader (the public-security SAM module) on a serial or USB-serial port; "
+                                               "it reads the ID number of a second-generation resident ID card.")
+    port: str = Field(title="Serial port", description="Device path of the reader, e.g. /dev/ttyUSB1 or /dev/serial/by-id/...")
+    baud: int = Field(default=115200, title="Baud rate", description="Serial speed of the module (115200 unless its DIP switches say otherwise).")
+    door: str = Field(title="Door", description="Id of the door this reader opens, or stands at (one of doors[].id).")
+    direction: Literal["in", "out"] = Field(default="in", title="Direction",
+                                            description="`in` for the outside reader, `out` for the inside one (anti-passback counts them).")
+    mode: Literal["access", "register"] = Field(
+        default="access", title="Mode",
+        description="`access`: the ID number opens the door like a card; `register`: a new tenant presents the ID card to register "
+                    "(the identity is sealed to central's registration key and sent; the door does not open). Needs "
+                    "sync.registration_key_file.")
+
+
+Reader = Annotated[PcscReader | Ga467Reader, Field(discriminator="type")]
+
+
+class LcusRelay(SerialDevice):
     type: Literal["lcus"] = Field(title="Relay type", description="`lcus`: LCUS/CH340 USB relay, write-only, no inputs.")
     port: str = Field(title="Serial port", description="Device path of the relay board, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...")
     baud: int = Field(default=9600, title="Baud rate", description="Serial speed; LCUS boards run at 9600.")
     channel: int = Field(default=1, ge=1, le=8, title="Channel", description="Relay channel on the board, 1-8.")
-
-    _port = field_validator("port")(classmethod(lambda cls, v: _check_port(v)))
-    _baud = field_validator("baud")(classmethod(lambda cls, v: _check_baud(v)))
 
     @property
     def output(self) -> Output:
@@ -94,7 +125,7 @@ class LcusRelay(StrictModel):
         return False
 
 
-class ModbusRelay(StrictModel):
+class ModbusRelay(SerialDevice):
     type: Literal["modbus"] = Field(title="Relay type", description="`modbus`: Modbus RTU relay/IO board (coils and discrete inputs).")
     port: str = Field(title="Serial port", description="Device path of the RS485 adapter, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...")
     baud: int = Field(default=9600, title="Baud rate", description="Serial speed of the board (8N1).")
@@ -106,9 +137,6 @@ class ModbusRelay(StrictModel):
         description="`gateway`: the gateway turns the lock coil off when a pulse ends; `board`: the board times the pulse itself "
                     "(the \"flash on\" write at coil address 0x0200 + coil, in 100 ms units, of Waveshare-style Modbus relay boards), "
                     "so the lock relocks on time even if the gateway dies mid-pulse. Check with `door-edge diag --pulse` first.")
-
-    _port = field_validator("port")(classmethod(lambda cls, v: _check_port(v)))
-    _baud = field_validator("baud")(classmethod(lambda cls, v: _check_baud(v)))
 
     @property
     def output(self) -> Output:
@@ -149,6 +177,19 @@ class Door(StrictModel):
     when_stale: Literal["serve", "deny"] = Field(default="serve", title="When the whitelist is stale",
                                                  description="`serve`: keep deciding from the last list and raise an alarm; `deny`: refuse every "
                                                              "credential while central has been silent for longer than sync.stale_after_s.")
+    antipassback: Literal["off", "soft", "hard"] = Field(
+        default="off", title="Anti-passback",
+        description="A credential that went in must go out before it goes in again (in and out readers needed): `hard` refuses "
+                    "it (reason `antipassback`); `soft` opens and journals `antipassback_violation`; `off` does neither.")
+    area: str | None = Field(default=None, title="Anti-passback area", pattern=r"^[A-Za-z0-9_.-]{1,32}$",
+                             description="Doors with the same area share one in/out state (a building with several entrances); "
+                                         "default: the door on its own.")
+    antipassback_reset: str = Field(default="04:00", title="Anti-passback reset", pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
+                                    description="Local time (HH:MM) each day from which every credential counts as out again.")
+
+    @property
+    def passback_area(self) -> str:
+        return self.area or self.id
 
 
 class Schedule(StrictModel):
@@ -189,6 +230,10 @@ class SyncSection(StrictModel):
         description="PEM private key of this gateway; a relative path is looked up in $CREDENTIALS_DIRECTORY first.")
     trusted_keys: list[Path] = Field(default_factory=lambda: [Path("central.pub")], min_length=1, title="Trusted signing keys",
                                      description="PEM Ed25519 public keys of central (`door-edge central keygen`); two during a key rotation.")
+    registration_key_file: Path | None = Field(
+        default=None, title="Registration key",
+        description="Central's registration public key (registration.pub from `door-edge central keygen`): a reader in "
+                    "register mode seals each identity to it, so only central can read it. Looked up like key_file.")
     keepalive_s: int = Field(default=30, ge=5, le=600, title="Keepalive", description="MQTT keepalive in seconds.")
     session_expiry_s: int = Field(default=7 * 86400, ge=0, title="Session expiry",
                                   description="How long the broker keeps this gateway's session (queued downlink messages) while it is offline.")
@@ -276,7 +321,8 @@ class RetentionSection(StrictModel):
 
 class GatewayConfig(StrictModel):
     gateway: GatewaySection = Field(title="Gateway", description="Identity of this gateway and where it keeps state.")
-    readers: list[PcscReader] = Field(default_factory=list, title="Readers", description="Card readers and the door each opens.")
+    readers: list[Reader] = Field(default_factory=list, title="Readers",
+                                  description="Card readers (PC/SC, GA 467 ID-card readers) and the door each opens.")
     doors: list[Door] = Field(min_length=1, title="Doors", description="Doors and gates this gateway controls.")
     schedules: dict[str, Schedule] = Field(default_factory=dict, title="Schedules", description="Named weekly schedules.")
     holidays: list[date] = Field(default_factory=list, title="Holidays", description="Dates on which schedules use their `holiday` ranges.")
@@ -350,7 +396,7 @@ def _fix_for(err: ErrorDetails, root: type[BaseModel]) -> str:
     return "see config/gateway.example.toml"
 
 
-_RELAY_TAGS: dict[str, type[BaseModel]] = {"lcus": LcusRelay, "modbus": ModbusRelay}
+_TAGS: dict[str, type[BaseModel]] = {"lcus": LcusRelay, "modbus": ModbusRelay, "pcsc": PcscReader, "ga467": Ga467Reader}
 
 
 def _inner_model(ann: Any) -> type[BaseModel] | None:
@@ -374,8 +420,8 @@ def _parent_model(loc: tuple[Any, ...], root: type[BaseModel]) -> type[BaseModel
         if isinstance(part, int) or in_dict:
             in_dict = False
             continue
-        if part in _RELAY_TAGS:
-            model = _RELAY_TAGS[part]
+        if part in _TAGS:
+            model = _TAGS[part]
             continue
         if part not in model.model_fields:
             return None
@@ -388,7 +434,7 @@ def _parent_model(loc: tuple[Any, ...], root: type[BaseModel]) -> type[BaseModel
 def _from_validation(exc: ValidationError, root: type[BaseModel]) -> list[Problem]:
     problems = []
     for err in exc.errors(include_url=False):
-        loc = tuple(p for p in err["loc"] if p not in ("lcus", "modbus"))
+        loc = tuple(p for p in err["loc"] if p not in _TAGS)
         value = _MISSING if err["type"] == "missing" else err.get("input")
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
@@ -440,6 +486,14 @@ def _cross_checks(cfg: GatewayConfig) -> list[Problem]:
     for i, rd in enumerate(cfg.readers):
         if rd.door not in door_ids:
             problems.append(Problem(f"readers[{i}].door", rd.door, "no such door", f"use one of: {', '.join(door_ids)}"))
+        if isinstance(rd, Ga467Reader):
+            if rd.port in {d.relay.port for d in cfg.doors}:
+                problems.append(Problem(f"readers[{i}].port", rd.port, "the port of a relay board", "give the ID-card reader its own serial port"))
+            if rd.mode == "register" and (cfg.sync is None or cfg.sync.registration_key_file is None):
+                problems.append(Problem(f"readers[{i}].mode", rd.mode, "registration needs central's registration key",
+                                        "add [sync] with registration_key_file = \"registration.pub\" (from `door-edge central keygen`), "
+                                        "or set mode = \"access\""))
+    problems += _passback_checks(cfg)
     camera_ids = [c.id for c in cfg.cameras]
     for i, cam in enumerate(cfg.cameras):
         if cam.door not in door_ids:
@@ -457,6 +511,31 @@ def _cross_checks(cfg: GatewayConfig) -> list[Problem]:
         if d.mode in PLATE_MODES and not any(c.door == d.id for c in cfg.cameras):
             problems.append(Problem(f"doors[{i}].mode", d.mode, "a plate gate needs a camera",
                                     f'add a [[cameras]] table with door = "{d.id}", or set mode = "card"'))
+    return problems
+
+
+def _passback_checks(cfg: GatewayConfig) -> list[Problem]:
+    """An anti-passback area needs a way in and a way out, and its doors must agree on the rules."""
+    problems: list[Problem] = []
+    first: dict[str, int] = {}
+    for i, d in enumerate(cfg.doors):
+        if d.antipassback == "off":
+            continue
+        area = d.passback_area
+        if area in first:
+            o = cfg.doors[first[area]]
+            if (o.antipassback, o.antipassback_reset) != (d.antipassback, d.antipassback_reset):
+                problems.append(Problem(f"doors[{i}].antipassback", d.antipassback, f"area {area!r} is {o.antipassback} with reset "
+                                        f"{o.antipassback_reset} at doors[{first[area]}]", "give every door of an area the same "
+                                        "antipassback and antipassback_reset"))
+            continue
+        first[area] = i
+        area_doors = {x.id for x in cfg.doors if x.passback_area == area}
+        directions = {r.direction for r in cfg.readers if r.door in area_doors and not (isinstance(r, Ga467Reader) and r.mode == "register")}
+        if directions != {"in", "out"}:
+            problems.append(Problem(f"doors[{i}].antipassback", d.antipassback, "anti-passback needs an `in` and an `out` reader",
+                                    f"add [[readers]] with direction = \"in\" and \"out\" for door(s) {', '.join(sorted(area_doors))}, "
+                                    "or set antipassback = \"off\""))
     return problems
 
 
@@ -506,7 +585,8 @@ def load(path: str | os.PathLike[str]) -> GatewayConfig:
             "ca_file": s.ca_file and credential_path(s.ca_file, p.parent),
             "cert_file": s.cert_file and credential_path(s.cert_file, p.parent),
             "key_file": s.key_file and credential_path(s.key_file, p.parent),
-            "trusted_keys": [credential_path(k, p.parent) for k in s.trusted_keys]})})
+            "trusted_keys": [credential_path(k, p.parent) for k in s.trusted_keys],
+            "registration_key_file": s.registration_key_file and credential_path(s.registration_key_file, p.parent)})})
     return cfg
 
 
@@ -530,6 +610,9 @@ def warnings(cfg: GatewayConfig) -> list[str]:
     for i, d in enumerate(cfg.doors):
         if "://" not in d.relay.port and not Path(d.relay.port).exists():
             out.append(f"doors[{i}].relay.port: {d.relay.port} does not exist on this machine (is the board plugged in?)")
+    for i, r in enumerate(cfg.readers):
+        if isinstance(r, Ga467Reader) and "://" not in r.port and not Path(r.port).exists():
+            out.append(f"readers[{i}].port: {r.port} does not exist on this machine (is the ID-card reader plugged in?)")
     for i, c in enumerate(cfg.cameras):
         if c.source.startswith("/") and not Path(c.source).exists():
             out.append(f"cameras[{i}].source: {c.source} does not exist on this machine (is the camera plugged in?); "

@@ -24,6 +24,8 @@ def reconnecting(parts: Parts) -> dict[str, dict]:
     out: dict[str, dict] = {}
     if parts.watcher is not None:
         out["pcscd"] = dict(parts.watcher.reconnects.snapshot().as_dict(), readers=sorted(parts.watcher.readers))
+    for idr in parts.id_readers:
+        out[f"id-reader:{idr.port}"] = dict(idr.reconnects.snapshot().as_dict(), card=idr.present)
     for port, link in parts.links.items():
         out[f"relay:{port}"] = dict(link.reconnects.snapshot().as_dict(), writes=link.stats.writes,
                                     corrections=link.stats.corrections)
@@ -43,6 +45,10 @@ def counters(parts: Parts) -> dict[str, int]:
     out: dict[str, int] = {}
     if parts.watcher is not None:
         out.update({f"pcsc.{k}": v for k, v in parts.watcher.counters.items()})
+    for idr in parts.id_readers:
+        out.update({f"id-reader:{idr.port}.{k}": v for k, v in (idr.counters + idr.parser.counters).items()})
+    if parts.passages.write_failures:
+        out["passback.write_failures"] = parts.passages.write_failures
     for port, link in parts.links.items():
         parser = getattr(link, "parser", None)
         if parser is not None:

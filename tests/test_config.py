@@ -153,3 +153,58 @@ def test_reconnect_and_retention_bounds_are_checked(tmp_path, text):
     p.write_text(BASE + "\n" + text)
     res = check(p)
     assert res.returncode == 2 and ("reconnect.cap_s" in res.stdout or "retention.journal_days" in res.stdout)
+
+
+GA467 = """
+[[readers]]
+type = "ga467"
+port = "/dev/ttyUSB1"
+door = "d1"
+mode = "register"
+"""
+
+
+def test_a_register_reader_without_centrals_key_names_the_key_and_the_fix(tmp_path):
+    p = tmp_path / "gw.toml"
+    p.write_text(BASE + GA467)
+    res = check(p)
+    assert res.returncode == 2
+    assert "readers[1].mode: registration needs central's registration key" in res.stdout and "registration_key_file" in res.stdout
+
+
+def test_a_ga467_reader_typo_is_named_with_its_path(tmp_path):
+    p = tmp_path / "gw.toml"
+    p.write_text(BASE + GA467.replace('mode = "register"', 'mode = "acess"\nbuad = 9600'))
+    res = check(p)
+    assert res.returncode == 2
+    assert "readers[1].buad: unknown key" in res.stdout and "did you mean 'baud'" in res.stdout
+    assert "readers[1].mode:" in res.stdout and "'access'" in res.stdout
+
+
+def test_antipassback_needs_an_out_reader_and_areas_must_agree(tmp_path):
+    p = tmp_path / "gw.toml"
+    p.write_text(BASE.replace('schedule = "day"', 'schedule = "day"\nantipassback = "hard"'))
+    res = check(p)
+    assert res.returncode == 2 and "doors[0].antipassback: anti-passback needs an `in` and an `out` reader" in res.stdout
+    two = BASE.replace('schedule = "day"', 'schedule = "day"\nantipassback = "hard"\narea = "block3"') + """
+[[readers]]
+type = "pcsc"
+match = "Inside"
+door = "d2"
+direction = "out"
+
+[[doors]]
+id = "d2"
+antipassback = "soft"
+area = "block3"
+
+[doors.relay]
+type = "modbus"
+port = "/dev/ttyUSB0"
+coil = 1
+"""
+    p.write_text(two)
+    res = check(p)
+    assert res.returncode == 2 and "doors[1].antipassback: area 'block3' is hard" in res.stdout
+    p.write_text(two.replace('antipassback = "soft"', 'antipassback = "hard"'))
+    assert check(p).returncode == 0  # one area, a way in on d1 and a way out on d2

@@ -9,23 +9,28 @@ network or waits on anything slower than a local SQLite commit.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from datetime import time as clock_time
 from typing import TYPE_CHECKING
 
 from drivers.pcsc import CardRead
 from drivers.ports import LockRelay, Output
+from drivers.sam_ga467 import IdRead
+from edge.access import antipassback
 from edge.access.door import DoorEvent, DoorMachine, Hold, Pulse
 from edge.access.platevote import READ, PlateVerdict, VehicleVote
 from edge.access.policy import Decision, Reason, decide
 from edge.access.second_factor import Pending, SecondFactor
 from edge.access.walkup import FaceAnswer, Verdict, WalkUp
-from edge.config import Door, GatewayConfig
+from edge.config import Door, Ga467Reader, GatewayConfig, PcscReader
 from edge.privacy import Tokenizer, short
 from edge.store.outbox import Event, Outbox
+from edge.store.passback import Passages
 from edge.store.whitelist import Whitelist
 
 if TYPE_CHECKING:  # a card-only daemon never loads numpy
@@ -56,10 +61,12 @@ class Controller:
     def __init__(self, cfg: GatewayConfig, whitelist: Whitelist, outbox: Outbox, tokenizer: Tokenizer,
                  doors: dict[str, DoorIO], *, listeners: Sequence[Callable[[Event], None]] = (),
                  stale: Callable[[], bool] = lambda: False, liveness: Callable[[list[np.ndarray]], float] = lambda chips: 0.0,
+                 passages: Passages | None = None,
                  clock: Callable[[], float] = time.monotonic, wallclock: Callable[[], datetime] = datetime.now):
         """`listeners`: told of every event after it is journaled (tests, bench). `stale`: whether the
         list is stale (sync's flag; never stale without sync). `liveness`: the score of a walk-up's
-        face chips (edge.vision.face.liveness_score where cameras are configured)."""
+        face chips (edge.vision.face.liveness_score where cameras are configured). `passages`: where
+        credentials last passed (doors with anti-passback need it)."""
         self.cfg = cfg
         self.whitelist = whitelist
         self.outbox = outbox
@@ -70,7 +77,9 @@ class Controller:
         self._clock = clock
         self._wallclock = wallclock
         self.listeners = list(listeners)
-        self.reads_by_reader: dict[str, str | None] = {}
+        self.readers_by_name: dict[str, PcscReader | Ga467Reader | None] = {}
+        self.passages = passages
+        self._resets = {d.id: clock_time.fromisoformat(d.antipassback_reset) for d in cfg.doors}
         self._links_down: set[str] = set()
         self.stale = stale
         self.factors = SecondFactor(cfg.face.second_factor_s)
@@ -82,21 +91,49 @@ class Controller:
         self.accepting = True  # False once the daemon stops: no decision it could not carry out
 
     # -- card path ------------------------------------------------------------------------------
-    def _door_for(self, reader_name: str) -> str | None:
-        if reader_name not in self.reads_by_reader:
-            door = next((r.door for r in self.cfg.readers if r.match in reader_name), None)
-            self.reads_by_reader[reader_name] = door
-        return self.reads_by_reader[reader_name]
+    def reader_for(self, name: str) -> PcscReader | Ga467Reader | None:
+        """The configured reader a read came from: a PC/SC reader by name match, a GA 467 reader by port."""
+        if name not in self.readers_by_name:
+            self.readers_by_name[name] = next((r for r in self.cfg.readers if (r.match in name if isinstance(r, PcscReader)
+                                                                               else r.port == name)), None)
+        return self.readers_by_name[name]
 
     def on_card(self, read: CardRead) -> Event | None:
         if not self.accepting:
             return None
-        door_id = self._door_for(read.reader)
-        if door_id is None:
+        reader = self.reader_for(read.reader)
+        if reader is None:
             log.warning("read on unmapped reader %s ignored", read.reader)
             return None
         token = self.tokenizer.token_raw(read.kind, read.uid)
-        return self._credential(door_id, factor="card", kind=read.kind, token=token, t_ns=read.t_seen_ns)
+        return self._credential(reader.door, factor="card", kind=read.kind, token=token, t_ns=read.t_seen_ns, direction=reader.direction)
+
+    def on_identity(self, read: IdRead) -> Event | None:
+        """An ID card on a GA 467 reader: the ID number is a credential (`idno`) at an access reader,
+        a registration at a register reader. Only its token and validity dates are used here."""
+        reader = self.reader_for(read.reader)
+        if not self.accepting or not isinstance(reader, Ga467Reader):
+            return None
+        token = self.tokenizer.token_raw("idno", read.idno)
+        expired = read.valid_to is not None and self._wallclock().date() > read.valid_to
+        if reader.mode == "register":
+            return self._register(reader, read, token, expired=expired)
+        if expired:
+            return self._record_decision(reader.door, Decision(False, Reason.ID_CARD_EXPIRED), kind="idno", token=token, t_ns=read.t_seen_ns)
+        return self._credential(reader.door, factor="card", kind="idno", token=token, t_ns=read.t_seen_ns, direction=reader.direction)
+
+    def _register(self, reader: Ga467Reader, read: IdRead, token: str, *, expired: bool) -> Event:
+        """A new tenant's identity, sealed by the driver to central's registration key, into the
+        journal: it reaches central through the outbox like every event, however long the network
+        is down. Nothing in clear: the event carries the token and the sealed bytes only."""
+        if expired or read.sealed is None:
+            event = Event("registration", "registration_refused", door=reader.door, kind="idno", token=short(token),
+                          detail="id_card_expired" if expired else "the reader did not seal the identity")
+        else:
+            event = Event("registration", "registration_sent", door=reader.door, kind="idno", token=short(token),
+                          sealed=base64.b64encode(read.sealed).decode())
+        self.record(event)
+        return event
 
     # -- face path ------------------------------------------------------------------------------
     def on_face(self, camera_id: str, answer: FaceAnswer | None, chip: np.ndarray | None, t_ns: int) -> Event | None:
@@ -141,11 +178,13 @@ class Controller:
 
     # -- both -----------------------------------------------------------------------------------
     def _credential(self, door_id: str, *, factor: str, kind: str, token: str, t_ns: int,
-                    unknown: Reason = Reason.UNKNOWN_CREDENTIAL) -> Event | None:
+                    unknown: Reason = Reason.UNKNOWN_CREDENTIAL, direction: str = "in") -> Event | None:
+        """`direction`: the reader's (cameras count as `in`), for anti-passback."""
         io = self.io[door_id]
         machine = self.machines[door_id]
         entry = self.whitelist.lookup(token)
-        decision = decide(kind, entry, io.door, self._wallclock(), schedules=self.cfg.schedules,
+        now = self._wallclock()
+        decision = decide(kind, entry, io.door, now, schedules=self.cfg.schedules,
                           holidays=self._holidays, fire_active=machine.fire, stale=self.stale())
         if decision.reason is Reason.UNKNOWN_CREDENTIAL:
             decision = Decision(False, unknown)
@@ -157,7 +196,25 @@ class Controller:
                 log.info("door=%s kind=%s token=%s waiting for the second factor", door_id, kind, short(token))
                 return None
             kind = f"{first.kind}+{kind}" if first.factor == "card" else f"{kind}+{first.kind}"
-        return self._record_decision(door_id, decision, kind=kind, token=token, t_ns=t_ns)
+        decision, violation = self._passback(io.door, token, direction, decision, now)
+        event = self._record_decision(door_id, decision, kind=kind, token=token, t_ns=t_ns)
+        if violation:
+            self.record(Event("access", "antipassback_violation", door=door_id, kind=kind, token=short(token),
+                              detail=f"in again without an out ({io.door.passback_area})"))
+        if decision.reason is Reason.GRANTED and self.passages is not None and io.door.antipassback != "off":
+            self.passages.record(io.door.passback_area, token, antipassback.Passage(direction, now.timestamp()))
+        return event
+
+    def _passback(self, door: Door, token: str, direction: str, decision: Decision, now: datetime) -> tuple[Decision, bool]:
+        """The decision after anti-passback, and whether a soft rule was broken. Only a grant on the
+        list is checked: a fire release opens the door anyway and is not a passage."""
+        if door.antipassback == "off" or self.passages is None or decision.reason is not Reason.GRANTED:
+            return decision, False
+        verdict = antipassback.check(door.antipassback, self.passages.last(door.passback_area, token), direction, now,
+                                     self._resets[door.id])
+        if verdict is antipassback.Verdict.VIOLATION and door.antipassback == "hard":
+            return Decision(False, Reason.ANTIPASSBACK, decision.person), False
+        return decision, verdict is antipassback.Verdict.VIOLATION
 
     def _record_decision(self, door_id: str, decision: Decision, *, kind: str, token: str | None, t_ns: int,
                          detail: str | None = None) -> Event:

@@ -37,11 +37,15 @@ class Reason(StrEnum):
     SECOND_FACTOR_TIMEOUT = "second_factor_timeout"
     UNKNOWN_PLATE = "unknown_plate"
     PLATE_UNREADABLE = "plate_unreadable"
+    ID_CARD_EXPIRED = "id_card_expired"    # the ID card itself is past its validity date
+    ANTIPASSBACK = "antipassback"          # in again without having gone out (hard anti-passback)
 
 
 # Reasons that come from the camera paths before `decide` (edge.access.walkup, second_factor, platevote).
 FACE_PATH_REASONS = frozenset({Reason.UNKNOWN_FACE, Reason.LIVENESS_FAILED, Reason.LOW_QUALITY, Reason.SECOND_FACTOR_TIMEOUT})
 PLATE_PATH_REASONS = frozenset({Reason.UNKNOWN_PLATE, Reason.PLATE_UNREADABLE})
+# Reasons the controller gives around `decide`: the ID card's own validity date, anti-passback.
+CONTROLLER_REASONS = frozenset({Reason.ID_CARD_EXPIRED, Reason.ANTIPASSBACK})
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,17 @@ _MIGRATIONS: list[str] = [
         detail     TEXT
     );
     """,
+    # 2: a registration's identity, sealed to central's key (base64); where each credential last passed
+    """
+    ALTER TABLE journal ADD COLUMN sealed TEXT;
+    CREATE TABLE passback (
+        area      TEXT NOT NULL,           -- doors[].area, or the door's id
+        token     TEXT NOT NULL,           -- the credential's token (keyed hash), never the credential
+        direction TEXT NOT NULL,           -- in | out
+        ts        REAL NOT NULL,           -- unix time of the passage
+        PRIMARY KEY (area, token)
+    );
+    """,
 ]
 
 _WHITELIST_MIGRATIONS: list[str] = [

@@ -54,6 +54,7 @@ class Event:
     decision: str | None = None    # granted | denied
     latency_ms: float | None = None
     detail: str | None = None
+    sealed: str | None = field(default=None, repr=False)  # registrations: the identity sealed to central (base64)
     ts: float = field(default_factory=time.time)
     id: str = field(default_factory=uuid7)
     seq: int | None = None
@@ -62,6 +63,8 @@ class Event:
     def as_dict(self) -> dict[str, object]:
         d = asdict(self)
         d.pop("mono_ns")
+        if d["sealed"] is None:
+            d.pop("sealed")  # only registrations carry one: the others' batches stay as they were
         return d
 
     def line(self) -> str:
@@ -73,12 +76,12 @@ class Event:
         return f"{self.seq:>7} {when} {self.door or '-':10} {what}{cred}{lat}"
 
 
-_COLS = "seq, id, ts, door, type, kind, token, decision, reason, latency_ms, detail"
+_COLS = "seq, id, ts, door, type, kind, token, decision, reason, latency_ms, detail, sealed"
 
 
 def _event(row: tuple[Any, ...]) -> Event:
-    seq, id_, ts, door, typ, kind, token, decision, reason, latency, detail = row
-    return Event(typ, reason, door, kind, token, decision, latency, detail, ts, id_, seq)
+    seq, id_, ts, door, typ, kind, token, decision, reason, latency, detail, sealed = row
+    return Event(typ, reason, door, kind, token, decision, latency, detail, sealed, ts, id_, seq)
 
 
 class Outbox:
@@ -131,10 +134,10 @@ class Outbox:
 
     def _insert(self, event: Event) -> int:
         cur = self._conn.execute(
-            "INSERT INTO journal(id, ts, door, type, kind, token, decision, reason, latency_ms, detail) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO journal(id, ts, door, type, kind, token, decision, reason, latency_ms, detail, sealed) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (event.id, event.ts, event.door, event.type, event.kind, event.token, event.decision,
-             event.reason, event.latency_ms, event.detail))
+             event.reason, event.latency_ms, event.detail, event.sealed))
         event.seq = cur.lastrowid
         return event.seq  # type: ignore[return-value]
 
