@@ -177,7 +177,7 @@ class FaultRig:
         generate_key(self.rig.root / "face.key")
         templates, _ = templates_from(FacePipeline(), [(n, read_rgb(FACES / f"Emma_Watson_000{n}.jpg")) for n in (1, 2, 3)])
         store = FaceStore(self.state, load_template_key(self.rig.root / "face.key"))
-        store.enroll("R-0101 Li Wei", templates)
+        store.enroll(self.rig.person_ref("R-0101 Li Wei"), templates)
         store.close()
 
     def _scenes(self) -> None:

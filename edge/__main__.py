@@ -210,9 +210,10 @@ def cmd_enroll_face(args: argparse.Namespace) -> int:
     except EnrolError as exc:
         print(f"\nenrolment refused, nothing stored: {exc}", file=sys.stderr)
         return 2
-    n = store.enroll(args.person, templates)
+    ref = _person_ref(cfg, args.person)
+    n = store.enroll(ref, templates)
     store.close()
-    print(f"\nenrolled {args.person}: {n} template(s) from {sum(f.used for f in feedback)} photo(s), sealed with the face key")
+    print(f"\nenrolled {args.person} as {ref}: {n} template(s) from {sum(f.used for f in feedback)} photo(s), sealed with the face key")
     return 0
 
 
@@ -256,9 +257,21 @@ def cmd_enroll_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _person_ref(cfg: config_mod.GatewayConfig, person: str) -> str:
+    """The opaque reference the gateway knows `person` by (the same one central's list uses)."""
+    from edge.privacy import SiteKeyError, Tokenizer, load_key
+
+    try:
+        return Tokenizer(load_key(cfg.gateway.site_key_file)).person_ref(person)
+    except SiteKeyError as exc:
+        print(f"site key: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def cmd_enroll_remove(args: argparse.Namespace) -> int:
-    store = _face_store(_load(args.config))
-    n = store.remove(args.person)
+    cfg = _load(args.config)
+    store = _face_store(cfg)
+    n = store.remove(_person_ref(cfg, args.person))
     store.close()
     if not n:
         print(f"{args.person} is not enrolled", file=sys.stderr)
@@ -312,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     en = sub.add_parser("enroll", help="face enrolment (templates stay on this gateway, encrypted)").add_subparsers(dest="sub", required=True)
     ef = with_config(en.add_parser("face", help="enrol a person from 3-5 photos"))
-    ef.add_argument("--person", required=True, help="the person's id, as in the whitelist")
+    ef.add_argument("--person", required=True, help="the person's id, as in the residents list (kept only as its opaque reference)")
     src = ef.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", type=Path, help="a folder with 3-5 photos of the person alone")
     src.add_argument("--camera", help="a camera id from the config (or a source: /dev/videoN, rtsp://..., a folder): "

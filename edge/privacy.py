@@ -19,6 +19,7 @@ from edge.errors import SetupError
 
 KINDS = ("idcard", "ic", "idno", "plate", "face")
 MIN_KEY_BYTES = 32
+PERSON_REF = re.compile(r"^p-[0-9a-f]{16}$")
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 
 
@@ -57,6 +58,17 @@ class Tokenizer:
         mac = self._mac.copy()
         mac.update(f"{kind}:{normalise(kind, value)}".encode())
         return mac.hexdigest()
+
+    def person_ref(self, person: str) -> str:
+        """The opaque reference a list row, a face template and an event know a person by: `p-` and 16
+        hex digits of HMAC(site_key, "person:" + id). Central keeps the map back to the person; the
+        gateway never holds the name. A value that already is a reference is kept as it is."""
+        p = person.strip()
+        if PERSON_REF.match(p):
+            return p
+        mac = self._mac.copy()
+        mac.update(f"person:{p}".encode())
+        return "p-" + mac.hexdigest()[:16]
 
     def token_raw(self, kind: str, canonical: str) -> str:
         """Hot path for drivers that already produce the canonical form (upper-case hex UIDs)."""

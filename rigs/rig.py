@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rigs.boards import ModbusBoard
+from rigs.ga467 import Ga467Emulator
 from rigs.pcscd import Pcscd
 from rigs.pty import PtyPair
 
@@ -35,6 +36,7 @@ pulse_ms = {pulse_ms}
 held_open_s = {held_open_s}
 fail_mode = "{fail_mode}"
 when_stale = "{when_stale}"
+antipassback = "{antipassback}"
 
 [doors.relay]
 type = "modbus"
@@ -73,6 +75,25 @@ R-0304 Wang Fang,idno,110101199003074514,lobby,,
 """
 
 
+ID_READER = """\
+[[readers]]
+type = "ga467"
+port = "{port}"
+baud = 115200
+door = "lobby"
+direction = "{direction}"
+mode = "{mode}"
+"""
+
+
+@dataclass(frozen=True)
+class IdReaderSpec:
+    """A GA 467 reader of the rig: its emulator sits on the far end of its own pty pair."""
+
+    direction: str = "in"
+    mode: str = "access"
+
+
 def wait_until(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.005) -> None:
     """Poll a condition with a deadline; raise TimeoutError naming what did not happen."""
     deadline = time.monotonic() + timeout
@@ -94,11 +115,18 @@ class Rig:
     when_stale: str = "serve"
     mode: str = "card"
     readers: bool = True  # False: no card readers (benchmarks that need no pcscd)
+    id_readers: tuple[IdReaderSpec, ...] = ()  # GA 467 readers, each with an emulator (`ga467[i]`)
+    antipassback: str = "off"
     extra_toml: str = ""  # appended to the config, e.g. a [sync] section from rigs.site
     pcscd: Pcscd | None = None
     pty: PtyPair | None = None
     board: ModbusBoard | None = None
     started: list[str] = field(default_factory=list)
+    ga467: list[Ga467Emulator] = field(default_factory=list)
+    id_ptys: list[PtyPair] = field(default_factory=list)
+
+    def id_port(self, i: int) -> Path:
+        return self.root / f"ttyID{i}"
 
     @property
     def config_path(self) -> Path:
@@ -115,10 +143,19 @@ class Rig:
         self.config_path.write_text(CONFIG_TEMPLATE.format(root=self.root, pulse_ms=self.pulse_ms, held_open_s=self.held_open_s,
                                                            fail_mode=self.fail_mode, log_level=self.log_level,
                                                            gw=self.gw, when_stale=self.when_stale, mode=self.mode,
-                                                           readers=READERS if self.readers else "") + self.extra_toml)
+                                                           antipassback=self.antipassback,
+                                                           readers=(READERS if self.readers else "") + "".join(
+                                                               ID_READER.format(port=self.id_port(i), direction=r.direction, mode=r.mode)
+                                                               for i, r in enumerate(self.id_readers))) + self.extra_toml)
         if not (self.root / "site.key").exists():
             generate_key(self.root / "site.key")
         self.residents_path.write_text(RESIDENTS_CSV)
+
+    def person_ref(self, person: str) -> str:
+        """The opaque reference the gateway knows a resident by (edge.privacy.Tokenizer.person_ref)."""
+        from edge.privacy import Tokenizer, load_key
+
+        return Tokenizer(load_key(self.root / "site.key")).person_ref(person)
 
     def import_residents(self) -> int:
         """Load RESIDENTS_CSV into the rig's whitelist, as `door-edge whitelist import` does."""
@@ -142,9 +179,19 @@ class Rig:
         if board:
             self.board = ModbusBoard(self.root / "ttyBOARD")
             self.board.start()
+        for i in range(len(self.id_readers)):
+            self.id_ptys.append(PtyPair(self.id_port(i), self.root / f"ttyIDDEV{i}").start())
+            emulator = Ga467Emulator(self.root / f"ttyIDDEV{i}")
+            emulator.start()
+            self.ga467.append(emulator)
         return self
 
     def stop(self) -> None:
+        for emulator in self.ga467:
+            emulator.stop()
+        for pty in self.id_ptys:
+            pty.stop()
+        self.ga467, self.id_ptys = [], []
         if self.board is not None:
             self.board.stop()
             self.board = None

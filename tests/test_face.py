@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.privacy import generate_key
+from edge.privacy import Tokenizer, generate_key, load_key
 from edge.store.faces import FaceStore, TemplateKeyError
 from edge.vision.enrol import EnrolError, templates_from
 from edge.vision.face import LIVENESS_MIN, Decider, FacePipeline, Gallery, liveness_score
@@ -110,8 +110,10 @@ def test_enroll_cli_with_progress_list_and_remove(tmp_path, rig):
         return subprocess.run([sys.executable, "-m", "edge", *a], capture_output=True, text=True, cwd=REPO, timeout=120)
     res = run("enroll", "face", "--config", cfg, "--person", "R-0707", "--images", str(photos))
     assert res.returncode == 0, res.stderr
-    assert "enrolled R-0707: 3 template(s)" in res.stdout and "zhu_0007.jpg: ok" in res.stderr
-    assert "R-0707" in run("enroll", "list", "--config", cfg).stdout
+    ref = Tokenizer(load_key(rig.root / "site.key")).person_ref("R-0707")
+    assert f"enrolled R-0707 as {ref}: 3 template(s)" in res.stdout and "zhu_0007.jpg: ok" in res.stderr
+    assert ref in run("enroll", "list", "--config", cfg).stdout  # the gateway knows her by reference only
+    assert not any(b"R-0707" in f.read_bytes() for f in (rig.root / "state").iterdir() if f.is_file())
     assert run("enroll", "remove", "--config", cfg, "--person", "R-0707").returncode == 0
     assert "0 person(s) enrolled" in run("enroll", "list", "--config", cfg).stdout
     (photos / "zhu_0001.jpg").unlink()
@@ -128,7 +130,7 @@ def test_enroll_from_a_camera_takes_five_moments(tmp_path, rig):
         return subprocess.run([sys.executable, "-m", "edge", *a], capture_output=True, text=True, cwd=REPO, timeout=120)
     res = run("enroll", "face", "--config", cfg, "--person", "R-0808", "--camera", str(folder))
     assert res.returncode == 0, res.stderr
-    assert "enrolled R-0808: 5 template(s)" in res.stdout and "[#####] moment" in res.stderr
+    assert "enrolled R-0808 as p-" in res.stdout and ": 5 template(s)" in res.stdout and "[#####] moment" in res.stderr
     empty = scene.write(tmp_path / "empty", scene.blank(20))
     res = run("enroll", "face", "--config", cfg, "--person", "R-0909", "--camera", str(empty))
     assert res.returncode == 2 and "0 usable photo(s)" in res.stderr and "no face found" in res.stderr

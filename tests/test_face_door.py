@@ -65,7 +65,7 @@ def face_rig(tmp_path, templates, frames: list[np.ndarray], *, mode: str, window
     generate_key(rig.root / "face.key")
     store = FaceStore(rig.root / "state", load_template_key(rig.root / "face.key"))
     for pid, t in templates.items():
-        store.enroll(pid, t)
+        store.enroll(rig.person_ref(pid), t)
     store.close()
     return rig
 
@@ -86,7 +86,7 @@ def test_resident_in_stranger_out_photo_refused(tmp_path, pcscd, templates):
         access = [e for e in app.events if e.type == "access"]
         assert [(e.kind, e.reason) for e in access] == [("face", "granted"), ("face", "unknown_face"), ("face", "liveness_failed")]
         granted = access[0]
-        tok = Tokenizer(load_key(rig.root / "site.key")).token("face", RESIDENT_ID)
+        tok = (t := Tokenizer(load_key(rig.root / "site.key"))).token("face", t.person_ref(RESIDENT_ID))
         assert granted.token == tok[:12] and granted.decision == "granted"
         assert rig.board.wait_for(lambda tl: [w.on for w in after_start(tl)][:2] == [True, False], 3)  # one pulse, then locked
         assert sum(1 for w in rig.board.timeline if w.on) == 1

@@ -41,7 +41,7 @@ def face_door_rig(tmp_path, templates, source: Path, **kw) -> Rig:
     rig.import_residents()
     generate_key(rig.root / "face.key")
     store = FaceStore(rig.root / "state", load_template_key(rig.root / "face.key"))
-    store.enroll(FACE_RESIDENT, templates[FACE_RESIDENT])
+    store.enroll(rig.person_ref(FACE_RESIDENT), templates[FACE_RESIDENT])
     store.close()
     return rig
 

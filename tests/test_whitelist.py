@@ -14,7 +14,8 @@ KEY = bytes(range(32))
 CSV = """person,kind,value,doors,valid_from,valid_to,schedule
 R-1,ic,04A1B2C3,lobby;garage,2024-01-01,2026-06-30,
 R-2,idcard,0102030405060708,*,,,cleaners
-R-3,idno,110101199003074514,lobby,,2027-01-01T18:00,
+R-3 Wang Fang,idno,110101199003074514,lobby,,2027-01-01T18:00,
+R-3 Wang Fang,face,,lobby,,,
 """
 
 
@@ -27,8 +28,26 @@ def test_import_hashes_and_stores_no_clear_values(tmp_path):
     conn.close()
     assert version == 1
     raw = b"".join(p.read_bytes() for p in (tmp_path / "state").iterdir())
-    for secret in (b"04A1B2C3", b"0102030405060708", b"110101199003074514"):
+    for secret in (b"04A1B2C3", b"0102030405060708", b"110101199003074514", b"Wang Fang", b"R-3"):
         assert secret not in raw and secret.decode().encode("utf-16-le") not in raw
+
+
+def test_people_are_opaque_references_that_central_can_map_back():
+    import tempfile
+    from pathlib import Path
+
+    tok = Tokenizer(KEY)
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "r.csv"
+        src.write_text(CSV)
+        names: dict[str, str] = {}
+        entries = read_csv(src, tok, names)
+    wang = tok.person_ref("R-3 Wang Fang")
+    assert wang.startswith("p-") and len(wang) == 18 and tok.person_ref(wang) == wang  # a reference stays itself
+    assert {e.person for e in entries if e.kind in ("idno", "face")} == {wang}
+    face = next(e for e in entries if e.kind == "face")
+    assert face.token == tok.token("face", wang)  # the face enrolled under her reference is the one the row allows
+    assert names[wang] == "R-3 Wang Fang" and Tokenizer(bytes(range(1, 33))).person_ref("R-3 Wang Fang") != wang
 
 
 def test_lookup_after_reopen(tmp_path):
@@ -44,7 +63,7 @@ def test_lookup_after_reopen(tmp_path):
     assert wl.lookup(t.token("idcard", "0102030405060708")).doors is None
     assert wl.lookup(t.token("idcard", "0102030405060708")).schedule == "cleaners"
     assert wl.lookup(t.token("ic", "DEADBEEF")) is None
-    assert wl.counts() == {"ic": 1, "idcard": 1, "idno": 1}
+    assert wl.counts() == {"ic": 1, "idcard": 1, "idno": 1, "face": 1}
 
 
 def test_replace_swaps_whole_list_and_bumps_version(tmp_path):

@@ -111,23 +111,25 @@ def state_hash(rows: Iterable[Row]) -> str:
     return format(hash_sum(rows), "064x")
 
 
-def read_csv(path: Path, tokenizer: Tokenizer) -> list[Entry]:
+def read_csv(path: Path, tokenizer: Tokenizer, names: dict[str, str] | None = None) -> list[Entry]:
     """Parse a residents CSV (person, kind, value, doors, valid_from, valid_to[, schedule]).
 
-    Values are hashed as they are read; the clear values are not kept anywhere.
+    Values are hashed as they are read; the clear values are not kept anywhere. The person column
+    becomes an opaque reference (`Tokenizer.person_ref`): the list holds no names. `names`, where
+    given (central), is filled with reference -> person, the map only central keeps.
     `doors` is `*` or door ids separated by `;` or spaces. A `face` row grants the person's enrolled
     face (value: the id they were enrolled under; blank = the person column): central records the
     consent, the gateway holds the template.
     """
     try:
-        return _read_csv(path, tokenizer)
+        return _read_csv(path, tokenizer, names)
     except UnicodeDecodeError as exc:
         raise ResidentsCsvError(f"{path}: not UTF-8 text (byte {exc.start}); save the list as CSV in UTF-8") from None
     except csv.Error as exc:
         raise ResidentsCsvError(f"{path}: not a CSV file the importer can read ({exc})") from None
 
 
-def _read_csv(path: Path, tokenizer: Tokenizer) -> list[Entry]:
+def _read_csv(path: Path, tokenizer: Tokenizer, names: dict[str, str] | None) -> list[Entry]:
     entries: dict[str, Entry] = {}
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
@@ -141,8 +143,8 @@ def _read_csv(path: Path, tokenizer: Tokenizer) -> list[Entry]:
                 if kind not in LIST_KINDS:
                     raise ValueError(f"kind {kind!r} is not one of {', '.join(LIST_KINDS)}")
                 value = rec["value"] or ""
-                if kind == "face" and not value.strip():
-                    value = rec["person"] or ""  # a face row: the person may use the face enrolled under their id
+                if kind == "face":  # the person may use the face enrolled under their id (blank: this row's person)
+                    value = tokenizer.person_ref(value if value.strip() else rec["person"] or "")
                 token = tokenizer.token(kind, value)
                 doors_text = (rec["doors"] or "").strip()
                 if not doors_text:
@@ -151,7 +153,10 @@ def _read_csv(path: Path, tokenizer: Tokenizer) -> list[Entry]:
                 person = (rec["person"] or "").strip()
                 if not person:
                     raise ValueError("person is empty")
-                entry = Entry(token, kind, person, doors,
+                ref = tokenizer.person_ref(person)
+                if names is not None:
+                    names[ref] = person
+                entry = Entry(token, kind, ref, doors,
                               _parse_when(rec["valid_from"] or "", end=False),
                               _parse_when(rec["valid_to"] or "", end=True),
                               (rec.get("schedule") or "").strip() or None)
