@@ -34,15 +34,98 @@ def _central(args: argparse.Namespace, *, serve: bool, connect: bool = True, lis
 
 
 def cmd_central_keygen(args: argparse.Namespace) -> int:
-    from protocol import generate_signing_key
+    """The signing pair (lists, commands) and the registration pair (identities sealed to central);
+    each is made only where it does not exist yet, never overwritten."""
+    from protocol import generate_registration_key, generate_signing_key
 
     private, public = args.dir / "signing.key", args.dir / "signing.pub"
-    try:
-        kid = generate_signing_key(private, public)
-    except FileExistsError:
+    reg_private, reg_public = args.dir / "registration.key", args.dir / "registration.pub"
+    made = 0
+    if private.exists():
         print(f"{private} exists; it is never overwritten (rotate by adding a new key to the gateways first)", file=sys.stderr)
+    else:
+        kid = generate_signing_key(private, public)
+        made += 1
+        print(f"wrote {private} (keep it on central only) and {public} (key id {kid}); give every gateway the .pub file")
+    if reg_private.exists():
+        print(f"{reg_private} exists; it is never overwritten (registrations sealed to it could not be opened)", file=sys.stderr)
+    else:
+        generate_registration_key(reg_private, reg_public)
+        made += 1
+        print(f"wrote {reg_private} (keep it on central only) and {reg_public}; gateways that register tenants need "
+              "sync.registration_key_file = that .pub file")
+    return 0 if made else 2
+
+
+def _office(args: argparse.Namespace) -> str:
+    return args.by or os.environ.get("SUDO_USER") or os.environ.get("USER") or "office"
+
+
+def cmd_central_registrations(args: argparse.Namespace) -> int:
+    from central import registrations as regs
+
+    central = _central(args, serve=False, connect=False)
+    states = ("pending", "approved", "rejected") if args.all else ("pending",)
+    rows = regs.listing(central.db, _office(args), states=states)
+    central.db.close()
+    if args.json:
+        print(json.dumps([r.summary() for r in rows], ensure_ascii=False))
+        return 0
+    for r in rows:
+        s = r.summary()
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(s["received"]))
+        print(f"{s['id']:14} {s['state']:9} {when}  {s['name']:8} idno {s['token']}  {s['gateway']}/{s['door'] or '-'}"
+              + (f"  {s['building'] or ''} {s['room'] or ''} to {s['lease_end']} by {s['decided_by']}" if s["state"] == "approved" else ""))
+    print(f"{len(rows)} registration(s)" + ("" if args.all else " waiting"))
+    return 0
+
+
+def cmd_central_approve(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from central.registrations import RegistrationError
+
+    try:
+        until = date.fromisoformat(args.until)
+    except ValueError:
+        print(f"--until {args.until!r}: not a date; give the lease's last day as YYYY-MM-DD", file=sys.stderr)
         return 2
-    print(f"wrote {private} (keep it on central only) and {public} (key id {kid}); give every gateway the .pub file")
+    doors = None if args.doors.strip() == "*" else frozenset(d for d in args.doors.replace(";", ",").split(",") if d.strip())
+    central = _central(args, serve=False)
+    try:
+        result = central.approve(args.id, doors=doors, until=until, who=_office(args), building=args.building, room=args.room, ic=args.ic)
+    except RegistrationError as exc:
+        print(f"approve refused, nothing changed: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        time.sleep(0.5)  # let paho hand the delta to the broker
+        central.close()
+    print(f"{args.id} approved to {until}: list v{result.version} ({result.upserts} credential(s)) sent to the gateways")
+    return 0
+
+
+def cmd_central_reject(args: argparse.Namespace) -> int:
+    from central.registrations import RegistrationError
+
+    central = _central(args, serve=False, connect=False)
+    try:
+        central.reject(args.id, who=_office(args), note=args.note)
+    except RegistrationError as exc:
+        print(f"reject refused: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        central.db.close()
+    print(f"{args.id} rejected")
+    return 0
+
+
+def cmd_central_export(args: argparse.Namespace) -> int:
+    from central import registrations as regs
+
+    central = _central(args, serve=False, connect=False)
+    n = regs.export_csv(central.db, args.out, _office(args), central.cfg.central.site)
+    central.db.close()
+    print(f"wrote {n} approved registration(s) to {args.out} (this export is in the audit log)")
     return 0
 
 
@@ -83,13 +166,22 @@ def cmd_central_status(args: argparse.Namespace) -> int:
     central = _central(args, serve=False, connect=False)
     rows = central.gateways()
     events = {gw: central.event_count(gw) for gw in central.cfg.central.gateways}
+    violations = central.passback_violations()
+    pending = central.db.execute("SELECT count(*) FROM registrations WHERE state='pending'").fetchone()[0]
     central.db.close()
     if args.json:
-        print(json.dumps({"version": central.version, "gateways": rows, "events": events}))
+        print(json.dumps({"version": central.version, "gateways": rows, "events": events, "antipassback_violations": violations,
+                          "registrations_pending": pending}))
         return 0
     for r in rows:
         print(f"{r['gw']:16} {r['state'] or '-':8} conn {r['conn'] or 0:<4} list v{r['applied_version'] or 0:<6} "
               f"events {events.get(r['gw'], 0):<8} {('last reject: ' + r['last_reject']) if r['last_reject'] else ''}")
+    if pending:
+        print(f"{pending} registration(s) waiting for the office (`registrations`)")
+    if violations:
+        print("anti-passback violations by credential (a card lent around?):")
+        for token, n in violations.items():
+            print(f"  {token}  {n}")
     return 0
 
 
@@ -153,6 +245,29 @@ def build_parser(prog: str = "door-edge-central") -> argparse.ArgumentParser:
     cc.add_argument("--sign", action="store_true", help="sign the command (needed by relay_pulse)")
     cc.add_argument("--timeout", type=float, default=10.0)
     cc.set_defaults(func=cmd_central_cmd)
+    cr = central_cfg(ce.add_parser("registrations", help="new tenants' registrations waiting for the office (audited)"))
+    cr.add_argument("--all", action="store_true", help="approved and rejected ones too")
+    cr.add_argument("--json", action="store_true")
+    cr.add_argument("--by", help="who is looking (the audit log's name; default $USER)")
+    cr.set_defaults(func=cmd_central_registrations)
+    cap = central_cfg(ce.add_parser("approve", help="approve a registration: the tenant's ID card (and an IC card) open the doors to the lease end"))
+    cap.add_argument("id", help="the registration id (see `registrations`)")
+    cap.add_argument("--doors", required=True, help="door ids separated by commas, or * for every door")
+    cap.add_argument("--until", required=True, help="the lease's last day, YYYY-MM-DD")
+    cap.add_argument("--building", help="the household's building (default: central.site)")
+    cap.add_argument("--room", help="the household's room")
+    cap.add_argument("--ic", help="the UID of an IC card issued at the desk (hex)")
+    cap.add_argument("--by", help="who approved (default $USER)")
+    cap.set_defaults(func=cmd_central_approve)
+    crj = central_cfg(ce.add_parser("reject", help="reject a registration"))
+    crj.add_argument("id")
+    crj.add_argument("--note", default="", help="why (kept with the registration)")
+    crj.add_argument("--by", help="who rejected (default $USER)")
+    crj.set_defaults(func=cmd_central_reject)
+    cx = central_cfg(ce.add_parser("export", help="the residence-registration list (CSV) for the police station (audited)"))
+    cx.add_argument("--out", type=Path, required=True)
+    cx.add_argument("--by", help="who exported (default $USER)")
+    cx.set_defaults(func=cmd_central_export)
     ca = ce.add_parser("acl", help="print the mosquitto ACL: each gateway limited to its own topics")
     ca.add_argument("--central-user", default="central")
     ca.set_defaults(func=cmd_central_acl)

@@ -25,6 +25,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ import paho.mqtt.client as paho
 from pydantic import Field
 
 import protocol
+from central import registrations as regs
 from edge import config as config_mod
 from edge.config import StrictModel, SyncSection, credential_path
 from edge.privacy import Tokenizer, load_key
@@ -54,6 +56,17 @@ _MIGRATIONS = ["""
                            applied_sha256 TEXT, last_reject TEXT, last_seen REAL);
 """, """
     CREATE INDEX events_received ON events(received);  -- the retention purge
+""", """
+    -- new tenants: the identity as the gateway sealed it, opened here, decided by the office (no semicolons in these comments)
+    CREATE TABLE registrations (id TEXT PRIMARY KEY, gw TEXT NOT NULL, event_id TEXT NOT NULL, door TEXT,
+                                token TEXT NOT NULL,            -- the idno token (site key HMAC)
+                                identity TEXT NOT NULL,         -- JSON (protocol.RegisteredIdentity)
+                                received REAL NOT NULL, state TEXT NOT NULL DEFAULT 'pending',  -- pending | approved | rejected
+                                building TEXT, room TEXT, lease_end TEXT, person TEXT, entries TEXT,  -- what approval listed
+                                decided_by TEXT, decided_at REAL, note TEXT);
+    CREATE INDEX registrations_state ON registrations(state);
+    CREATE TABLE persons (ref TEXT PRIMARY KEY, name TEXT NOT NULL);  -- the gateways' opaque references, mapped back
+    CREATE TABLE audit (ts REAL NOT NULL, who TEXT NOT NULL, action TEXT NOT NULL, subject TEXT, detail TEXT);
 """]
 
 
@@ -61,6 +74,10 @@ class CentralSection(StrictModel):
     state_dir: Path = Field(title="State directory", description="Where central.db lives.")
     site_key_file: Path = Field(default=Path("site.key"), title="Site key file", description="The same site key as the gateways'.")
     signing_key_file: Path = Field(default=Path("signing.key"), title="Signing key", description="Ed25519 private key from `door-edge central keygen`.")
+    registration_key_file: Path = Field(default=Path("registration.key"), title="Registration key",
+                                        description="X25519 private key from `door-edge central keygen` that opens the identities "
+                                                    "gateways seal at registration; give the gateways registration.pub.")
+    site: str = Field(default="", title="Site", description="The community or building, as the residence-registration export names it.")
     gateways: list[str] = Field(min_length=1, title="Gateways", description="Ids of the gateways that get the list.")
     chunk_entries: int = Field(default=5000, ge=100, le=50_000, title="Snapshot chunk", description="Entries per snapshot chunk.")
     delta_max_ops: int = Field(default=5000, ge=0, title="Largest delta", description="Bigger changes are sent as a snapshot.")
@@ -84,7 +101,8 @@ def load_config(path: Path) -> CentralConfig:
     cfg = config_mod.validate(CentralConfig, config_mod.read_toml(path), str(path))
     c, b, base = cfg.central, cfg.broker, path.parent
     c = c.model_copy(update={"state_dir": base / c.state_dir, "site_key_file": credential_path(c.site_key_file, base),
-                             "signing_key_file": credential_path(c.signing_key_file, base)})
+                             "signing_key_file": credential_path(c.signing_key_file, base),
+                             "registration_key_file": credential_path(c.registration_key_file, base)})
     b = b.model_copy(update={k: getattr(b, k) and credential_path(getattr(b, k), base) for k in ("ca_file", "cert_file", "key_file")})
     return CentralConfig(central=c, broker=b, retention=cfg.retention)
 
@@ -108,6 +126,7 @@ class Central:
         self.db = open_db(c.state_dir, name="central.db", migrations=_MIGRATIONS)
         self.signer = Signer.from_file(c.signing_key_file)
         self.tokenizer = Tokenizer(load_key(c.site_key_file))
+        self.registration_key = self._registration_key(c.registration_key_file)
         self._lock = threading.RLock()
         self.client = new_client(client_id, cfg.broker, clean_start=True)
         self.client.on_connect = self._connected
@@ -122,6 +141,17 @@ class Central:
         self._purge_thread: threading.Thread | None = None
         self._serve = False
         self._listen: tuple[str, ...] = ()
+
+    @staticmethod
+    def _registration_key(path: Path) -> bytes | None:
+        """Without it, registrations stay sealed in the events (counted) until it is installed."""
+        try:
+            return protocol.read_registration_key(path)
+        except FileNotFoundError:
+            log.warning("central: no registration key %s: registrations cannot be opened (`door-edge central keygen` makes one)", path)
+        except (OSError, ValueError) as exc:
+            log.error("central: registration key unusable: %s", exc)
+        return None
 
     # -- connection -----------------------------------------------------------------------------
     def connect(self, *, serve: bool = True, listen: tuple[str, ...] | None = None, timeout: float = 10.0) -> Central:
@@ -213,7 +243,15 @@ class Central:
             return self.signer.seal(WlHead(gw=gw, version=self.version, sha256=self._sha(), count=self.count(), ts=time.time()))
 
     def publish_csv(self, path: Path) -> Published:
-        return self.publish_entries(read_csv(path, self.tokenizer))
+        """The residents file plus the tenants the office approved (who are not in the file); the
+        file's person names stay here, mapped from the references the gateways get."""
+        names: dict[str, str] = {}
+        entries = read_csv(path, self.tokenizer, names)
+        with self._lock, Transaction(self.db) as db:
+            db.executemany("INSERT OR REPLACE INTO persons VALUES (?,?)", names.items())
+            registered = regs.listed_entries(db)
+        filed = {e.token for e in entries}
+        return self.publish_entries([*entries, *(e for e in registered if e.token not in filed)])
 
     def publish_entries(self, entries: Iterable[Entry]) -> Published:
         """Make `entries` the whole new list (what `publish --residents` does): diff, then `apply_changes`."""
@@ -359,6 +397,9 @@ class Central:
     def _ingest(self, gw: str, batch: EventBatch) -> None:
         now = time.time()
         with self._lock, Transaction(self.db) as db:
+            for e in batch.events:
+                if e.get("reason") == "registration_sent" and db.execute("SELECT 1 FROM events WHERE gw=? AND id=?", (gw, e.get("id"))).fetchone() is None:
+                    self._registration(db, gw, e)
             before = db.total_changes
             db.executemany("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?)",
                            [(gw, e["id"], e["seq"], e["ts"], json.dumps(e), now) for e in batch.events])
@@ -366,6 +407,43 @@ class Central:
         self.counters["events"] += fresh
         self.counters["duplicates_ignored"] += len(batch.events) - fresh
         self._publish(gw, "evt/ack", EvtAck(upto=batch.last).dumps())  # only after the commit
+
+    def _registration(self, db, gw: str, event: dict[str, Any]) -> None:
+        """A new tenant's sealed identity, opened in the ingest transaction (the ack comes after the commit)."""
+        try:
+            reg_id = regs.ingest(db, gw, event, self.registration_key, self.tokenizer)
+        except Rejected as r:
+            reg_id = None
+            log.error("central: a registration from %s could not be opened: %s", gw, r.reason)
+        if reg_id is None:
+            self.counters["registrations.unopened"] += 1
+        else:
+            self.counters["registrations"] += 1
+            log.info("central: registration %s from %s (%s) waits for the office", reg_id, gw, event.get("door"))
+
+    # -- the office: registrations -----------------------------------------------------------------
+    def approve(self, reg_id: str, *, doors: frozenset[str] | None, until: date, who: str, building: str | None = None,
+                room: str | None = None, ic: str | None = None) -> Published:
+        """List the tenant (idno, and a desk IC card) to the lease end; pushed to the gateways at once."""
+        with self._lock:
+            reg = regs.get(self.db, reg_id)
+            person = regs.new_person_ref()
+            entries = regs.approval_entries(self.tokenizer, reg, person, doors=doors, until=until, ic=ic)
+            regs.decide(self.db, reg, approved=True, who=who, building=building or self.cfg.central.site or None, room=room,
+                        lease_end=until, person=person, entries=entries)
+            return self.apply_changes(entries)
+
+    def reject(self, reg_id: str, *, who: str, note: str = "") -> None:
+        with self._lock:
+            regs.decide(self.db, regs.get(self.db, reg_id), approved=False, who=who, note=note)
+
+    def passback_violations(self) -> dict[str, int]:
+        """Anti-passback violations per credential token (short), most first: a card lent around a flat."""
+        with self._lock:
+            rows = self.db.execute("SELECT json_extract(body, '$.token') t, count(*) n FROM events "
+                                   "WHERE json_extract(body, '$.reason') IN ('antipassback', 'antipassback_violation') "
+                                   "GROUP BY t ORDER BY n DESC, t").fetchall()
+        return {t: n for t, n in rows if t}
 
     def _wl_ack(self, gw: str, ack: WlAck) -> None:
         if ack.ok:

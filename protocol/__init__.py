@@ -278,3 +278,59 @@ class Keyring:
         if body.get("gw") != gw:
             raise Rejected("wrong_gateway", f"body names {str(body.get('gw'))[:64]!r}")
         return body
+
+
+# -- registrations ------------------------------------------------------------------------------
+# A reader in register mode seals the identity it read to central's registration key (an X25519
+# key pair, libsodium's sealed box: anonymous sender, only the private key opens it). The sealed
+# bytes travel base64 in the `sealed` field of a `registration_sent` event, through the outbox and
+# `evt/access` like every event (one journal, one ack: nothing lost offline), and central opens it.
+class RegisteredIdentity(_Msg):
+    """What a sealed registration holds (drivers.sam_ga467.Identity.sealed_to writes it)."""
+
+    name: str
+    sex: str
+    nation: str
+    birth: str
+    address: str
+    idno: str = Field(pattern=r"^\d{17}[\dX]$")
+    authority: str
+    valid_from: str | None
+    valid_to: str | None
+
+
+def generate_registration_key(private_path: Path, public_path: Path) -> None:
+    """Write a new registration key pair, base64 (private 0600 and never overwritten)."""
+    import os
+
+    from nacl.public import PrivateKey
+
+    key = PrivateKey.generate()
+    private_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(base64.b64encode(bytes(key)).decode() + "\n")
+    public_path.write_text(base64.b64encode(bytes(key.public_key)).decode() + "\n")
+
+
+def read_registration_key(path: Path) -> bytes:
+    """The 32 raw bytes of a registration key file (either half); ValueError if it is not one."""
+    try:
+        raw = base64.b64decode(path.read_text().strip(), validate=True)
+    except (binascii.Error, UnicodeDecodeError):
+        raise ValueError(f"{path} is not a base64 registration key") from None
+    if len(raw) != 32:
+        raise ValueError(f"{path} holds {len(raw)} bytes, not a 32-byte registration key")
+    return raw
+
+
+def open_registration(private: bytes, sealed_b64: str) -> RegisteredIdentity:
+    """Open a sealed registration with central's private key; Rejected if it cannot be."""
+    from nacl.exceptions import CryptoError
+    from nacl.public import PrivateKey, SealedBox
+
+    try:
+        raw = SealedBox(PrivateKey(private)).decrypt(base64.b64decode(sealed_b64, validate=True))
+    except (CryptoError, binascii.Error, ValueError, TypeError):
+        raise Rejected("undecryptable", "not sealed to this registration key") from None
+    return load(RegisteredIdentity, raw)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.privacy import generate_key
-from protocol import generate_signing_key
+from protocol import generate_registration_key, generate_signing_key
 from rigs.broker import Mosquitto
 
 CENTRAL_TEMPLATE = """\
@@ -44,6 +44,8 @@ class Site:
             generate_key(self.site_key)
         if not (self.root / "signing.key").exists():
             generate_signing_key(self.root / "signing.key", self.root / "signing.pub")
+        if not (self.root / "registration.key").exists():
+            generate_registration_key(self.root / "registration.key", self.root / "registration.pub")
         self.broker = broker or Mosquitto(self.root / "broker", tls=self.tls).start()
         return self
 
@@ -63,7 +65,8 @@ class Site:
     def gateway_sync_toml(self, gw: str, *, tls: bool | None = None, extra: str = "") -> str:
         """The `[sync]` section of a gateway's config on this site."""
         return ("\n[sync]\nhost = \"127.0.0.1\"\n" + self._broker_toml(gw, self.tls if tls is None else tls)
-                + f"trusted_keys = [\"{self.public_key}\"]\nreconnect_max_s = 2\n" + extra)
+                + f"trusted_keys = [\"{self.public_key}\"]\nregistration_key_file = \"{self.root / 'registration.pub'}\"\n"
+                + "reconnect_max_s = 2\n" + extra)
 
     def central_config(self, *, chunk: int = 5000, delta_max: int = 5000, head_interval: float = 300, tls: bool | None = None) -> Path:
         path = self.root / "central.toml"
