@@ -312,6 +312,8 @@ def build_parser(prog: str = "door-edge bench") -> argparse.ArgumentParser:
     bn.add_argument("--swipes", type=int, default=200)
     bn.add_argument("--load", choices=["face"], default=None, help="card: with the face worker running flat out")
     bn.add_argument("--sync", action="store_true", help="card: with sync running (broker, central, live deltas, events drained)")
+    bn.add_argument("--reader", choices=["pcsc", "ga467"], default="pcsc",
+                    help="card: ga467 adds the GA 467 ID-card reader's find/select/read exchange (ga467_read_ms, ga467_line_ms)")
     bn.add_argument("--rounds", type=int, default=100, help="faults: kill -9 rounds")
     bn.add_argument("--attempts", type=int, default=10_000, help="faults: reconnect attempts each part is kept away for")
     bn.add_argument("--fuzz", type=int, default=1_000_000, help="faults: fuzzed inputs in all")
@@ -325,6 +327,10 @@ def main(argv: list[str] | None = None, prog: str = "door-edge bench") -> int:
     if args.name == "card":
         with tempfile.TemporaryDirectory(prefix="door-edge-bench-") as tmp:
             result = bench_card(args.swipes, root=Path(tmp), sync=args.sync, load=args.load)
+            if args.reader == "ga467":
+                from devtools.bench_ga467 import bench_ga467
+
+                result.update(bench_ga467(Path(tmp), min(args.swipes, 200), _pct))
     elif args.name in ("face", "plate"):
         if args.data is None or not (args.data / "labels.csv").exists():
             print(f"bench {args.name} needs --data DIR with labels.csv (e.g. ../shared/data/{args.name}s)", file=sys.stderr)

@@ -6,7 +6,9 @@ daemon as a real `door-edge run` process, with a camera that is a folder of fram
 publishes the residents list and a resident is enrolled with `door-edge enroll face`; the camera
 shows her walking up (the door opens), a stranger, and a photo of her held up (refused); then the
 scene plays residents swiping, a stranger, an expired tenant, the exit button, a door held open and
-the fire alarm; then central pushes a changed list live and the next swipe follows it. It prints the
+the fire alarm; then central pushes a changed list live and the next swipe follows it; then ID cards on
+GA 467 readers: a resident, an expired card, and a new tenant who registers at the desk, is approved
+by the office on central, and opens the door with her next swipe. It prints the
 daemon's log as it comes, the relay timeline, the journal and central's view of the gateway.
 Everything it started, it stops.
 """
@@ -26,8 +28,9 @@ import time
 from pathlib import Path
 
 from devtools import REPO, TEST_DATA
+from rigs import ga467
 from rigs.proc import terminate
-from rigs.rig import RESIDENTS_CSV, Rig, wait_until
+from rigs.rig import RESIDENTS_CSV, IdReaderSpec, Rig, wait_until
 from rigs.site import Site
 from rigs.vcard import VPCD_PORTS, CardProfile, VirtualCard
 
@@ -178,6 +181,64 @@ class Scene:
         self.say("a technician asks the gateway for its journal figures through central")
         subprocess.run([*run, "central", "cmd", "--config", str(central_cfg), "--gateway", "gw-demo", "--op", "journal_stats"], check=True)
 
+    def present_id(self, reader: int, card: ga467.FakeId, reason: str) -> None:
+        """An ID card laid on GA 467 reader `reader` (0: the lobby's, 1: the office desk's) until the daemon decides."""
+        emulator = self.rig.ga467[reader]
+        emulator.present(card)
+        try:
+            self.expect(reason)
+        finally:
+            emulator.take_away()
+
+    def play_registration(self, run: list[str], central_cfg: Path) -> None:
+        import json
+        from datetime import date
+
+        self.say("Wang Fang (resident; her ID number is on the list) lays her ID card on the lobby's ID-card reader")
+        self.present_id(0, ga467.WANG_FANG, "granted")
+        self.coil_is(True)
+        self.coil_is(False)
+        self.say("Zhao Lei tries an ID card that expired in 2024")
+        self.present_id(0, ga467.ZHAO_LEI, "id_card_expired")
+        self.say("a new tenant, Chen Jing, registers at the office desk's reader: the gateway seals her identity to central's key")
+        self.present_id(1, ga467.CHEN_JING, "registration_sent")
+        self.say("she tries the lobby before the office has approved her")
+        self.present_id(0, ga467.CHEN_JING, "unknown_credential")
+
+        def pending() -> list[dict]:
+            out = subprocess.run([*run, "central", "registrations", "--config", str(central_cfg), "--json", "--by", "demo-office"],
+                                 check=True, capture_output=True, text=True).stdout
+            return json.loads(out)
+
+        wait_until(lambda: bool(pending()), 30, "central to receive the registration")
+        self.say("the community office lists what waits for it on central (door-edge central registrations)")
+        subprocess.run([*run, "central", "registrations", "--config", str(central_cfg), "--by", "demo-office"], check=True)
+        reg = pending()[0]["id"]
+        until = date.today().replace(year=date.today().year + 1).isoformat()
+        version = self.list_version()
+        self.say(f"the office approves her for the lobby, room 1203, lease to {until}")
+        subprocess.run([*run, "central", "approve", reg, "--config", str(central_cfg), "--doors", "lobby", "--until", until,
+                        "--building", "demo-court 3", "--room", "1203", "--by", "demo-office"], check=True)
+        wait_until(lambda: self.list_version() > version, 30, "the gateway to apply the approval's delta")
+        self.say("Chen Jing's ID card at the lobby, without restarting anything")
+        self.present_id(0, ga467.CHEN_JING, "granted")
+        export = self.rig.root / "registrations.csv"
+        subprocess.run([*run, "central", "export", "--config", str(central_cfg), "--out", str(export), "--by", "demo-office"], check=True)
+        export.unlink()  # the police station's list, with the identities in it: not left in the demo's folder
+
+    def privacy_check(self) -> None:
+        """Nothing in the gateway's state directory (the WAL included) names a resident or holds an ID number."""
+        secrets_ = ["Li Wei", "Zhang Min", "Wang Fang", ga467.CHEN_JING.name, ga467.WANG_FANG.name, ga467.CHEN_JING.idno,
+                    ga467.WANG_FANG.idno]
+        found = []
+        for f in sorted((self.rig.root / "state").rglob("*")):
+            if f.is_file():
+                data = f.read_bytes()
+                found += [f"{f.name}: {s[:2]}..." for s in secrets_ if s.encode() in data or s.encode("utf-16-le") in data]
+        if found:
+            raise RuntimeError(f"personal data in the gateway's state: {found}")
+        self.say(f"no name and no ID number anywhere in the gateway's state directory ({len(secrets_)} looked for, WAL included)")
+
     def list_version(self) -> int:
         from edge.store.db import open_whitelist_db
         from edge.store.whitelist import Whitelist
@@ -189,6 +250,14 @@ class Scene:
             conn.close()
 
 
+# the office desk's ID-card reader, where new tenants register (it needs the [sync] section before it)
+DESK_READER = """
+[[readers]]
+type = "ga467"
+port = "{port}"
+door = "lobby"
+mode = "register"
+"""
 FACE_ROW = "R-0101 Li Wei,face,,lobby,,\n"  # she consented to face entry at the lobby: central's list says so
 FACES = TEST_DATA / "faces"  # LFW thumbnails, see ATTRIBUTION.md there
 
@@ -262,7 +331,7 @@ def main(argv: list[str] | None = None, prog: str = "door-edge demo") -> int:
             print(f"demo needs {tool}: run `make demo` (it installs the apt packages)", file=sys.stderr)
             return 1
     shutil.rmtree(root, ignore_errors=True)
-    rig = Rig(root, pulse_ms=1500, held_open_s=3.0)
+    rig = Rig(root, pulse_ms=1500, held_open_s=3.0, id_readers=(IdReaderSpec("in"), IdReaderSpec("in", "register")))
     daemon: subprocess.Popen[str] | None = None
     server: subprocess.Popen[str] | None = None
     site: Site | None = None
@@ -274,7 +343,8 @@ def main(argv: list[str] | None = None, prog: str = "door-edge demo") -> int:
         site = Site(root / "site", rig.root / "site.key", gateways=["gw-demo"], tls=True).start()
         cfg = REPO / "config" / "demo.toml"
         # the shipped demo config, plus the [sync] section for this run's broker port and certificate
-        rig.config_path.write_text(cfg.read_text().replace("/tmp/door-edge-demo", str(root)) + site.gateway_sync_toml("gw-demo"))
+        rig.config_path.write_text(cfg.read_text().replace("/tmp/door-edge-demo", str(root)) + site.gateway_sync_toml("gw-demo")
+                                   + DESK_READER.format(port=rig.id_port(1)))
         central_cfg = site.central_config()
         server = site.central_process()
         threading.Thread(target=_pump, args=(server.stdout, "  central| "), daemon=True).start()
@@ -300,6 +370,7 @@ def main(argv: list[str] | None = None, prog: str = "door-edge demo") -> int:
         scene.play_cameras()
         scene.play()
         scene.play_sync(run, central_cfg)
+        scene.play_registration(run, central_cfg)
         print("\n== relay timeline (coil 0: lobby lock, coil 1: gate barrier; as the board saw it)")
         t_first = board.timeline[0].t_ns if board.timeline else 0
         for w in board.timeline:
@@ -309,6 +380,7 @@ def main(argv: list[str] | None = None, prog: str = "door-edge demo") -> int:
         subprocess.run([*run, "central", "events", "--config", str(central_cfg), "--gateway", "gw-demo", "-n", "40"], check=True)
         print("\n== central's view of the gateway (door-edge central status)", flush=True)
         subprocess.run([*run, "central", "status", "--config", str(central_cfg)], check=True)
+        scene.privacy_check()
         rc = 0
     except (TimeoutError, subprocess.CalledProcessError, RuntimeError) as exc:
         print(f"demo failed: {exc}", file=sys.stderr)

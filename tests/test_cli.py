@@ -91,7 +91,8 @@ def test_demo_runs_to_completion():
     res = subprocess.run([sys.executable, "-m", "edge", "demo"], capture_output=True, text=True, cwd=REPO, timeout=180)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     for line in ("fire_release", "fire_cleared", "held_open", "forced_open", "unknown_credential", "expired",
-                 "kind=face token=", "reason=unknown_face", "reason=liveness_failed", "enrolled R-0101 Li Wei: 3 template(s)",
+                 "kind=face token=", "reason=unknown_face", "reason=liveness_failed", "enrolled R-0101 Li Wei as p-",
+                 "reason=id_card_expired", "event=registration_sent", "approved to", "no name and no ID number",
                  "door=gate kind=plate", "reason=unknown_plate"):
         assert line in res.stdout
     assert "demo finished" in res.stdout
