@@ -56,11 +56,11 @@ SELECT = (0x20, 0x02)
 READ_BASE = (0x30, 0x01)
 
 OK, FIND_OK = 0x90, 0x9F
+# SW3, the module's status (notes/rigs.md); any other value is named status_XX
 STATUS = {0x90: "ok", 0x9F: "find_ok", 0x80: "no_card", 0x81: "select_failed", 0x41: "read_failed",
           0x10: "checksum_error", 0x11: "length_error", 0x21: "command_error", 0x23: "unauthorised",
-          0x24: "unknown_error", 0x31: "card_authentication_failed", 0x32: "sam_authentication_failed",
-          0x33: "information_error", 0x40: "unknown_card", 0x47: "sam_busy", 0x60: "self_test_failed",
-          0x66: "sam_unauthorised"}
+          0x31: "card_authentication_failed", 0x32: "sam_authentication_failed", 0x33: "information_error",
+          0x60: "self_test_failed"}
 
 # the text block: (field, bytes), UCS-2 little-endian, space-padded; 256 bytes in all
 TEXT_FIELDS = (("name", 30), ("sex", 2), ("nation", 4), ("birth", 16), ("address", 70), ("idno", 36),
