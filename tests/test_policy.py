@@ -70,7 +70,7 @@ def test_decide(name, kind, ent, door, now, fire, granted, reason):
 
 
 def test_every_reason_is_covered_by_the_table():
-    # those: test_walkup.py, test_plate.py, test_identity.py and test_antipassback.py
+    # those: test_walkup.py, test_plate.py and test_id_door.py
     assert {c[-1] for c in CASES} == set(Reason) - FACE_PATH_REASONS - PLATE_PATH_REASONS - CONTROLLER_REASONS
 
 

@@ -1,5 +1,6 @@
-"""Anti-passback: the rule as a table, then the daemon with in and out ID-card readers (hard and
-soft), through a restart, and central's count of violations per credential."""
+"""ID cards at the door: anti-passback as a table, then the daemon with in and out GA 467 readers
+(hard and soft), through a restart, central's count of violations per credential; and an ID card
+past its own validity date refused."""
 
 from __future__ import annotations
 
@@ -104,3 +105,21 @@ def test_soft_antipassback_opens_journals_and_central_counts_it(synced_factory):
         wait_until(lambda: central.passback_violations() == {token: 1}, 10, "central to count the violation")
     finally:
         app.stop()
+
+
+def test_an_id_card_past_its_own_validity_is_refused_at_the_door(tmp_path):
+    from rigs.ga467 import ZHAO_LEI
+
+    rig = door_rig(tmp_path / "rig", "off")
+    app = AppThread(rig.config_path).start(readers=0)
+    try:
+        rig.ga467[IN].present(ZHAO_LEI)  # expired 2024-01-01
+        app.wait_event("id_card_expired")
+        rig.ga467[IN].take_away()
+        present(app, rig, IN, "granted")  # a valid card on the same reader
+        assert access(app) == [("denied", "id_card_expired"), ("granted", "granted")]
+        assert [e.kind for e in app.events if e.type == "access"] == ["idno", "idno"]
+        assert rig.board.wait_for(lambda tl: sum(w.on for w in tl) == 1, 3)  # only the valid card opened
+    finally:
+        app.stop()
+        rig.stop()
