@@ -62,11 +62,9 @@ def _office(args: argparse.Namespace) -> str:
 
 
 def cmd_central_registrations(args: argparse.Namespace) -> int:
-    from central import registrations as regs
-
     central = _central(args, serve=False, connect=False)
     states = ("pending", "approved", "rejected") if args.all else ("pending",)
-    rows = regs.listing(central.db, _office(args), states=states)
+    rows = central.registrations(_office(args), states=states)
     central.db.close()
     if args.json:
         print(json.dumps([r.summary() for r in rows], ensure_ascii=False))
@@ -120,10 +118,8 @@ def cmd_central_reject(args: argparse.Namespace) -> int:
 
 
 def cmd_central_export(args: argparse.Namespace) -> int:
-    from central import registrations as regs
-
     central = _central(args, serve=False, connect=False)
-    n = regs.export_csv(central.db, args.out, _office(args), central.cfg.central.site)
+    n = central.export_registrations(args.out, _office(args))
     central.db.close()
     print(f"wrote {n} approved registration(s) to {args.out} (this export is in the audit log)")
     return 0

@@ -433,6 +433,15 @@ class Central:
                         lease_end=until, person=person, entries=entries)
             return self.apply_changes(entries)
 
+    def registrations(self, who: str, *, states: tuple[str, ...] = ("pending",)) -> list[regs.Registration]:
+        """The office's list (audited); under the lock, as ingest writes on the same connection."""
+        with self._lock:
+            return regs.listing(self.db, who, states=states)
+
+    def export_registrations(self, path: Path, who: str) -> int:
+        with self._lock:
+            return regs.export_csv(self.db, path, who, self.cfg.central.site)
+
     def reject(self, reg_id: str, *, who: str, note: str = "") -> None:
         with self._lock:
             regs.decide(self.db, regs.get(self.db, reg_id), approved=False, who=who, note=note)
