@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -150,12 +151,22 @@ def cmd_central_serve(args: argparse.Namespace) -> int:
     setup_logging("info")
     central = _central(args, serve=True)
     done = threading.Event()
+    died: list[str] = []
+
+    def thread_died(hook: threading.ExceptHookArgs) -> None:
+        """A bug in a handler (on paho's thread): logged, and the server exits 1 for its supervisor to restart it."""
+        logging.getLogger("central").error("thread %s died", hook.thread.name if hook.thread else "?",
+                                           exc_info=(hook.exc_type, hook.exc_value, hook.exc_traceback))  # type: ignore[arg-type]
+        died.append(hook.exc_type.__name__)
+        done.set()
+
+    threading.excepthook = thread_died
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     print(f"central serving list v{central.version} to {', '.join(central.cfg.central.gateways)}", flush=True)
     done.wait()
     central.close()
-    return 0
+    return 1 if died else 0
 
 
 def cmd_central_status(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from edge.vision.plate import PlateReader
+from training.plates.synth import FontsMissing
 
 GREEN_SEED = 424242  # training uses seeds 7 and 11 (and their derived chunk seeds): disjoint
 GREEN_N = 300
@@ -49,7 +50,7 @@ def green_set(n: int = GREEN_N, seed: int = GREEN_SEED) -> list[tuple[str, np.nd
 def _peer():
     try:
         from hyperlpr2 import PR
-    except Exception as exc:  # noqa: BLE001 - the peer's import pulls its own native stack; any failure means no peer
+    except (ImportError, OSError) as exc:  # not installed, or its native libraries do not load
         print(f"bench plate: peer hyperlpr2 unavailable ({exc.__class__.__name__}: {exc}); `make bench` installs it", file=sys.stderr)
         return None
     return PR
@@ -73,7 +74,7 @@ def bench_plate(data: Path) -> dict:
     try:
         green = green_set()
         green_exact = float(np.mean([c[0].text == t if (c := reader.read_crop(img)) else False for t, img in green]))
-    except Exception as exc:  # noqa: BLE001 - Pillow or the fonts missing, whichever way it shows
+    except (ImportError, OSError, FontsMissing) as exc:  # Pillow not installed, or the fonts
         print(f"bench plate: no green synthetic set ({exc}); `make bench` installs Pillow and the fonts", file=sys.stderr)
         green_exact = None
 

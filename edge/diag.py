@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -78,7 +79,7 @@ def _state(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
         out.append(Check("journal", "ok", f"{ob.depth()} event(s) kept, last seq {ob.last_seq()}"))
         conn.close()
         wconn.close()
-    except Exception as exc:  # noqa: BLE001 - diag reports every way a database can be broken, it never dies of one
+    except (sqlite3.Error, OSError, ValueError, TypeError) as exc:  # a corrupt file, a bad disk, rows that do not parse
         out.append(Check("database", "fail", f"{exc.__class__.__name__}: {exc}", "check the state directory's disk; move a corrupt db aside"))
 
 

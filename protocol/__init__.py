@@ -24,7 +24,7 @@ from typing import Any, Literal
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 PREFIX = "dg/v1/gw"
 UP = ("status", "telemetry", "evt/access", "wl/req", "wl/ack", "cmd/resp")
@@ -108,7 +108,17 @@ class Telemetry(_Msg):
 class EventBatch(_Msg):
     first: int
     last: int
-    events: list[dict[str, Any]]
+    events: list[dict[str, Any]]  # edge.store.outbox.Event.as_dict(): kept whole, so new fields need no change here
+
+    @field_validator("events")
+    @classmethod
+    def _keys(cls, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """What central files an event by (and a registration's door) must be there, with its type."""
+        for e in events:
+            if not (isinstance(e.get("id"), str) and type(e.get("seq")) is int and isinstance(e.get("ts"), int | float)
+                    and isinstance(e.get("door"), str | None)):
+                raise ValueError("an event needs a string id, an integer seq, a numeric ts and a string or null door")
+        return events
 
 
 class EvtAck(_Msg):

@@ -274,3 +274,12 @@ def test_garbage_on_any_downlink_topic_is_counted_and_survived(service, name, pa
     service._handle(name, payload, False)
     assert service.malformed_total() == before + 1
     assert service.wl.list.version == 0 and service.drain.acked_seq == 0
+
+
+@pytest.mark.parametrize("event", [{"seq": 1, "ts": 1.0}, {"id": "a", "seq": "1", "ts": 1.0}, {"id": "a", "seq": 1, "ts": "x"},
+                                   {"id": "a", "seq": 1, "ts": 1.0, "door": {"x": 1}}, {"id": 5, "seq": 1, "ts": 1}])
+def test_an_event_batch_without_what_central_files_it_by_is_rejected(event):
+    with pytest.raises(protocol.Rejected, match="malformed"):
+        protocol.load(protocol.EventBatch, {"first": 1, "last": 1, "events": [event]})
+    good = {"id": "a", "seq": 1, "ts": 1, "door": None, "reason": "granted", "future_field": [1]}
+    assert protocol.load(protocol.EventBatch, {"first": 1, "last": 1, "events": [good]}).events == [good]  # kept whole
