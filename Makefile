@@ -11,7 +11,7 @@ LOCK := requirements.lock
 # pcscd, and what pyscard (no wheel on PyPI) needs to build: a compiler, the Python headers, swig, PC/SC headers
 RUNTIME_APT := pcscd libpcsclite-dev swig gcc python3-dev python3-venv
 # the far side of the real parts, for tests, bench and demo only: never on a gateway (vpcd listens on TCP)
-DEV_APT := vsmartcard-vpcd pcsc-tools socat mosquitto mosquitto-clients openssl
+DEV_APT := vsmartcard-vpcd pcsc-tools socat mosquitto mosquitto-clients openssl chromium chromium-driver
 FONT_APT := fonts-noto-cjk fonts-wqy-zenhei fonts-dejavu-core
 DEV_STAMP := $(VENV)/.dev-installed
 PLATES_TRAIN ?= ../shared/data/plates_train
@@ -47,7 +47,7 @@ install: apt-runtime $(VENV)/bin/python
 
 # Development: editable, with the test tools, and the source tree on the path (rigs, devtools, training).
 $(DEV_STAMP): pyproject.toml $(LOCK) | $(VENV)/bin/python
-	$(VENV)/bin/pip install -q -c $(LOCK) -e '.[test,dev]'
+	$(VENV)/bin/pip install -q -c $(LOCK) -e '.[test,dev,central]'
 	$(VENV)/bin/python -c 'import sysconfig, pathlib; pathlib.Path(sysconfig.get_paths()["purelib"], "door-edge-dev.pth").write_text("$(CURDIR)\n")'
 	touch $(DEV_STAMP)
 
@@ -75,7 +75,7 @@ test: dev lint
 lock:
 	rm -rf /tmp/door-edge-lock && $(PYTHON) -m venv /tmp/door-edge-lock
 	/tmp/door-edge-lock/bin/pip install -q --upgrade pip
-	/tmp/door-edge-lock/bin/pip install -q '.[test,dev,bench]'
+	/tmp/door-edge-lock/bin/pip install -q '.[test,dev,bench,central]'
 	{ echo "# pip install -c requirements.lock ...; refresh with \`make lock\` (see README)"; \
 	  /tmp/door-edge-lock/bin/pip freeze --all --exclude door-edge; } > $(LOCK)
 	rm -rf /tmp/door-edge-lock

@@ -142,6 +142,104 @@ def cmd_central_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _office_of(args: argparse.Namespace, *, connect: bool):
+    from central.office import Office
+
+    return Office(_central(args, serve=False, connect=connect))
+
+
+def cmd_central_pass(args: argparse.Namespace) -> int:
+    """Visitor passes: issue (the QR code printed once, and a PNG with --png), revoke, list."""
+    from central.passes import PassError
+
+    office = _office_of(args, connect=args.action == "revoke")
+    try:
+        if args.action == "issue":
+            doors = tuple(d.strip() for d in (args.doors or "").split(",") if d.strip())
+            issued = office.issue_pass(host=args.host or "", doors=doors, uses=args.uses, hours=args.hours, who=_office(args))
+            p = issued.visitor_pass
+            print(issued.terminal(), end="")
+            if args.png:
+                args.png.write_bytes(issued.png())
+            print(f"pass {p.id}: {', '.join(p.doors)} until {time.strftime('%Y-%m-%d %H:%M', time.localtime(p.not_after))}, "
+                  f"{p.uses} use(s){f'; QR code in {args.png}' if args.png else ''}")
+            if args.text:
+                print(issued.text)
+        elif args.action == "revoke":
+            result = office.revoke_pass(args.id or "", _office(args))
+            time.sleep(0.5)  # let paho hand the delta to the broker
+            print(f"pass {args.id} revoked: list v{result.version} sent to the gateways")
+        else:
+            for row in office.passes():
+                state = f"revoked by {row['revoked_by']}" if row["revoked_by"] else ("expired" if row["not_after"] < time.time() else "valid")
+                print(f"{row['id']}  {','.join(row['doors']):16} until {time.strftime('%Y-%m-%d %H:%M', time.localtime(row['not_after']))}"
+                      f"  uses {row['uses']}  host {row['host']}  {state}")
+    except PassError as exc:
+        print(f"pass {args.action} refused: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        office.central.close() if args.action == "revoke" else office.central.db.close()
+    return 0
+
+
+def cmd_central_alarms(args: argparse.Namespace) -> int:
+    office = _office_of(args, connect=False)
+    try:
+        if args.ack is not None:
+            if not office.acknowledge(args.ack, _office(args)):
+                print(f"alarm {args.ack}: no such alarm, or already acknowledged", file=sys.stderr)
+                return 2
+            print(f"alarm {args.ack} acknowledged")
+            return 0
+        rows = office.alarms(open_only=not args.all)
+    finally:
+        office.central.db.close()
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    for a in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a["raised"]))
+        print(f"{a['id']:>6} {a['severity']:8} {a['name']:18} {a['gw']:14} {a['door'] or '-':10} {a['subject'] or '':16} {when}"
+              f"{'  cleared' if a['cleared'] else ''}{'  ack ' + a['acked_by'] if a['acked_by'] else ''}")
+    print(f"{len(rows)} alarm(s)" + ("" if args.all else " open"))
+    return 0
+
+
+def cmd_central_care(args: argparse.Namespace) -> int:
+    office = _office_of(args, connect=False)
+    try:
+        if args.action == "set":
+            office.set_care(args.person, quiet_h=args.quiet_hours, consent_by=args.consent_by or "", who=_office(args))
+            print(f"{args.person}: cared-for, quiet period {args.quiet_hours:g} h (consent recorded by {args.consent_by})")
+        else:
+            office.end_care(args.person, _office(args))
+            print(f"{args.person}: care ended")
+    except ValueError as exc:
+        print(f"care {args.action} refused: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        office.central.db.close()
+    return 0
+
+
+def cmd_central_user(args: argparse.Namespace) -> int:
+    """Office staff accounts; the password is read from standard input (one line), never an argument."""
+    from central.staff import StaffError, add
+
+    central = _central(args, serve=False, connect=False)
+    password = sys.stdin.readline().rstrip("\n")
+    try:
+        with central._lock:
+            add(central.db, args.name, password, args.role)
+    except StaffError as exc:
+        print(f"user refused: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        central.db.close()
+    print(f"user {args.name} ({args.role}) saved")
+    return 0
+
+
 def cmd_central_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
@@ -163,8 +261,21 @@ def cmd_central_serve(args: argparse.Namespace) -> int:
     threading.excepthook = thread_died
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
-    print(f"central serving list v{central.version} to {', '.join(central.cfg.central.gateways)}", flush=True)
+    web = None
+    if not args.no_web:
+        from central.web import WebServer
+
+        try:
+            web = WebServer(central).start_serving()
+        except OSError as exc:
+            print(f"central: {exc}; set [web] port (or --no-web)", file=sys.stderr)
+            central.close()
+            return 1
+    print(f"central serving list v{central.version} to {', '.join(central.cfg.central.gateways)}"
+          + (f"; office console on {web.url}" if web else ""), flush=True)
     done.wait()
+    if web is not None:
+        web.stop()
     central.close()
     return 1 if died else 0
 
@@ -236,7 +347,38 @@ def build_parser(prog: str = "door-edge-central") -> argparse.ArgumentParser:
     cp = central_cfg(ce.add_parser("publish", help="make a residents CSV the new signed list and push it"))
     cp.add_argument("--residents", type=Path, required=True)
     cp.set_defaults(func=cmd_central_publish)
-    central_cfg(ce.add_parser("serve", help="answer list requests, ingest and acknowledge events")).set_defaults(func=cmd_central_serve)
+    csv_ = central_cfg(ce.add_parser("serve", help="answer list requests, ingest and acknowledge events, serve the office console"))
+    csv_.add_argument("--no-web", action="store_true", help="without the office console")
+    csv_.set_defaults(func=cmd_central_serve)
+    cpa = central_cfg(ce.add_parser("pass", help="visitor passes: issue (prints the QR code), revoke, list"))
+    cpa.add_argument("action", choices=("issue", "revoke", "list"))
+    cpa.add_argument("id", nargs="?", help="the pass to revoke")
+    cpa.add_argument("--host", help="the host's resident reference (p-...)")
+    cpa.add_argument("--doors", help="door ids separated by commas")
+    cpa.add_argument("--hours", type=float, default=2.0, help="how long it is valid from now (default 2; short: a photo of it opens the door too)")
+    cpa.add_argument("--uses", type=int, default=2, help="how many times it opens a door (default 2)")
+    cpa.add_argument("--png", type=Path, help="also write the QR code to this PNG file")
+    cpa.add_argument("--text", action="store_true", help="also print the code's text")
+    cpa.add_argument("--by", help="who issued it (default $USER)")
+    cpa.set_defaults(func=cmd_central_pass)
+    cal = central_cfg(ce.add_parser("alarms", help="open alarms (--all: history); --ack ID acknowledges one"))
+    cal.add_argument("--all", action="store_true")
+    cal.add_argument("--json", action="store_true")
+    cal.add_argument("--ack", type=int, metavar="ID")
+    cal.add_argument("--by", help="who acknowledged (default $USER)")
+    cal.set_defaults(func=cmd_central_alarms)
+    cca = central_cfg(ce.add_parser("care", help="flag a resident living alone for care (with consent), or end it"))
+    cca.add_argument("action", choices=("set", "end"))
+    cca.add_argument("person", help="the resident's reference (p-...)")
+    cca.add_argument("--quiet-hours", type=float, default=24.0, help="no door event for this long raises an alarm (default 24)")
+    cca.add_argument("--consent-by", help="who gave consent (the resident, or a guardian)")
+    cca.add_argument("--by", help="who recorded it (default $USER)")
+    cca.set_defaults(func=cmd_central_care)
+    cu = central_cfg(ce.add_parser("user", help="add or update an office account (password on standard input)"))
+    cu.add_argument("action", choices=("add",))
+    cu.add_argument("name")
+    cu.add_argument("--role", choices=("staff", "police"), default="staff")
+    cu.set_defaults(func=cmd_central_user)
     cs = central_cfg(ce.add_parser("status", help="each gateway's state, applied list version and events"))
     cs.add_argument("--json", action="store_true")
     cs.set_defaults(func=cmd_central_status)

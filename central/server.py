@@ -33,7 +33,10 @@ import paho.mqtt.client as paho
 from pydantic import Field
 
 import protocol
+from central import alarms as alarms_mod
+from central import passes as passes_mod
 from central import registrations as regs
+from central.webhook import Forwarder
 from edge import config as config_mod
 from edge.config import StrictModel, SyncSection, credential_path
 from edge.privacy import Tokenizer, load_key
@@ -67,6 +70,19 @@ _MIGRATIONS = ["""
     CREATE INDEX registrations_state ON registrations(state);
     CREATE TABLE persons (ref TEXT PRIMARY KEY, name TEXT NOT NULL);  -- the gateways' opaque references, mapped back
     CREATE TABLE audit (ts REAL NOT NULL, who TEXT NOT NULL, action TEXT NOT NULL, subject TEXT, detail TEXT);
+""", """
+    -- the office: visitor passes issued (never their text), alarms and their webhook queue, care, staff
+    CREATE TABLE passes (id TEXT PRIMARY KEY, host TEXT NOT NULL, doors TEXT NOT NULL, not_before REAL NOT NULL, not_after REAL NOT NULL,
+                         uses INTEGER NOT NULL, issued_by TEXT NOT NULL, issued_at REAL NOT NULL, revoked_by TEXT, revoked_at REAL);
+    CREATE TABLE alarms (id INTEGER PRIMARY KEY AUTOINCREMENT, gw TEXT NOT NULL, name TEXT NOT NULL, door TEXT NOT NULL DEFAULT '',
+                         subject TEXT NOT NULL DEFAULT '', severity TEXT NOT NULL, raised REAL NOT NULL, raised_event TEXT,
+                         cleared REAL, clear_note TEXT, acked_by TEXT, acked_at REAL);
+    CREATE UNIQUE INDEX alarms_open ON alarms(gw, name, door, subject) WHERE cleared IS NULL;  -- one open incident per alarm
+    CREATE INDEX alarms_raised ON alarms(raised);
+    CREATE TABLE webhook_queue (alarm INTEGER PRIMARY KEY, attempts INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE care (person TEXT PRIMARY KEY, quiet_s REAL NOT NULL, consent_by TEXT NOT NULL, consent_at REAL NOT NULL, last_seen REAL);
+    CREATE TABLE staff (name TEXT PRIMARY KEY, hash TEXT NOT NULL, role TEXT NOT NULL, created REAL NOT NULL);
+    CREATE INDEX events_ts ON events(ts);
 """]
 
 
@@ -90,11 +106,37 @@ class CentralRetention(StrictModel):
                               description="Events central received longer ago than this are deleted, daily, in small batches.")
 
 
+class WebhookSection(StrictModel):
+    url: str = Field(pattern=r"^https?://\S+$", title="Webhook URL",
+                     description="Where each new alarm is POSTed (JSON) for the office's own systems; http:// or https://.")
+    secret_file: Path = Field(default=Path("webhook.secret"), title="Webhook secret",
+                              description="A file holding the shared secret the POSTs are signed with (HMAC-SHA256).")
+    timeout_s: float = Field(default=5.0, gt=0, le=60, title="Timeout", description="Seconds to wait for the receiver's answer.")
+
+
+class WebSection(StrictModel):
+    host: str = Field(default="127.0.0.1", title="Listen address",
+                      description="The office console listens here; keep 127.0.0.1 and put a TLS reverse proxy in front (README).")
+    port: int = Field(default=8080, ge=1, le=65535, title="Port", description="The office console's port.")
+    secret_file: Path = Field(default=Path("web.secret"), title="Session secret",
+                              description="A file holding the key that signs the console's session cookies (made at first start).")
+    secure_cookies: bool = Field(default=False, title="Secure cookies",
+                                 description="Send the session cookie over HTTPS only: turn on behind the TLS proxy.")
+
+
+class CareSection(StrictModel):
+    check_s: float = Field(default=60.0, ge=1, le=3600, title="Care check interval",
+                           description="How often central looks for cared-for residents quiet for longer than their period.")
+
+
 class CentralConfig(StrictModel):
     central: CentralSection = Field(title="Central", description="The reference central server.")
     broker: SyncSection = Field(title="Broker", description="Broker connection (identity `central` in the ACL).")
     retention: CentralRetention = Field(default_factory=CentralRetention, title="Retention",
                                         description="How long central keeps the events gateways sent.")
+    webhook: WebhookSection | None = Field(default=None, title="Webhook", description="Forward each new alarm to the office's systems.")
+    web: WebSection = Field(default_factory=WebSection, title="Office console", description="The office's web console (`central web`).")
+    care: CareSection = Field(default_factory=CareSection, title="Care", description="Care for residents living alone.")
 
 
 def load_config(path: Path) -> CentralConfig:
@@ -104,7 +146,9 @@ def load_config(path: Path) -> CentralConfig:
                              "signing_key_file": credential_path(c.signing_key_file, base),
                              "registration_key_file": credential_path(c.registration_key_file, base)})
     b = b.model_copy(update={k: getattr(b, k) and credential_path(getattr(b, k), base) for k in ("ca_file", "cert_file", "key_file")})
-    return CentralConfig(central=c, broker=b, retention=cfg.retention)
+    hook = cfg.webhook and cfg.webhook.model_copy(update={"secret_file": credential_path(cfg.webhook.secret_file, base)})
+    web = cfg.web.model_copy(update={"secret_file": credential_path(cfg.web.secret_file, base)})
+    return cfg.model_copy(update={"central": c, "broker": b, "webhook": hook, "web": web})
 
 
 @dataclass
@@ -139,6 +183,8 @@ class Central:
         self._halt = threading.Event()
         self._head_thread: threading.Thread | None = None
         self._purge_thread: threading.Thread | None = None
+        self._care_thread: threading.Thread | None = None
+        self.forwarder: Forwarder | None = None
         self._serve = False
         self._listen: tuple[str, ...] = ()
 
@@ -173,6 +219,9 @@ class Central:
             self._head_thread.start()
             self._purge_thread = threading.Thread(target=self._purges, name="central-retention", daemon=True)
             self._purge_thread.start()
+            self._care_thread = threading.Thread(target=self._care, name="central-care", daemon=True)
+            self._care_thread.start()
+            self.start_webhook()
         return self
 
     def _connected(self, client, userdata, flags, reason_code, properties) -> None:
@@ -188,9 +237,11 @@ class Central:
 
     def close(self) -> None:
         self._halt.set()
-        for t in (self._head_thread, self._purge_thread):
+        for t in (self._head_thread, self._purge_thread, self._care_thread):
             if t is not None:
                 t.join(5)
+        if self.forwarder is not None:
+            self.forwarder.stop()
         self.client.disconnect()
         self.client.loop_stop()
         self.db.close()
@@ -209,6 +260,47 @@ class Central:
         while not self._halt.wait(wait):
             self.purge_events()
             wait = 86400.0
+
+    def _care(self) -> None:
+        while not self._halt.wait(self.cfg.care.check_s):
+            self.check_care()
+
+    def check_care(self, now: float | None = None) -> list[int]:
+        """Cared-for residents quiet for longer than their period: one alarm each (central.alarms)."""
+        with self._lock:
+            raised = alarms_mod.check_care(self.db, now)
+        if raised:
+            log.warning("central: %d cared-for resident(s) quiet past their period", len(raised))
+            self._forward()
+        return raised
+
+    # -- the webhook ----------------------------------------------------------------------------
+    def start_webhook(self) -> None:
+        """Forward queued and new alarms to [webhook] url (nothing without one)."""
+        hook = self.cfg.webhook
+        if hook is None or self.forwarder is not None:
+            return
+        secret = hook.secret_file.read_bytes().strip()
+        self.forwarder = Forwarder(hook.url, secret, pending=self._webhook_pending, delivered=self._webhook_delivered,
+                                   timeout_s=hook.timeout_s)
+        self.forwarder.start()
+        self.forwarder.wake()
+
+    def _webhook_pending(self) -> list[tuple[int, dict[str, Any]]]:
+        with self._lock:
+            rows = self.db.execute("SELECT a.id, a.gw, a.name, a.door, a.subject, a.severity, a.raised FROM webhook_queue q "
+                                   "JOIN alarms a ON a.id = q.alarm ORDER BY q.alarm LIMIT 100").fetchall()
+        site = self.cfg.central.site
+        return [(r[0], {"alarm": r[0], "site": site, "gateway": r[1], "name": r[2], "door": r[3] or None, "subject": r[4] or None,
+                        "severity": r[5], "raised": r[6]}) for r in rows]
+
+    def _webhook_delivered(self, alarm_id: int) -> None:
+        with self._lock:
+            self.db.execute("DELETE FROM webhook_queue WHERE alarm=?", (alarm_id,))
+
+    def _forward(self) -> None:
+        if self.forwarder is not None:
+            self.forwarder.wake()
 
     def purge_events(self, now: float | None = None, batch: int = 5000) -> int:
         """Delete the events received more than `retention.event_days` ago, a batch per transaction
@@ -249,9 +341,9 @@ class Central:
         entries = read_csv(path, self.tokenizer, names)
         with self._lock, Transaction(self.db) as db:
             db.executemany("INSERT OR REPLACE INTO persons VALUES (?,?)", names.items())
-            registered = regs.listed_entries(db)
+            kept = [*regs.listed_entries(db), *passes_mod.revocations(db, self.tokenizer)]  # the office's own rows
         filed = {e.token for e in entries}
-        return self.publish_entries([*entries, *(e for e in registered if e.token not in filed)])
+        return self.publish_entries([*entries, *(e for e in kept if e.token not in filed)])
 
     def publish_entries(self, entries: Iterable[Entry]) -> Published:
         """Make `entries` the whole new list (what `publish --residents` does): diff, then `apply_changes`."""
@@ -392,11 +484,19 @@ class Central:
             self._publish(gw, "evt/ack", EvtAck(upto=last.get(gw) or 0, resend=True).dumps())
 
     def _ingest(self, gw: str, batch: EventBatch) -> None:
+        """One transaction: the events, what the fresh ones mean to the office (a registration, an
+        alarm, a cared-for resident seen), then the ack; a resent batch means nothing twice."""
         now = time.time()
+        raised = 0
         with self._lock, Transaction(self.db) as db:
             for e in batch.events:
-                if e.get("reason") == "registration_sent" and db.execute("SELECT 1 FROM events WHERE gw=? AND id=?", (gw, e.get("id"))).fetchone() is None:
+                if db.execute("SELECT 1 FROM events WHERE gw=? AND id=?", (gw, e["id"])).fetchone() is not None:
+                    continue
+                if e.get("reason") == "registration_sent":
                     self._registration(db, gw, e)
+                raised += alarms_mod.ingest(db, gw, e) is not None
+                if e.get("type") == "access" and isinstance(e.get("token"), str):
+                    alarms_mod.seen(db, e["token"], e["ts"])
             before = db.total_changes
             db.executemany("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?)",
                            [(gw, e["id"], e["seq"], e["ts"], json.dumps(e), now) for e in batch.events])
@@ -404,6 +504,9 @@ class Central:
         self.counters["events"] += fresh
         self.counters["duplicates_ignored"] += len(batch.events) - fresh
         self._publish(gw, "evt/ack", EvtAck(upto=batch.last).dumps())  # only after the commit
+        if raised:
+            self.counters["alarms"] += raised
+            self._forward()
 
     def _registration(self, db, gw: str, event: dict[str, Any]) -> None:
         """A new tenant's sealed identity, opened in the ingest transaction (the ack comes after the commit)."""

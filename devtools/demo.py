@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import shutil
 import signal
 import subprocess
@@ -288,13 +287,10 @@ def write_scenes(root: Path) -> None:
 
 
 def show(root: Path, camera: str, scene_name: str) -> None:
-    """Put a scene in front of a camera: its source folder is a link, swapped in one rename; the
-    camera plays the new scene from its next pass (drivers.camera re-reads a looping folder)."""
-    link = root / camera
-    tmp = link.with_name(link.name + ".next")
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(root / "scenes" / camera / scene_name)
-    os.replace(tmp, link)
+    """Put a scene in front of a camera (its source folder is a link: rigs.scene.show)."""
+    from rigs import scene  # numpy and OpenCV: only where cameras play
+
+    scene.show(root / camera, root / "scenes" / camera / scene_name)
 
 
 def enrol_resident(run: list[str], rig: Rig) -> None:

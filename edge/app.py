@@ -23,6 +23,7 @@ import functools
 import gc
 import logging
 import os
+import shutil
 import signal
 import sqlite3
 import threading
@@ -40,6 +41,7 @@ from drivers.sam_ga467 import Ga467Watcher
 from edge import config as config_mod
 from edge import report
 from edge import status as status_mod
+from edge.access.alarms import AlarmBook
 from edge.access.controller import Controller, DoorIO
 from edge.config import Door, Ga467Reader, GatewayConfig, LcusRelay, ModbusRelay, PcscReader
 from edge.errors import SetupError
@@ -49,6 +51,7 @@ from edge.relock import PlannedOutput, Relocked, write_plan
 from edge.store.db import get_meta, open_db, open_whitelist_db, set_meta, storage_fault
 from edge.store.outbox import Event, Flusher, Outbox
 from edge.store.passback import Passages
+from edge.store.passes import PassUses
 from edge.store.retention import Retention
 from edge.store.whitelist import Whitelist
 from edge.vision import VisionSetupError
@@ -56,11 +59,13 @@ from edge.vision import VisionSetupError
 if TYPE_CHECKING:
     from edge.sync.service import SyncService
     from edge.vision.service import VisionService
+    from protocol import Keyring
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.1
 WHITELIST_CHECK_S = 1.0
+SPACE_CHECK_S = 30.0    # how often the journal's backlog and the disk's free space are looked at (alarms)
 STOP_BUDGET_S = 14.0   # TimeoutStopSec is 20 s: the ordered stop must end well before SIGKILL
 
 
@@ -140,6 +145,16 @@ def _liveness() -> Callable[[list[Any]], float]:
     return liveness_score
 
 
+def _passes(cfg: GatewayConfig, state: Path) -> tuple[Keyring | None, PassUses | None]:
+    """Central's keys and the use counts, where a camera reads visitor passes (SyncSetupError when
+    the keys cannot be read: the same check sync makes)."""
+    if cfg.sync is None or not any(c.passes for c in cfg.cameras):
+        return None, None
+    from edge.sync.service import check_credentials
+
+    return check_credentials(cfg.sync), PassUses(open_db(state, autocheckpoint=False))
+
+
 def relock_plan(cfg: GatewayConfig) -> list[PlannedOutput]:
     """What the next start writes off before it has even loaded its config (edge.relock)."""
     return [PlannedOutput(d.relay.type, d.relay.port, d.relay.baud, d.relay.output.unit, d.relay.output.index) for d in cfg.doors]
@@ -194,6 +209,7 @@ class Parts:
     passages: Passages
     id_readers: list[Ga467Watcher] = field(default_factory=list)
     sync: SyncService | None = None
+    pass_uses: PassUses | None = None
     vision: VisionService | None = None
     heartbeats: Heartbeats = field(default_factory=Heartbeats)
     status: asyncio.AbstractServer | None = None
@@ -215,6 +231,7 @@ class App:
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._loop_beat = time.monotonic()
+        self._next_space_check = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- build: construct everything, open nothing ------------------------------------------------
@@ -242,8 +259,12 @@ class App:
         doors = {d.id: DoorIO(d, *outputs[d.id]) for d in cfg.doors}
         stale = threading.Event()  # set by sync while central is silent too long; read on every decision
         passages = Passages(open_db(state, autocheckpoint=False))
+        pass_keys, pass_uses = _passes(cfg, state)
+        a = cfg.alarms
         controller = Controller(cfg, whitelist, outbox, tokenizer, doors, listeners=self.event_hooks, stale=stale.is_set,
-                                liveness=_liveness() if cfg.cameras else (lambda chips: 0.0), passages=passages)
+                                liveness=_liveness() if cfg.cameras else (lambda chips: 0.0), passages=passages,
+                                pass_keys=pass_keys, pass_uses=pass_uses,
+                                alarms=AlarmBook(a.denials, a.credential_denials, a.window_s))
         rc = cfg.reconnect
 
         def reader_status(name: str, state: str) -> None:
@@ -273,8 +294,10 @@ class App:
             if not done:
                 whitelist.close()
                 passages.close()
+                if pass_uses is not None:
+                    pass_uses.close()
         parts = Parts(cfg, conn, whitelist, outbox, flusher, links, controller, watcher, retention, passages, id_readers=id_readers,
-                      sync=sync, vision=vision, heartbeats=Heartbeats(heartbeat_max_age_s()))
+                      sync=sync, vision=vision, heartbeats=Heartbeats(heartbeat_max_age_s()), pass_uses=pass_uses)
         hb = parts.heartbeats
         hb.add("loop", lambda: self._loop_beat)
         hb.add("journal", lambda: flusher.heartbeat)
@@ -299,6 +322,10 @@ class App:
         doors = {c.id: c.door for c in cfg.cameras}
 
         def deliver(r) -> None:  # on the worker's supervisor thread
+            for text in r.passes or ():
+                loop.call_soon_threadsafe(controller.on_pass, r.camera, text, r.t_ns)
+            if r.task == "pass":
+                return
             if r.plates is not None:
                 loop.call_soon_threadsafe(controller.on_plate, r.camera, r.plates, r.t_ns)
             else:
@@ -424,6 +451,8 @@ class App:
     def _close(parts: Parts) -> None:
         parts.whitelist.close()
         parts.passages.close()
+        if parts.pass_uses is not None:
+            parts.pass_uses.close()
         parts.conn.close()
 
     def stop(self) -> None:
@@ -538,6 +567,22 @@ class App:
                 continue
             parts.controller.tick()
             parts.outbox.retry()
+            if time.monotonic() >= self._next_space_check:
+                self._next_space_check = time.monotonic() + SPACE_CHECK_S
+                self._space_alarms(parts)
+
+    @staticmethod
+    def _space_alarms(parts: Parts) -> None:
+        """The journal that waits in memory, and the disk that is filling: alarms for the office
+        (raised while they stand; they reach central once the journal can be written again)."""
+        state = parts.cfg.state_dir()
+        parts.controller.condition("journal_overflow", parts.outbox.pending > 0, subject=str(state))
+        floor = parts.cfg.alarms.disk_free_min_mb
+        try:
+            free_mb = shutil.disk_usage(state).free / 1e6
+        except OSError:
+            return
+        parts.controller.condition("disk_nearly_full", bool(floor) and free_mb < floor, subject=str(state))
 
     async def _whitelist_watch(self) -> None:
         """Without sync, `door-edge whitelist import` changes the list on disk: the new index is

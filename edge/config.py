@@ -157,6 +157,9 @@ class DoorInputs(StrictModel):
                                     description="Discrete input of the request-to-exit button (on = pressed).")
     fire_alarm: int | None = Field(default=None, ge=0, le=255, title="Fire alarm input",
                                    description="Discrete input of the fire alarm panel (on = alarm): releases the door while on.")
+    tamper: int | None = Field(default=None, ge=0, le=255, title="Tamper input",
+                               description="Discrete input of the reader's or the lock's tamper switch (on = housing opened): raises "
+                                           "the `tamper` alarm.")
 
 
 class Door(StrictModel):
@@ -256,6 +259,9 @@ class CameraSection(StrictModel):
     door: str = Field(title="Door", description="Id of the door this camera looks out from (one of doors[].id).")
     max_fps: float = Field(default=10.0, gt=0, le=60, title="Frame-rate cap", description="Frames per second handed to face matching.")
     loop: bool = Field(default=False, title="Loop", description="Play a file or folder source again from the start when it ends (demo).")
+    passes: bool = Field(default=False, title="Visitor passes",
+                         description="Read visitor passes (QR codes central signed) in this camera's frames; a pass opens the camera's "
+                                     "door with no network. A camera at a card door then loads no face model.")
 
     @field_validator("source")
     @classmethod
@@ -319,6 +325,16 @@ class RetentionSection(StrictModel):
                                  description="Camera snapshots that `door-edge diag` wrote under the state directory are removed after this.")
 
 
+class AlarmsSection(StrictModel):
+    denials: int = Field(default=5, ge=2, le=1000, title="Denials at a door",
+                         description="Denied presentations at one door within window_s that raise `repeated_denials` (someone trying cards).")
+    credential_denials: int = Field(default=3, ge=2, le=1000, title="Denials of one credential",
+                                    description="Denials of one card, plate or pass within window_s that raise `credential_denied`.")
+    window_s: float = Field(default=120.0, ge=10, le=86400, title="Denial window", description="Seconds over which denials are counted.")
+    disk_free_min_mb: float = Field(default=200.0, ge=0, le=1_000_000, title="Disk floor (MB)",
+                                    description="Free space in the state directory below which `disk_nearly_full` is raised (0: never).")
+
+
 class GatewayConfig(StrictModel):
     gateway: GatewaySection = Field(title="Gateway", description="Identity of this gateway and where it keeps state.")
     readers: list[Reader] = Field(default_factory=list, title="Readers",
@@ -334,6 +350,8 @@ class GatewayConfig(StrictModel):
                                         description="How lost parts are retried: jittered exponential backoff, never giving up.")
     retention: RetentionSection = Field(default_factory=RetentionSection, title="Retention",
                                         description="How long the gateway keeps what it writes; purged daily, and each purge is journaled.")
+    alarms: AlarmsSection = Field(default_factory=AlarmsSection, title="Alarms",
+                                  description="When repeated denials and a filling disk raise alarms for the office.")
 
     def door(self, door_id: str) -> Door:
         return next(d for d in self.doors if d.id == door_id)
@@ -500,6 +518,9 @@ def _cross_checks(cfg: GatewayConfig) -> list[Problem]:
             problems.append(Problem(f"cameras[{i}].door", cam.door, "no such door", f"use one of: {', '.join(door_ids)}"))
         if camera_ids.index(cam.id) != i:
             problems.append(Problem(f"cameras[{i}].id", cam.id, "duplicate camera id", "give every camera its own id"))
+        if cam.passes and cfg.sync is None:
+            problems.append(Problem(f"cameras[{i}].passes", True, "visitor passes are signed by central, and this gateway has no [sync] "
+                                    "with central's key", 'add [sync] with trusted_keys = ["signing.pub"], or set passes = false'))
     for i, d in enumerate(cfg.doors):
         if d.mode in FACE_MODES:
             if not any(c.door == d.id for c in cfg.cameras):

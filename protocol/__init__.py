@@ -224,6 +224,10 @@ class Signer:
             raise ValueError(f"{path} is not an Ed25519 private key")
         return cls(key)
 
+    def sign(self, raw: bytes) -> bytes:
+        """The bare Ed25519 signature of `raw` (visitor passes carry it packed, not in an envelope)."""
+        return self._key.sign(raw)
+
     def seal(self, body: _Msg | dict) -> bytes:
         raw = body.dumps() if isinstance(body, _Msg) else json.dumps(body, separators=(",", ":")).encode()
         return json.dumps({"v": 1, "kid": self.kid, "alg": "Ed25519", "body": base64.b64encode(raw).decode(),

@@ -12,6 +12,7 @@ tests put a scene there: an empty doorway, a resident stepping up, a stranger, a
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -54,6 +55,39 @@ def live_looped(imgs: list[np.ndarray], n: int = 29, seed: int = 1) -> list[np.n
     while len(order) < n:
         order.append(rng.choice([i for i in range(len(imgs)) if i != order[-1]]))
     return [_paste(imgs[i], 1.6, 200 + (k % 3), 100 + (k % 2)) for k, i in enumerate(order)]
+
+
+def code_image(text: str, scale: int = 4) -> np.ndarray:
+    """A visitor pass's QR code as the console and `central pass issue --png` draw it (RGB)."""
+    import io
+
+    import segno
+
+    buf = io.BytesIO()
+    segno.make(text, error="m").save(buf, kind="png", scale=scale, border=4)
+    return png_rgb(buf.getvalue())
+
+
+def png_rgb(data: bytes) -> np.ndarray:
+    """An image file's bytes (a PNG from the console, say) as RGB."""
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError("not an image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def code_held(code: np.ndarray, n: int = 8) -> list[np.ndarray]:
+    """A phone screen with a pass's code held up to the door camera, moving a little."""
+    return [_paste(code, 1.0, 200 + 3 * (i % 4), 110 + 2 * (i % 3)) for i in range(n)]
+
+
+def show(link: Path, folder: Path) -> None:
+    """Put a scene in front of a camera whose source is the link `link`: swapped in one rename; the
+    camera plays the new scene from its next pass (drivers.camera re-reads a looping folder)."""
+    tmp = link.with_name(link.name + ".next")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(folder)
+    os.replace(tmp, link)
 
 
 def write(folder: Path, frames: list[np.ndarray]) -> Path:

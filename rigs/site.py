@@ -5,6 +5,7 @@ benchmarks, so all three run the protocol the same way.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -14,9 +15,20 @@ from edge.privacy import generate_key
 from protocol import generate_registration_key, generate_signing_key
 from rigs.broker import Mosquitto
 
+WEBHOOK_SECRET = "a secret the office's system shares with central"  # noqa: S105 - the test site's own
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for the office console)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 CENTRAL_TEMPLATE = """\
 [central]
 state_dir = "{root}/central"
+site = "{site}"
 site_key_file = "{site_key}"
 signing_key_file = "{root}/signing.key"
 gateways = [{gateways}]
@@ -27,7 +39,10 @@ head_interval_s = {head_interval}
 [broker]
 host = "127.0.0.1"
 {broker}
-"""
+[web]
+port = {web_port}
+secret_file = "{root}/web.secret"
+{webhook}"""
 
 
 @dataclass
@@ -37,6 +52,9 @@ class Site:
     gateways: list[str] = field(default_factory=lambda: ["gw-rig"])
     tls: bool = False
     broker: Mosquitto | None = None
+    site: str = "rig"          # the gateways' gateway.site (rigs.rig writes "rig"): visitor passes name it
+    web_port: int = 0          # the office console's port (0: a free one, picked when the config is written)
+    webhook_url: str | None = None
 
     def start(self, broker: Mosquitto | None = None) -> Site:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -70,9 +88,16 @@ class Site:
 
     def central_config(self, *, chunk: int = 5000, delta_max: int = 5000, head_interval: float = 300, tls: bool | None = None) -> Path:
         path = self.root / "central.toml"
+        if not self.web_port:
+            self.web_port = free_port()
+        webhook = ""
+        if self.webhook_url:
+            (self.root / "webhook.secret").write_text(WEBHOOK_SECRET)
+            webhook = f'\n[webhook]\nurl = "{self.webhook_url}"\nsecret_file = "{self.root / "webhook.secret"}"\ntimeout_s = 2\n'
         path.write_text(CENTRAL_TEMPLATE.format(root=self.root, site_key=self.site_key, chunk=chunk, delta_max=delta_max,
                                                 head_interval=head_interval, gateways=", ".join(f'"{g}"' for g in self.gateways),
-                                                broker=self._broker_toml("central", self.tls if tls is None else tls)))
+                                                broker=self._broker_toml("central", self.tls if tls is None else tls), site=self.site,
+                                                web_port=self.web_port, webhook=webhook))
         return path
 
     def central(self, *, serve: bool = True, client_id: str = "central", **kw):

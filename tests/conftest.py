@@ -173,12 +173,14 @@ def broker(broker_service):
 class SyncedRig:
     """A rig whose gateway (own id per test) syncs with the central reference on the broker."""
 
-    def __init__(self, root: Path, broker: Mosquitto, *, tls: bool = False, sync_extra: str = "", **rig_kw):
+    def __init__(self, root: Path, broker: Mosquitto, *, tls: bool = False, sync_extra: str = "", extra_toml: str = "",
+                 webhook_url: str | None = None, **rig_kw):
+        """`extra_toml`: appended after the [sync] section (cameras, say)."""
         gw = f"gw-{uuid.uuid4().hex[:8]}"
         self.rig = Rig(root / "rig", own_pcscd=False, pulse_ms=300, held_open_s=2.0, gw=gw, **rig_kw)
-        self.site = Site(root / "site", self.rig.root / "site.key", gateways=[gw], tls=tls)
+        self.site = Site(root / "site", self.rig.root / "site.key", gateways=[gw], tls=tls, webhook_url=webhook_url)
         self.site.start(broker)
-        self.rig.extra_toml = self.site.gateway_sync_toml(gw, extra=sync_extra)
+        self.rig.extra_toml = self.site.gateway_sync_toml(gw, extra=sync_extra) + extra_toml
         self.gw = gw
         self.central = None
 

@@ -6,7 +6,7 @@ from datetime import date, datetime
 
 import pytest
 
-from edge.access.policy import CONTROLLER_REASONS, FACE_PATH_REASONS, PLATE_PATH_REASONS, Reason, decide, in_schedule
+from edge.access.policy import CONTROLLER_REASONS, FACE_PATH_REASONS, PASS_REASONS, PLATE_PATH_REASONS, Reason, decide, in_schedule
 from edge.config import Door, Schedule
 from edge.store.whitelist import Entry
 
@@ -70,8 +70,8 @@ def test_decide(name, kind, ent, door, now, fire, granted, reason):
 
 
 def test_every_reason_is_covered_by_the_table():
-    # those: test_walkup.py, test_plate.py and test_id_door.py
-    assert {c[-1] for c in CASES} == set(Reason) - FACE_PATH_REASONS - PLATE_PATH_REASONS - CONTROLLER_REASONS
+    # those: test_walkup.py, test_plate.py, test_id_door.py and test_passes.py
+    assert {c[-1] for c in CASES} == set(Reason) - FACE_PATH_REASONS - PLATE_PATH_REASONS - CONTROLLER_REASONS - PASS_REASONS
 
 
 @pytest.mark.parametrize("hhmm,inside", [("08:59", False), ("09:00", True), ("11:59", True), ("12:00", False),

@@ -22,6 +22,8 @@ from drivers.pcsc import CardRead
 from drivers.ports import LockRelay, Output
 from drivers.sam_ga467 import IdRead
 from edge.access import antipassback
+from edge.access import passes as pass_rules
+from edge.access.alarms import AlarmBook
 from edge.access.door import DoorEvent, DoorMachine, Hold, Pulse
 from edge.access.platevote import READ, PlateVerdict, VehicleVote
 from edge.access.policy import Decision, Reason, decide
@@ -31,7 +33,10 @@ from edge.config import Door, Ga467Reader, GatewayConfig, PcscReader
 from edge.privacy import Tokenizer, short
 from edge.store.outbox import Event, Outbox
 from edge.store.passback import Passages
+from edge.store.passes import PassUses
 from edge.store.whitelist import Whitelist
+from protocol import Keyring, Rejected
+from protocol import passes as pass_tokens
 
 if TYPE_CHECKING:  # a card-only daemon never loads numpy
     import numpy as np
@@ -61,12 +66,15 @@ class Controller:
     def __init__(self, cfg: GatewayConfig, whitelist: Whitelist, outbox: Outbox, tokenizer: Tokenizer,
                  doors: dict[str, DoorIO], *, listeners: Sequence[Callable[[Event], None]] = (),
                  stale: Callable[[], bool] = lambda: False, liveness: Callable[[list[np.ndarray]], float] = lambda chips: 0.0,
-                 passages: Passages | None = None,
+                 passages: Passages | None = None, pass_keys: Keyring | None = None, pass_uses: PassUses | None = None,
+                 alarms: AlarmBook | None = None,
                  clock: Callable[[], float] = time.monotonic, wallclock: Callable[[], datetime] = datetime.now):
         """`listeners`: told of every event after it is journaled (tests, bench). `stale`: whether the
         list is stale (sync's flag; never stale without sync). `liveness`: the score of a walk-up's
         face chips (edge.vision.face.liveness_score where cameras are configured). `passages`: where
-        credentials last passed (doors with anti-passback need it)."""
+        credentials last passed (doors with anti-passback need it). `pass_keys`: the keys visitor
+        passes must be signed with (central's, as for lists; none: every pass is refused);
+        `pass_uses`: how often each pass opened a door here. `alarms`: what turns events into alarms."""
         self.cfg = cfg
         self.whitelist = whitelist
         self.outbox = outbox
@@ -88,6 +96,10 @@ class Controller:
         self.liveness = liveness
         self.votes: dict[str, VehicleVote] = {}
         self._parts_down: set[str] = set()
+        self.pass_keys = pass_keys
+        self.pass_uses = pass_uses
+        self.sightings = pass_rules.Sightings()
+        self.alarms = alarms or AlarmBook()
         self.accepting = True  # False once the daemon stops: no decision it could not carry out
 
     # -- card path ------------------------------------------------------------------------------
@@ -176,6 +188,30 @@ class Controller:
         token = next((t for t in tokens if self.whitelist.lookup(t) is not None), tokens[0])
         return self._credential(door_id, factor="plate", kind="plate", token=token, t_ns=t_ns, unknown=Reason.UNKNOWN_PLATE)  # type: ignore[return-value]
 
+    # -- visitor passes -------------------------------------------------------------------------
+    def on_pass(self, camera_id: str, text: str, t_ns: int) -> Event | None:
+        """A QR code a door camera read: one presentation however many frames show it. Decided from
+        the pass's signature and this gateway's own state only (no network): the use is counted on
+        disk before the relay moves, so a restart does not give it back."""
+        door_id = self.camera_door.get(camera_id)
+        if door_id is None or not self.accepting or not self.sightings.new(camera_id, text, self._clock()):
+            return None
+        try:
+            if self.pass_keys is None:
+                raise Rejected("pass_bad_signature", "this gateway trusts no signing key (sync.trusted_keys)")
+            p = pass_tokens.read(text, self.pass_keys, self.cfg.gateway.site)
+        except Rejected as r:
+            return self._record_decision(door_id, Decision(False, Reason(r.reason)), kind="pass", token=None, t_ns=t_ns)
+        revocation = self.whitelist.lookup(self.tokenizer.token_raw("pass", p.id))
+        used = self.pass_uses.used(p.id) if self.pass_uses is not None else 0
+        reason = pass_rules.check(p, door_id, self._wallclock().timestamp(), used=used,
+                                  revoked=revocation is not None and revocation.kind == "pass_revoked")
+        granted = reason is Reason.VISITOR_GRANTED
+        if granted and self.pass_uses is not None:
+            used = self.pass_uses.use(p.id, p.not_after)
+        return self._record_decision(door_id, Decision(granted, reason), kind="pass", token=p.id, t_ns=t_ns,
+                                     detail=f"pass {p.id} host {p.host} use {used} of {p.uses}")
+
     # -- both -----------------------------------------------------------------------------------
     def _credential(self, door_id: str, *, factor: str, kind: str, token: str, t_ns: int,
                     unknown: Reason = Reason.UNKNOWN_CREDENTIAL, direction: str = "in") -> Event | None:
@@ -228,6 +264,7 @@ class Controller:
         log.info("door=%s kind=%s token=%s decision=%s reason=%s seq=%s", door_id, kind, event.token or "-",
                  event.decision, event.reason, event.seq or "kept")
         self.notify_listeners(event)
+        self._raise(self.alarms.observe(event, self._clock()))
         return event
 
     def _expired(self, pending: list[Pending]) -> None:
@@ -245,7 +282,8 @@ class Controller:
                 continue
             ins = io.door.inputs
             actions = self.machines[door_id].inputs(now, contact=_bit(bits, ins.contact),
-                                                    exit_button=_bit(bits, ins.exit_button), fire=_bit(bits, ins.fire_alarm))
+                                                    exit_button=_bit(bits, ins.exit_button), fire=_bit(bits, ins.fire_alarm),
+                                                    tamper=_bit(bits, ins.tamper))
             self._apply(door_id, actions)
 
     def on_link(self, port: str, up: bool, detail: str) -> None:
@@ -264,6 +302,7 @@ class Controller:
                 io.link.hold(io.output, machine.shutdown_state() or machine.fire)
             reason = "relay_link_restored" if up else "relay_link_lost"
             self.record(Event("system", reason, door=door_id, detail=f"{detail}; fail_mode={io.door.fail_mode}"))
+            self._raise(self.alarms.set("relay_down", not up, door=door_id, subject=port))
 
     def on_part(self, kind: str, name: str, *, up: bool, detail: str, door: str | None = None) -> None:
         """A reader, pcscd, a camera or the vision worker went away or came back: `{kind}_down` /
@@ -273,6 +312,7 @@ class Controller:
             return
         (self._parts_down.discard if up else self._parts_down.add)(key)
         self.record(Event("system", f"{kind}_{'up' if up else 'down'}", door=door, detail=f"{name}: {detail}"))
+        self._raise(self.alarms.part(kind, name, up=up, door=door))
 
     def remote_pulse(self, door_id: str, req_id: str) -> None:
         """A signed remote test pulse (field technician via central): journaled, then pulsed as a grant."""
@@ -285,6 +325,7 @@ class Controller:
         self._expired(self.factors.expire(now))
         for door_id, machine in self.machines.items():
             self._apply(door_id, machine.tick(now))
+        self._raise(self.alarms.tick(now))
 
     # -- shutdown -------------------------------------------------------------------------------
     def final_states(self) -> dict[LockRelay, dict[Output, bool]]:
@@ -307,8 +348,21 @@ class Controller:
 
     def record(self, event: Event) -> None:
         self.outbox.put(event)
-        log.info("door=%s event=%s seq=%s", event.door, event.reason, event.seq or "kept")
+        if event.severity:
+            log.warning("door=%s alarm=%s %s subject=%s seq=%s", event.door, event.reason, event.severity, event.detail or "-",
+                        event.seq or "kept")
+        else:
+            log.info("door=%s event=%s seq=%s", event.door, event.reason, event.seq or "kept")
         self.notify_listeners(event)
+        self._raise(self.alarms.observe(event, self._clock()))
+
+    def _raise(self, alarms: list[Event]) -> None:
+        for alarm in alarms:
+            self.record(alarm)
+
+    def condition(self, alarm: str, active: bool, *, subject: str = "") -> None:
+        """A gateway-wide condition the daemon checks (journal_overflow, disk_nearly_full)."""
+        self._raise(self.alarms.set(alarm, active, subject=subject))
 
     def notify_listeners(self, event: Event) -> None:
         for cb in self.listeners:

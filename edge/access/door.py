@@ -28,7 +28,7 @@ class Hold:
 @dataclass(frozen=True, slots=True)
 class DoorEvent:
     reason: Literal["opened", "closed", "forced_open", "held_open", "exit_button",
-                    "fire_release", "fire_cleared"]
+                    "fire_release", "fire_cleared", "tamper", "tamper_cleared"]
 
 
 Action = Pulse | Hold | DoorEvent
@@ -40,6 +40,7 @@ class DoorMachine:
     contact_open: bool = False
     exit_pressed: bool = False
     fire: bool = False
+    tamper: bool = False
     authorised_until: float = 0.0
     open_since: float | None = None
     held_alarm: bool = False
@@ -53,11 +54,16 @@ class DoorMachine:
             return []  # already released and held
         return [Pulse(self.door.pulse_ms)]
 
-    def inputs(self, now: float, *, contact: bool | None, exit_button: bool | None, fire: bool | None) -> list[Action]:
-        """New input states (None = input not wired). Edges produce actions; levels are remembered."""
+    def inputs(self, now: float, *, contact: bool | None, exit_button: bool | None, fire: bool | None,
+               tamper: bool | None = None) -> list[Action]:
+        """New input states (None = input not wired). Edges produce actions; levels are remembered.
+        A tamper input already on at start-up is reported too: an open housing is news whenever seen."""
         out: list[Action] = []
         first = not self._known
         self._known = True
+        if tamper is not None and tamper != self.tamper:
+            self.tamper = tamper
+            out.append(DoorEvent("tamper" if tamper else "tamper_cleared"))
         if fire is not None and fire != self.fire:
             self.fire = fire
             out += [Hold(True), DoorEvent("fire_release")] if fire else [Hold(False), DoorEvent("fire_cleared")]

@@ -39,6 +39,15 @@ class Reason(StrEnum):
     PLATE_UNREADABLE = "plate_unreadable"
     ID_CARD_EXPIRED = "id_card_expired"    # the ID card itself is past its validity date
     ANTIPASSBACK = "antipassback"          # in again without having gone out (hard anti-passback)
+    VISITOR_GRANTED = "visitor_granted"    # a visitor pass opened the door
+    PASS_NOT_YET_VALID = "pass_not_yet_valid"
+    PASS_EXPIRED = "pass_expired"
+    PASS_USED_UP = "pass_used_up"
+    PASS_REVOKED = "pass_revoked"
+    PASS_WRONG_DOOR = "pass_wrong_door"
+    PASS_OTHER_SITE = "pass_other_site"
+    PASS_BAD_SIGNATURE = "pass_bad_signature"  # forged, tampered, or signed by a key this gateway does not trust
+    PASS_MALFORMED = "pass_malformed"
 
 
 # Reasons that come from the camera paths before `decide` (edge.access.walkup, second_factor, platevote).
@@ -46,6 +55,10 @@ FACE_PATH_REASONS = frozenset({Reason.UNKNOWN_FACE, Reason.LIVENESS_FAILED, Reas
 PLATE_PATH_REASONS = frozenset({Reason.UNKNOWN_PLATE, Reason.PLATE_UNREADABLE})
 # Reasons the controller gives around `decide`: the ID card's own validity date, anti-passback.
 CONTROLLER_REASONS = frozenset({Reason.ID_CARD_EXPIRED, Reason.ANTIPASSBACK})
+# Reasons of a visitor pass shown to a door camera (edge.access.passes).
+PASS_REASONS = frozenset({Reason.VISITOR_GRANTED, Reason.PASS_NOT_YET_VALID, Reason.PASS_EXPIRED, Reason.PASS_USED_UP,
+                          Reason.PASS_REVOKED, Reason.PASS_WRONG_DOOR, Reason.PASS_OTHER_SITE, Reason.PASS_BAD_SIGNATURE,
+                          Reason.PASS_MALFORMED})
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,15 @@ _MIGRATIONS: list[str] = [
         PRIMARY KEY (area, token)
     );
     """,
+    # 3: an alarm's severity (critical | major | minor, or cleared); how often each visitor pass opened a door
+    """
+    ALTER TABLE journal ADD COLUMN severity TEXT;
+    CREATE TABLE pass_uses (
+        id        TEXT PRIMARY KEY,        -- the pass's own id (16 hex), not personal
+        used      INTEGER NOT NULL,
+        until     REAL NOT NULL            -- the pass's window end: purged after it
+    );
+    """,
 ]
 
 _WHITELIST_MIGRATIONS: list[str] = [

@@ -55,6 +55,7 @@ class Event:
     latency_ms: float | None = None
     detail: str | None = None
     sealed: str | None = field(default=None, repr=False)  # registrations: the identity sealed to central (base64)
+    severity: str | None = None    # alarms: critical | major | minor, or cleared (edge.access.alarms)
     ts: float = field(default_factory=time.time)
     id: str = field(default_factory=uuid7)
     seq: int | None = None
@@ -65,6 +66,8 @@ class Event:
         d.pop("mono_ns")
         if d["sealed"] is None:
             d.pop("sealed")  # only registrations carry one: the others' batches stay as they were
+        if d["severity"] is None:
+            d.pop("severity")  # only alarms
         return d
 
     def line(self) -> str:
@@ -73,15 +76,17 @@ class Event:
         cred = f" {self.kind} {self.token}" if self.kind else ""
         lat = f" {self.latency_ms:.2f}ms" if self.latency_ms is not None else ""
         what = (self.decision if self.reason == self.decision else f"{self.decision} ({self.reason})") if self.decision else self.reason
+        if self.severity:
+            what = f"alarm {self.reason} {self.severity}"
         return f"{self.seq:>7} {when} {self.door or '-':10} {what}{cred}{lat}"
 
 
-_COLS = "seq, id, ts, door, type, kind, token, decision, reason, latency_ms, detail, sealed"
+_COLS = "seq, id, ts, door, type, kind, token, decision, reason, latency_ms, detail, sealed, severity"
 
 
 def _event(row: tuple[Any, ...]) -> Event:
-    seq, id_, ts, door, typ, kind, token, decision, reason, latency, detail, sealed = row
-    return Event(typ, reason, door, kind, token, decision, latency, detail, sealed, ts, id_, seq)
+    seq, id_, ts, door, typ, kind, token, decision, reason, latency, detail, sealed, severity = row
+    return Event(typ, reason, door, kind, token, decision, latency, detail, sealed, severity, ts, id_, seq)
 
 
 class Outbox:
@@ -134,10 +139,10 @@ class Outbox:
 
     def _insert(self, event: Event) -> int:
         cur = self._conn.execute(
-            "INSERT INTO journal(id, ts, door, type, kind, token, decision, reason, latency_ms, detail, sealed) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO journal(id, ts, door, type, kind, token, decision, reason, latency_ms, detail, sealed, severity) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (event.id, event.ts, event.door, event.type, event.kind, event.token, event.decision,
-             event.reason, event.latency_ms, event.detail, event.sealed))
+             event.reason, event.latency_ms, event.detail, event.sealed, event.severity))
         event.seq = cur.lastrowid
         return event.seq  # type: ignore[return-value]
 

@@ -23,6 +23,8 @@ from edge.store.db import Transaction, get_meta, set_meta
 CSV_COLUMNS = ("person", "kind", "value", "doors", "valid_from", "valid_to")
 CARD_KINDS = ("idcard", "ic", "idno")
 LIST_KINDS = (*CARD_KINDS, "plate", "face")  # face: the person may use their face (value = person id)
+# from central only: a visitor pass it revoked (token = HMAC of "pass:" + the pass id; person = the host)
+WIRE_KINDS = (*LIST_KINDS, "pass_revoked")
 _TOKEN = re.compile(r"^[0-9a-f]{64}$")
 HASH_MOD = 1 << 256  # list hashes are sums of row hashes modulo this
 
@@ -79,8 +81,8 @@ def checked_entry(row: Row) -> Entry:
     token, kind, person = row[0], row[1], row[2]
     if not _TOKEN.match(token):
         raise ValueError("token is not 64 lower-case hex digits")
-    if kind not in LIST_KINDS:
-        raise ValueError(f"kind {kind[:16]!r} is not one of {', '.join(LIST_KINDS)}")
+    if kind not in WIRE_KINDS:
+        raise ValueError(f"kind {kind[:16]!r} is not one of {', '.join(WIRE_KINDS)}")
     if not person.strip():
         raise ValueError("person is empty")
     try:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from drivers.backoff import Backoff
 from drivers.camera import Camera
-from edge.config import PLATE_MODES, CameraSection, GatewayConfig
+from edge.config import FACE_MODES, PLATE_MODES, CameraSection, GatewayConfig
 from edge.store.faces import FaceStore, TemplateKeyError, load_template_key
 from edge.vision import VisionSetupError
 from edge.vision import worker as worker_mod
@@ -44,13 +44,23 @@ CAMERA_STALL_S = 15.0   # a camera thread silent this long is stuck in its drive
 PartCallback = Callable[[str, str, bool, str], None]  # (kind "camera" | "vision", name, up, detail)
 
 
+def _task(mode: str, camera: CameraSection) -> str:
+    """What a camera's frames are read for: plates at a gate, faces at a face door; a camera at a card
+    door that reads passes loads no model at all."""
+    if mode in PLATE_MODES:
+        return "plate"
+    if mode in FACE_MODES or not camera.passes:
+        return "face"
+    return "pass"
+
+
 class VisionService:
     def __init__(self, cfg: GatewayConfig, state_dir: Path, on_result: Callable[[VisionResult], None], *,
                  on_part: PartCallback = lambda kind, name, up, detail: None):
         """Opens the template store (VisionSetupError naming the fix: the face key is the installer's
         to provide). Opens no camera and starts no process: `start()` does, and neither can fail."""
         modes = {d.id: d.mode for d in cfg.doors}
-        self.tasks = {c.id: "plate" if modes[c.door] in PLATE_MODES else "face" for c in cfg.cameras}
+        self.tasks = {c.id: _task(modes[c.door], c) for c in cfg.cameras}
         self._cfg = cfg
         self._on_part = on_part
         self.store: FaceStore | None = None
@@ -69,7 +79,8 @@ class VisionService:
         self._sections = {c.id: c for c in cfg.cameras}
         self.cameras: dict[str, Camera] = {c.id: self._camera(c) for c in cfg.cameras}
         self.worker = FaceWorker(on_result, people=people, templates=templates, settings=Settings.from_config(cfg.face),
-                                 tasks=self.tasks, cameras=list(self.cameras), check_models=self._check_models,
+                                 tasks=self.tasks, qr=frozenset(c.id for c in cfg.cameras if c.passes),
+                                 cameras=list(self.cameras), check_models=self._check_models,
                                  backoff=Backoff(rc.base_s, rc.cap_s), start=False, hang_s=worker_mod.HANG_S,
                                  on_change=lambda up, detail: on_part("vision", "worker", up, detail))
         self.enrolled = len(set(people))

@@ -53,6 +53,8 @@ class VisionResult:
     ms: float                     # time in the worker
     camera: str = ""              # which camera the frame came from
     plates: list | None = None    # plate cameras: edge.vision.plate.PlateRead per plate, readable first, then largest (faces: None)
+    passes: list[str] | None = None  # cameras that read visitor passes: the pass texts in the frame
+    task: str = "face"            # what the camera's frames were read for: face | plate | pass
 
 
 # -- messages on the pipe ----------------------------------------------------------------------
@@ -88,14 +90,17 @@ class ResultMsg:
 
 
 def _serve(conn, shm_name: str, slots: int, people: list[str], templates: np.ndarray, settings,
-           tasks: dict[str, str] | None = None) -> None:
+           tasks: dict[str, str] | None = None, qr: frozenset[str] = frozenset()) -> None:
     """The worker process: load the models once, then answer frames until the pipe closes.
-    `tasks`: camera id -> "face" | "plate" (default face); plate models load only if a camera needs them."""
+    `tasks`: camera id -> "face" | "plate" | "pass" (default face); plate models load only if a camera
+    needs them. `qr`: the cameras whose frames are also searched for visitor passes."""
     import cv2
 
     from edge.vision.face import FacePipeline, Gallery
+    from edge.vision.passes import PassReader
 
     tasks = tasks or {}
+    pass_reader = PassReader() if qr else None
     shm = shared_memory.SharedMemory(name=shm_name)
     frames = np.ndarray((slots, SLOT_BYTES), dtype=np.uint8, buffer=shm.buf)
     pipeline = FacePipeline(settings) if "face" in tasks.values() or not tasks else None
@@ -121,8 +126,19 @@ def _serve(conn, shm_name: str, slots: int, people: list[str], templates: np.nda
             t0 = time.perf_counter()
             camera = msg.camera
             frame = frames[msg.slot, : msg.h * msg.w * 3].reshape(msg.h, msg.w, 3)
-            result = VisionResult(msg.index, msg.t_ns, None, None, None, None, None, 0.0, camera)
-            if tasks.get(camera) == "plate":
+            task = tasks.get(camera, "face")
+            result = VisionResult(msg.index, msg.t_ns, None, None, None, None, None, 0.0, camera, task=task)
+            if pass_reader is not None and camera in qr:
+                try:
+                    result.passes = pass_reader.read(frame)
+                except bad_frame:
+                    result.passes = []
+            if task == "pass":
+                conn.send(FreedMsg(msg.slot))
+                result.ms = (time.perf_counter() - t0) * 1000
+                conn.send(ResultMsg(result))
+                continue
+            if task == "plate":
                 try:
                     view, now = views.setdefault(camera, StillView()), time.monotonic()
                     if view.unchanged(frame, now):
@@ -183,12 +199,14 @@ class FaceWorker:
 
     def __init__(self, on_result: Callable[[VisionResult], None], *, people: list[str] | None = None,
                  templates: np.ndarray | None = None, settings=None, tasks: dict[str, str] | None = None,
+                 qr: frozenset[str] = frozenset(),
                  cameras: list[str] | None = None, check_models: Callable[[], None] | None = None,
                  backoff: Backoff | None = None, hang_s: float = HANG_S, start: bool = True,
                  on_change: Callable[[bool, str], None] | None = None):
         self._on_result = on_result
         self._settings = settings  # edge.vision.face.Settings (None: the defaults)
         self._tasks = tasks or {}
+        self._qr = qr
         self._people = people or []
         self._templates = templates if templates is not None else np.zeros((0, 128), np.float32)
         self._slot_of = {cam: i for i, cam in enumerate(cameras or [])}
@@ -290,7 +308,7 @@ class FaceWorker:
             return False
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(target=_serve, args=(child, self._shm.name, self.slots, self._people, self._templates,
-                                                      self._settings, self._tasks), name="door-edge-vision", daemon=True)
+                                                      self._settings, self._tasks, self._qr), name="door-edge-vision", daemon=True)
         proc.start()
         child.close()
         with self._lock:

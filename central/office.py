@@ -1,0 +1,93 @@
+"""What the community office does on central, for the console and the command line alike: visitor
+passes, alarms, care flags, residents and events. Each call takes central's lock (ingest writes on
+the same connection from the MQTT thread), and every view of identity data is audited.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from central import alarms, passes
+from central.registrations import audit
+from central.server import Central, Published
+
+
+class Office:
+    def __init__(self, central: Central):
+        self.central = central
+        self.db = central.db
+        self._lock = central._lock
+
+    # -- passes ---------------------------------------------------------------------------------
+    def issue_pass(self, *, host: str, doors: tuple[str, ...], uses: int, hours: float, who: str) -> passes.Issued:
+        with self._lock:
+            return passes.issue(self.db, self.central.signer, self.central.cfg.central.site, host=host, doors=doors, uses=uses,
+                                who=who, hours=hours)
+
+    def revoke_pass(self, pass_id: str, who: str) -> Published:
+        """Revoked on central, then on every gateway through the list (a delta at once)."""
+        with self._lock:
+            row = passes.revoke(self.db, self.central.tokenizer, pass_id, who)
+        return self.central.apply_changes([row])
+
+    def passes(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return passes.listing(self.db)
+
+    # -- alarms ---------------------------------------------------------------------------------
+    def alarms(self, *, open_only: bool = True) -> list[dict[str, Any]]:
+        with self._lock:
+            return alarms.listing(self.db, open_only=open_only)
+
+    def acknowledge(self, alarm_id: int, who: str) -> bool:
+        with self._lock:
+            return alarms.acknowledge(self.db, alarm_id, who)
+
+    # -- care -----------------------------------------------------------------------------------
+    def set_care(self, person: str, *, quiet_h: float, consent_by: str, who: str) -> None:
+        with self._lock:
+            alarms.set_care(self.db, person, quiet_h=quiet_h, consent_by=consent_by, who=who)
+
+    def end_care(self, person: str, who: str) -> None:
+        with self._lock:
+            alarms.end_care(self.db, person, who)
+
+    # -- residents and events -------------------------------------------------------------------
+    def residents(self, who: str) -> list[dict[str, Any]]:
+        """Households: each person's name, building and room (from an approved registration), lease
+        end, credentials by kind (counts, never a number), care flag. Audited: names are shown."""
+        with self._lock:
+            people: dict[str, dict[str, Any]] = {
+                ref: {"ref": ref, "name": name, "building": None, "room": None, "lease_end": None, "credentials": {}, "care": None}
+                for ref, name in self.db.execute("SELECT ref, name FROM persons ORDER BY name")}
+            for (row,) in self.db.execute("SELECT row FROM entries"):
+                _, kind, person, *_ = json.loads(row)
+                if person in people and kind != "pass_revoked":
+                    creds = people[person]["credentials"]
+                    creds[kind] = creds.get(kind, 0) + 1
+            for person, building, room, lease_end in self.db.execute(
+                    "SELECT person, building, room, lease_end FROM registrations WHERE state='approved' AND person IS NOT NULL"):
+                if person in people:
+                    people[person].update(building=building, room=room, lease_end=lease_end)
+            for person, quiet_s, consent_by in self.db.execute("SELECT person, quiet_s, consent_by FROM care"):
+                if person in people:
+                    people[person]["care"] = {"quiet_h": quiet_s / 3600, "consent_by": consent_by}
+            audit(self.db, who, "residents_viewed", "", f"{len(people)} shown")
+        return list(people.values())
+
+    def events(self, *, door: str | None = None, reason: str | None = None, since: float | None = None, until: float | None = None,
+               before_rowid: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """A page of events, newest first, filtered; `before_rowid` pages on (never everything at once)."""
+        sql = "SELECT rowid, gw, body FROM events WHERE 1=1"
+        args: list[Any] = []
+        for clause, value in (("json_extract(body, '$.door') = ?", door), ("json_extract(body, '$.reason') = ?", reason),
+                              ("ts >= ?", since), ("ts < ?", until), ("rowid < ?", before_rowid)):
+            if value is not None and value != "":
+                sql += f" AND {clause}"
+                args.append(value)
+        sql += " ORDER BY rowid DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self.db.execute(sql, args).fetchall()
+        return [{"rowid": rid, "gw": gw, **json.loads(body)} for rid, gw, body in rows]
