@@ -307,9 +307,10 @@ def bench_card(swipes: int, *, root: Path, sync: bool = False, load: str | None 
 
 def build_parser(prog: str = "door-edge bench") -> argparse.ArgumentParser:
     bn = argparse.ArgumentParser(prog=prog, description="Benchmarks; one JSON line of figures.")
-    bn.add_argument("name", choices=["card", "sync", "face", "plate", "faults"])
+    bn.add_argument("name", choices=["card", "sync", "face", "plate", "faults", "pass"])
     bn.add_argument("--data", type=Path, default=None, help="face, plate: a folder of images with labels.csv")
     bn.add_argument("--swipes", type=int, default=200)
+    bn.add_argument("--frames", type=int, default=300, help="pass: frames with a visitor pass's QR code")
     bn.add_argument("--load", choices=["face"], default=None, help="card: with the face worker running flat out")
     bn.add_argument("--sync", action="store_true", help="card: with sync running (broker, central, live deltas, events drained)")
     bn.add_argument("--reader", choices=["pcsc", "ga467"], default="pcsc",
@@ -353,6 +354,10 @@ def main(argv: list[str] | None = None, prog: str = "door-edge bench") -> int:
 
         with tempfile.TemporaryDirectory(prefix="door-edge-faults-") as tmp:
             result = main_bench(Path(tmp), rounds=args.rounds, attempts=args.attempts, fuzz=args.fuzz)
+    elif args.name == "pass":
+        from devtools.bench_pass import bench_pass
+
+        result = bench_pass(args.frames, _pct)
     elif args.name == "sync":
         from devtools.bench_sync import bench_sync
 

@@ -225,6 +225,43 @@ class Scene:
         subprocess.run([*run, "central", "export", "--config", str(central_cfg), "--out", str(export), "--by", "demo-office"], check=True)
         export.unlink()  # the police station's list, with the identities in it: not left in the demo's folder
 
+    def play_visitor(self, run: list[str], central_cfg: Path) -> None:
+        """A visitor for Li Wei: the office issues a one-use pass on central, she forwards its QR code,
+        the visitor holds it up to the lobby camera; the door opens with no network needed, once."""
+        from rigs import scene
+
+        png = self.rig.root / "visitor-pass.png"
+        host = self.rig.person_ref("R-0101 Li Wei")
+        self.say("Li Wei expects a visitor: the office issues a one-use pass for the lobby, valid two hours (door-edge central pass issue)")
+        subprocess.run([*run, "central", "pass", "issue", "--config", str(central_cfg), "--host", host, "--doors", "lobby", "--uses", "1",
+                        "--hours", "2", "--png", str(png), "--by", "demo-office"], check=True)
+        scene.write(self.rig.root / "scenes" / "camera" / "visitor", scene.code_held(scene.png_rgb(png.read_bytes()), 12))
+        png.unlink()
+        self.say("the visitor holds the code on her phone up to the lobby camera")
+        self.show("camera", "visitor")
+        self.expect("visitor_granted", timeout=SCENE_S)
+        self.coil_is(True)
+        self.show("camera", "empty")
+        self.coil_is(False)
+        self.pause(WALK_AWAY_S)
+        self.say("she tries the same code again: it was for one visit")
+        self.show("camera", "visitor")
+        self.expect("pass_used_up", timeout=SCENE_S)
+        self.show("camera", "empty")
+
+    def play_alarms(self, run: list[str], central_cfg: Path) -> None:
+        """What the office sees of the forced and held doors: alarms on central, acknowledged."""
+        import json
+
+        self.say("the office's alarm list on central (door-edge central alarms --all): the forced door, the door held open, the fire")
+        subprocess.run([*run, "central", "alarms", "--all", "--config", str(central_cfg)], check=True)
+        out = subprocess.run([*run, "central", "alarms", "--all", "--json", "--config", str(central_cfg)], check=True, capture_output=True,
+                             text=True).stdout
+        forced = next(a for a in json.loads(out) if a["name"] == "forced_open")
+        self.say(f"the office acknowledges the forced door (alarm {forced['id']})")
+        subprocess.run([*run, "central", "alarms", "--ack", str(forced["id"]), "--by", "demo-office", "--config", str(central_cfg)],
+                       check=True)
+
     def privacy_check(self) -> None:
         """Nothing in the gateway's state directory (the WAL included) names a resident or holds an ID number."""
         secrets_ = ["Li Wei", "Zhang Min", "Wang Fang", ga467.CHEN_JING.name, ga467.WANG_FANG.name, ga467.CHEN_JING.idno,
@@ -257,6 +294,7 @@ port = "{port}"
 door = "lobby"
 mode = "register"
 """
+LOBBY_CAMERA = 'id = "lobby-cam"\nsource = "{root}/camera"\ndoor = "lobby"\nmax_fps = 15\nloop = true\n'
 FACE_ROW = "R-0101 Li Wei,face,,lobby,,\n"  # she consented to face entry at the lobby: central's list says so
 FACES = TEST_DATA / "faces"  # LFW thumbnails, see ATTRIBUTION.md there
 
@@ -336,11 +374,15 @@ def main(argv: list[str] | None = None, prog: str = "door-edge demo") -> int:
         print("== starting pcscd (virtual readers), a Modbus door board on a pty, mosquitto (mutual TLS, ACL), "
               "central and the daemon", flush=True)
         rig.start()
-        site = Site(root / "site", rig.root / "site.key", gateways=["gw-demo"], tls=True).start()
+        site = Site(root / "site", rig.root / "site.key", gateways=["gw-demo"], tls=True, site="demo-court").start()
         cfg = REPO / "config" / "demo.toml"
-        # the shipped demo config, plus the [sync] section for this run's broker port and certificate
-        rig.config_path.write_text(cfg.read_text().replace("/tmp/door-edge-demo", str(root)) + site.gateway_sync_toml("gw-demo")
-                                   + DESK_READER.format(port=rig.id_port(1)))
+        # the shipped demo config, plus the [sync] section for this run's broker port and certificate; with central's key
+        # the lobby camera can read visitor passes too
+        lobby_cam = LOBBY_CAMERA.format(root=root)
+        text = cfg.read_text().replace("/tmp/door-edge-demo", str(root)).replace(lobby_cam, lobby_cam + "passes = true\n", 1)
+        if "passes = true" not in text:
+            raise RuntimeError("config/demo.toml's lobby camera is not as the demo expects (LOBBY_CAMERA)")
+        rig.config_path.write_text(text + site.gateway_sync_toml("gw-demo") + DESK_READER.format(port=rig.id_port(1)))
         central_cfg = site.central_config()
         server = site.central_process()
         threading.Thread(target=_pump, args=(server.stdout, "  central| "), daemon=True).start()
@@ -367,6 +409,7 @@ def main(argv: list[str] | None = None, prog: str = "door-edge demo") -> int:
         scene.play()
         scene.play_sync(run, central_cfg)
         scene.play_registration(run, central_cfg)
+        scene.play_visitor(run, central_cfg)
         print("\n== relay timeline (coil 0: lobby lock, coil 1: gate barrier; as the board saw it)")
         t_first = board.timeline[0].t_ns if board.timeline else 0
         for w in board.timeline:
@@ -376,6 +419,7 @@ def main(argv: list[str] | None = None, prog: str = "door-edge demo") -> int:
         subprocess.run([*run, "central", "events", "--config", str(central_cfg), "--gateway", "gw-demo", "-n", "40"], check=True)
         print("\n== central's view of the gateway (door-edge central status)", flush=True)
         subprocess.run([*run, "central", "status", "--config", str(central_cfg)], check=True)
+        scene.play_alarms(run, central_cfg)
         scene.privacy_check()
         rc = 0
     except (TimeoutError, subprocess.CalledProcessError, RuntimeError) as exc:

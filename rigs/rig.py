@@ -86,6 +86,18 @@ mode = "{mode}"
 """
 
 
+# a lobby camera that reads visitor passes (config to append after the [sync] section that gives central's key)
+QR_CAMERA = """
+[[cameras]]
+id = "lobby-cam"
+source = "{source}"
+door = "lobby"
+max_fps = 10
+loop = true
+passes = true
+"""
+
+
 @dataclass(frozen=True)
 class IdReaderSpec:
     """A GA 467 reader of the rig: its emulator sits on the far end of its own pty pair."""

@@ -26,21 +26,12 @@ from central import staff
 from central.web import WebServer
 from rigs import scene
 from rigs.ga467 import CHEN_JING
-from rigs.rig import IdReaderSpec, wait_until
+from rigs.rig import QR_CAMERA, IdReaderSpec, wait_until
 from tests.conftest import AppThread
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 DESK, DOOR = 0, 1
 PASSWORDS = {"wang": "staff password 1", "liu": "police password 2"}
-CAMERA_TOML = """
-[[cameras]]
-id = "lobby-cam"
-source = "{link}"
-door = "lobby"
-max_fps = 10
-loop = true
-passes = true
-"""
 
 
 @pytest.fixture
@@ -97,7 +88,7 @@ def present(app: AppThread, rig, reader: int, reason: str) -> None:
 def test_the_office_console(synced_factory, browser, tmp_path):
     camera = tmp_path / "lobby-cam"
     scene.show(camera, scene.write(tmp_path / "scenes" / "blank", scene.blank(3)))
-    s = synced_factory(id_readers=(IdReaderSpec("in", "register"), IdReaderSpec("in")), extra_toml=CAMERA_TOML.format(link=camera),
+    s = synced_factory(id_readers=(IdReaderSpec("in", "register"), IdReaderSpec("in")), extra_toml=QR_CAMERA.format(source=camera),
                        sync_extra="ack_timeout_s = 2\n")
     central = s.connect_central()
     central.publish_csv(s.rig.residents_path)

@@ -78,3 +78,11 @@ def test_door_open_at_start_is_not_an_intrusion():
 def test_fail_mode():
     assert DoorMachine(DOOR).shutdown_state() is False
     assert DoorMachine(DOOR.model_copy(update={"fail_mode": "safe"})).shutdown_state() is True
+
+
+def test_the_tamper_input_is_reported_at_each_edge_even_at_start():
+    m = DoorMachine(DOOR)
+    assert reasons(m.inputs(0.0, contact=False, exit_button=False, fire=False, tamper=True)) == ["tamper"]  # a housing found open
+    assert reasons(m.inputs(1.0, contact=False, exit_button=False, fire=False, tamper=True)) == []
+    assert reasons(m.inputs(2.0, contact=False, exit_button=False, fire=False, tamper=False)) == ["tamper_cleared"]
+    assert reasons(m.inputs(3.0, contact=False, exit_button=False, fire=False, tamper=None)) == []  # not wired

@@ -18,7 +18,7 @@ from protocol import Keyring, Rejected, Signer, generate_signing_key
 from protocol import passes as tokens
 from protocol.passes import VisitorPass
 from rigs import scene
-from rigs.rig import wait_until
+from rigs.rig import QR_CAMERA, wait_until
 from tests.conftest import AppThread, after_start
 
 NOW = 1_800_000_000
@@ -114,15 +114,6 @@ def test_a_code_held_up_for_many_frames_is_one_presentation():
 
 
 # -- the daemon, broker stopped ----------------------------------------------------------------
-CAMERA_TOML = """
-[[cameras]]
-id = "lobby-cam"
-source = "{link}"
-door = "lobby"
-max_fps = 10
-loop = true
-passes = true
-"""
 
 
 def show(camera: Path, app: AppThread, name: str, text: str, reason: str) -> None:
@@ -137,7 +128,7 @@ def test_passes_are_decided_at_the_door_with_the_broker_stopped(synced_factory, 
     camera = tmp_path / "lobby-cam"
     blank = scene.write(tmp_path / "scenes" / "blank", scene.blank(3))
     scene.show(camera, blank)
-    s = synced_factory(readers=False, extra_toml=CAMERA_TOML.format(link=camera))
+    s = synced_factory(readers=False, extra_toml=QR_CAMERA.format(source=camera))
     central = s.connect_central()
     central.publish_csv(s.rig.residents_path)
     from central.office import Office
