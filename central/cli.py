@@ -247,6 +247,15 @@ def cmd_central_serve(args: argparse.Namespace) -> int:
     from edge.health import setup_logging
 
     setup_logging("info")
+    try:
+        cfg = load_config(args.config)
+    except config_mod.ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    if cfg.webhook is not None and not cfg.webhook.secret_file.is_file():
+        print(f"config error: webhook.secret_file: {cfg.webhook.secret_file} does not exist. Fix: write the secret the office's "
+              "system checks the POSTs with into that file (one line, 0600), or remove [webhook]", file=sys.stderr)
+        return 2
     central = _central(args, serve=True)
     done = threading.Event()
     died: list[str] = []

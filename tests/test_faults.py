@@ -203,6 +203,10 @@ def test_a_part_that_dies_of_a_bug_stops_the_daemon_in_order(app, rig, where):
 
 
 # -- storage ---------------------------------------------------------------------------------------
+def alarms(app: AppThread) -> list[tuple[str, str | None]]:
+    return [(e.reason, e.severity) for e in list(app.events) if e.type == "alarm"]
+
+
 @pytest.fixture
 def small_state(tmp_path):
     """A 4 MB tmpfs as the state directory: a real file system that fills up."""
@@ -214,7 +218,10 @@ def small_state(tmp_path):
     unmount(state)
 
 
-def test_decisions_go_on_when_the_state_directory_is_full(tmp_path, pcscd, small_state):
+def test_decisions_go_on_when_the_state_directory_is_full(tmp_path, pcscd, small_state, monkeypatch):
+    from edge import app as app_mod
+
+    monkeypatch.setattr(app_mod, "SPACE_CHECK_S", 0.2)  # the daemon looks at its disk every 30 s; here five times a second
     rig = Rig(tmp_path / "rig", own_pcscd=False, pulse_ms=300).start()
     rig.import_residents()
     app = AppThread(rig.config_path).start()
@@ -234,8 +241,11 @@ def test_decisions_go_on_when_the_state_directory_is_full(tmp_path, pcscd, small
         assert outbox.pending >= 3 and outbox.write_failures >= 1
         assert app.app.status()["storage"]["pending"] >= 3
         assert app.thread.is_alive()
+        wait_until(lambda: ("journal_overflow", "critical") in alarms(app), 5, "the journal_overflow alarm")
+        assert ("disk_nearly_full", "major") in alarms(app)  # a 4 MB state directory is under the 200 MB floor
         filler.unlink()
         wait_until(lambda: outbox.pending == 0, 10, "the kept events written once space returned")
+        wait_until(lambda: ("journal_overflow", "cleared") in alarms(app), 5, "the journal_overflow alarm cleared")
         granted = [r for r in journal(rig) if r[3] == "granted"]
         assert len(granted) == 3
         seqs = [r[0] for r in journal(rig)]

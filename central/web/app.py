@@ -179,6 +179,7 @@ class Console:
                 error = str(exc)
         with self.central._lock:
             hosts = self.central.db.execute("SELECT ref, name FROM persons ORDER BY name").fetchall()
+            audit(self.central.db, self.who(request), "hosts_listed", "", f"{len(hosts)} shown")  # names, for the host list
         qr = base64.b64encode(issued.png()).decode() if issued else None
         return self.page(request, "passes.html", status=400 if error else 200, passes=self.office.passes(), hosts=hosts,
                          issued=issued, qr=qr, error=error, now=time.time())
