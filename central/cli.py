@@ -13,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from central.server import Central, load_config
+from central.config import load_config
+from central.server import Central
 from edge import config as config_mod
 
 

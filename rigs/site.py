@@ -101,7 +101,8 @@ class Site:
         return path
 
     def central(self, *, serve: bool = True, client_id: str = "central", **kw):
-        from central.server import Central, load_config
+        from central.config import load_config
+        from central.server import Central
 
         return Central(load_config(self.central_config(**kw)), client_id=client_id).connect(serve=serve)
 
