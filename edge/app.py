@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 TICK_S = 0.1
 WHITELIST_CHECK_S = 1.0
 SPACE_CHECK_S = 30.0    # how often the journal's backlog and the disk's free space are looked at (alarms)
+PASS_KEPT_S = 86400.0   # a pass's use count is kept a day past its window (a clock stepped back still finds it used)
 STOP_BUDGET_S = 14.0   # TimeoutStopSec is 20 s: the ordered stop must end well before SIGKILL
 
 
@@ -570,6 +571,8 @@ class App:
             if time.monotonic() >= self._next_space_check:
                 self._next_space_check = time.monotonic() + SPACE_CHECK_S
                 self._space_alarms(parts)
+                if parts.pass_uses is not None:
+                    parts.pass_uses.purge_before(time.time() - PASS_KEPT_S)
 
     @staticmethod
     def _space_alarms(parts: Parts) -> None:

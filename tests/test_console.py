@@ -31,7 +31,7 @@ from tests.conftest import AppThread
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 DESK, DOOR = 0, 1
-PASSWORDS = {"wang": "staff password 1", "liu": "police password 2"}
+PASSWORDS = {"wang": "staff password 1", "liu": "police password 2", "zhao": "staff password 3"}
 
 
 @pytest.fixture
@@ -66,11 +66,16 @@ class Shots:
             shutil.copy(path, Path(self.keep) / path.name)
 
 
+def submit(driver, user: str, password: str) -> None:
+    """The log-in form, filled in and sent (the page it answers with is loaded when this returns)."""
+    driver.find_element(By.ID, "user").send_keys(user)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "submit").click()
+
+
 def log_in(driver, url: str, user: str) -> None:
     driver.get(url + "/login")
-    driver.find_element(By.ID, "user").send_keys(user)
-    driver.find_element(By.ID, "password").send_keys(PASSWORDS[user])
-    driver.find_element(By.ID, "submit").click()
+    submit(driver, user, PASSWORDS[user])
     wait_until(lambda: driver.current_url.rstrip("/") == url, 10, f"{user} logged in")
 
 
@@ -95,6 +100,7 @@ def test_the_office_console(synced_factory, browser, tmp_path):
     with central._lock:
         staff.add(central.db, "wang", PASSWORDS["wang"], "staff")
         staff.add(central.db, "liu", PASSWORDS["liu"], "police")
+        staff.add(central.db, "zhao", PASSWORDS["zhao"], "staff")
     web = WebServer(central).start_serving()
     app = AppThread(s.rig.config_path).start()
     shots = Shots(browser, tmp_path / "shots")
@@ -104,10 +110,12 @@ def test_the_office_console(synced_factory, browser, tmp_path):
         browser.get(url + "/registrations")
         assert browser.current_url.endswith("/login")                  # nothing without logging in
         shots.take("login")
-        browser.find_element(By.ID, "user").send_keys("wang")
-        browser.find_element(By.ID, "password").send_keys("not the password")
-        browser.find_element(By.ID, "submit").click()
+        submit(browser, "wang", "not the password")
         assert browser.find_element(By.ID, "bad-login").is_displayed()
+        for _ in range(5):  # someone guessing a colleague's password ...
+            submit(browser, "zhao", "a guess at it")
+        submit(browser, "zhao", PASSWORDS["zhao"])  # ... locks the name for 15 minutes, even for the right one
+        assert browser.find_element(By.ID, "locked").is_displayed() and browser.current_url.endswith("/login")
         log_in(browser, url, "wang")
         wait_until(lambda: central.gateway(s.gw).get("state") == "online", 15, "the gateway online")
         browser.refresh()

@@ -38,6 +38,7 @@ from edge.privacy import short
 log = logging.getLogger(__name__)
 
 SESSION_S = 8 * 3600
+LOCKOUT_AFTER, LOCKOUT_S = 5, 900  # five wrong passwords for a name within 15 minutes lock it for the rest of them
 PUBLIC = {"/login"}
 
 
@@ -94,9 +95,15 @@ class Console:
         if request.method == "GET":
             return self.page(request, "login.html")
         f = await self.form(request)
+        name = f.get("user", "")[:32] or "-"
         with self.central._lock:
-            role = staff.check(self.central.db, f.get("user", ""), f.get("password", ""))
-            audit(self.central.db, f.get("user", "")[:32] or "-", "login" if role else "login_failed")
+            failed = self.central.db.execute("SELECT count(*) FROM audit WHERE who=? AND action='login_failed' AND ts > ?",
+                                             (name, time.time() - LOCKOUT_S)).fetchone()[0]
+            if failed >= LOCKOUT_AFTER:
+                audit(self.central.db, name, "login_locked")
+                return self.page(request, "login.html", status=429, locked=True)
+            role = staff.check(self.central.db, name, f.get("password", ""))
+            audit(self.central.db, name, "login" if role else "login_failed")
         if role is None:
             return self.page(request, "login.html", status=401, error=True)
         lang = request.session.get("lang", "zh")
@@ -218,7 +225,7 @@ class Console:
         if request.session.get("role") != "police":
             with self.central._lock:
                 audit(self.central.db, self.who(request), "export_refused", "registrations")
-            return self.page(request, "forbidden.html", status=403)
+            return self.page(request, "forbidden.html", status=403, why="police_only")
         if request.method == "GET":
             return self.page(request, "export.html")
         await self.form(request)
@@ -246,8 +253,8 @@ def build(central: Central, *, secret: bytes, secure_cookies: bool = False) -> S
             return RedirectResponse("/login", 303)
         try:
             response = await handler(request)
-        except Forbidden:
-            return console.page(request, "forbidden.html", status=403)
+        except Forbidden:  # a form without the session's CSRF token
+            return console.page(request, "forbidden.html", status=403, why="csrf")
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["Content-Security-Policy"] = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'"
         response.headers["Cache-Control"] = "no-store"

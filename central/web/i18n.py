@@ -31,6 +31,8 @@ _WORDS: dict[str, tuple[str, str]] = {  # key: (中文, English)
     "download_csv": ("下载CSV（记入审计）", "Download CSV (audited)"), "police_only": ("仅限派出所联络员", "Police liaison only"),
     "who": ("操作人", "Who"), "action": ("操作", "Action"), "detail": ("详情", "Detail"), "forbidden": ("无权限", "Not allowed"),
     "done": ("已完成", "Done"), "language": ("English", "中文"),
+    "locked": ("尝试次数过多，请15分钟后再试", "Too many attempts: try again in 15 minutes"),
+    "csrf": ("表单已过期，请返回刷新后重试", "The form has expired: go back, reload and try again"),
     "pending": ("待审核", "pending"), "approved": ("已批准", "approved"), "rejected": ("已驳回", "rejected"),
     "online": ("在线", "online"), "offline": ("离线", "offline"), "stopped": ("已停止", "stopped"),
     "critical": ("紧急", "critical"), "major": ("重要", "major"), "minor": ("一般", "minor"),

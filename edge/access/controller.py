@@ -206,6 +206,8 @@ class Controller:
         used = self.pass_uses.used(p.id) if self.pass_uses is not None else 0
         reason = pass_rules.check(p, door_id, self._wallclock().timestamp(), used=used,
                                   revoked=revocation is not None and revocation.kind == "pass_revoked")
+        if reason is Reason.VISITOR_GRANTED and self.stale() and self.io[door_id].door.when_stale == "deny":
+            reason = Reason.WHITELIST_STALE  # a stale list may lack a revocation: a door that denies when stale denies passes too
         granted = reason is Reason.VISITOR_GRANTED
         if granted and self.pass_uses is not None:
             used = self.pass_uses.use(p.id, p.not_after)
