@@ -77,7 +77,7 @@ _MIGRATIONS = ["""
                          cleared REAL, clear_note TEXT, acked_by TEXT, acked_at REAL);
     CREATE UNIQUE INDEX alarms_open ON alarms(gw, name, door, subject) WHERE cleared IS NULL;  -- one open incident per alarm
     CREATE INDEX alarms_raised ON alarms(raised);
-    CREATE TABLE webhook_queue (alarm INTEGER PRIMARY KEY, attempts INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE webhook_queue (alarm INTEGER PRIMARY KEY);  -- alarms not yet delivered to [webhook] url
     CREATE TABLE care (person TEXT PRIMARY KEY, quiet_s REAL NOT NULL, consent_by TEXT NOT NULL, consent_at REAL NOT NULL, last_seen REAL);
     CREATE TABLE staff (name TEXT PRIMARY KEY, hash TEXT NOT NULL, role TEXT NOT NULL, created REAL NOT NULL);
     CREATE INDEX events_ts ON events(ts);
@@ -420,20 +420,19 @@ class Central:
         """One transaction: the events, what the fresh ones mean to the office (a registration, an
         alarm, a cared-for resident seen), then the ack; a resent batch means nothing twice."""
         now = time.time()
-        raised = 0
+        raised = fresh = 0
         with self._lock, Transaction(self.db) as db:
             for e in batch.events:
-                if db.execute("SELECT 1 FROM events WHERE gw=? AND id=?", (gw, e["id"])).fetchone() is not None:
-                    continue
-                if e.get("reason") == "registration_sent":
-                    self._registration(db, gw, e)
+                if e.get("reason") == "registration_sent" and db.execute("SELECT 1 FROM events WHERE gw=? AND id=?",
+                                                                         (gw, e["id"])).fetchone() is None:
+                    self._registration(db, gw, e)  # opened before it is stored: the stored event keeps no sealed bytes
+                if not db.execute("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?)",
+                                  (gw, e["id"], e["seq"], e["ts"], json.dumps(e), now)).rowcount:
+                    continue  # a resend: it meant what it meant the first time
+                fresh += 1
                 raised += alarms_mod.ingest(db, gw, e) is not None
                 if e.get("type") == "access" and isinstance(e.get("token"), str):
                     alarms_mod.seen(db, e["token"], e["ts"])
-            before = db.total_changes
-            db.executemany("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?)",
-                           [(gw, e["id"], e["seq"], e["ts"], json.dumps(e), now) for e in batch.events])
-            fresh = db.total_changes - before
         self.counters["events"] += fresh
         self.counters["duplicates_ignored"] += len(batch.events) - fresh
         self._publish(gw, "evt/ack", EvtAck(upto=batch.last).dumps())  # only after the commit

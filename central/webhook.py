@@ -38,8 +38,8 @@ def verify(secret: bytes, body: bytes, header: str) -> bool:
 
 
 class Forwarder(threading.Thread):
-    """`pending()` returns the queued alarms (id, body dict); `delivered(id)` removes one;
-    `failed(id)` counts a failure. Both run under central's lock (the caller's functions)."""
+    """`pending()` returns the queued alarms, oldest first (id, body dict); `delivered(id)` removes
+    one from the queue (both are central's, and take its lock)."""
 
     def __init__(self, url: str, secret: bytes, *, pending: Callable[[], list[tuple[int, dict[str, Any]]]],
                  delivered: Callable[[int], None], timeout_s: float = 5.0, base_s: float = 0.5, cap_s: float = 60.0):

@@ -134,9 +134,9 @@ def test_a_forced_door_reaches_the_webhook_through_a_broker_outage_once(synced_f
         broker.start()
         wait_until(lambda: len(receiver.unique()) == 1, 60, "the alarm at the webhook")
         office = Office(central)
+        wait_until(lambda: office.alarms() == [], 15, "the clear at central too")  # it may come in the next batch
         (alarm,) = office.alarms(open_only=False)
         assert (alarm["gw"], alarm["name"], alarm["door"], alarm["severity"]) == (s.gw, "forced_open", "lobby", "critical")
-        assert alarm["cleared"] is not None                             # the clear travelled too
         assert receiver.refused == 2                                     # retried past the receiver's failures
         posted = receiver.unique()[str(alarm["id"])]
         assert (posted["name"], posted["gateway"], posted["door"], posted["site"]) == ("forced_open", s.gw, "lobby", "rig")

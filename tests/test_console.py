@@ -20,7 +20,8 @@ from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from central import staff
 from central.web import WebServer
@@ -70,7 +71,13 @@ def submit(driver, user: str, password: str) -> None:
     """The log-in form, filled in and sent (the page it answers with is loaded when this returns)."""
     driver.find_element(By.ID, "user").send_keys(user)
     driver.find_element(By.ID, "password").send_keys(password)
-    driver.find_element(By.ID, "submit").click()
+    click_through(driver, driver.find_element(By.ID, "submit"))
+
+
+def click_through(driver, button) -> None:
+    """Click a form's button and wait until the answer's page has replaced the one it was on."""
+    button.click()
+    WebDriverWait(driver, 10).until(staleness_of(button))
 
 
 def log_in(driver, url: str, user: str) -> None:
@@ -136,7 +143,7 @@ def test_the_office_console(synced_factory, browser, tmp_path):
         until = date(date.today().year + 1, 6, 30)
         browser.execute_script("arguments[0].value = arguments[1]", approve.find_element(By.NAME, "until"), until.isoformat())
         approve.find_element(By.NAME, "room").send_keys("1203")
-        approve.find_element(By.TAG_NAME, "button").click()
+        click_through(browser, approve.find_element(By.TAG_NAME, "button"))
         wait_until(lambda: central.registrations("test", states=("approved",)) != [], 10, "the approval")
         wait_until(lambda: app.app.parts.whitelist.version == central.version, 15, "the approval's delta at the gateway")
         present(app, s.rig, DOOR, "granted")
@@ -148,7 +155,7 @@ def test_the_office_console(synced_factory, browser, tmp_path):
         uses = browser.find_element(By.ID, "uses")
         uses.clear()
         uses.send_keys("1")
-        browser.find_element(By.ID, "issue-pass").click()
+        click_through(browser, browser.find_element(By.ID, "issue-pass"))
         src = browser.find_element(By.ID, "qr").get_attribute("src")
         assert src.startswith("data:image/png;base64,")
         shots.take("passes")
@@ -168,7 +175,7 @@ def test_the_office_console(synced_factory, browser, tmp_path):
         row = browser.find_element(By.ID, f"alarm-{alarm['id']}")
         assert "forced_open" in row.text and row.find_elements(By.CSS_SELECTOR, "td.critical")
         shots.take("alarms")
-        row.find_element(By.CSS_SELECTOR, "button.ack").click()
+        click_through(browser, row.find_element(By.CSS_SELECTOR, "button.ack"))
         wait_until(lambda: "wang" in browser.find_element(By.ID, f"alarm-{alarm['id']}").text, 10, "the acknowledgement shown")
         assert next(a for a in central_alarms(central) if a["id"] == alarm["id"])["acked_by"] == "wang"
         s.rig.board.set_input(0, False)
@@ -189,7 +196,7 @@ def test_the_office_console(synced_factory, browser, tmp_path):
         # identities leave only with the police liaison, and that is audited
         browser.get(url + "/export")
         assert browser.find_element(By.ID, "forbidden").is_displayed()
-        browser.find_element(By.ID, "logout").click()
+        click_through(browser, browser.find_element(By.ID, "logout"))
         log_in(browser, url, "liu")
         browser.get(url + "/export")
         browser.find_element(By.ID, "download").click()
