@@ -207,6 +207,8 @@ def test_the_office_console(synced_factory, browser, tmp_path):
         audit = text(browser, "audit")
         assert "registrations_exported" in audit and "export_refused" in audit and "registration_approved" in audit
         shots.take("audit")
+        click_through(browser, browser.find_element(By.ID, "lang"))  # the office's other language
+        assert browser.find_element(By.TAG_NAME, "h2").text == "Audit log" and browser.current_url.endswith("/audit")
         with central._lock:
             who = dict(central.db.execute("SELECT action, who FROM audit WHERE action IN ('registrations_exported', 'export_refused')"))
         assert who == {"registrations_exported": "liu", "export_refused": "wang"}

@@ -18,6 +18,7 @@ import time
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
@@ -120,7 +121,9 @@ class Console:
         choice = request.path_params["lang"]
         if choice in LANGS:
             request.session["lang"] = choice
-        return RedirectResponse(request.headers.get("referer") or "/", 303)
+        back = urlsplit(request.headers.get("referer") or "/")
+        local = back.path.startswith("/") and not back.path.startswith("//")  # this site's page only: no open redirect
+        return RedirectResponse(back.path if local else "/", 303)
 
     # -- pages ----------------------------------------------------------------------------------
     async def gateways(self, request: Request) -> Response:
