@@ -146,14 +146,14 @@ def _liveness() -> Callable[[list[Any]], float]:
     return liveness_score
 
 
-def _passes(cfg: GatewayConfig, state: Path) -> tuple[Keyring | None, PassUses | None]:
-    """Central's keys and the use counts, where a camera reads visitor passes (SyncSetupError when
-    the keys cannot be read: the same check sync makes)."""
+def _pass_keys(cfg: GatewayConfig) -> Keyring | None:
+    """Central's keys, where a camera reads visitor passes (SyncSetupError when they cannot be read:
+    the same check sync makes); None where no camera does."""
     if cfg.sync is None or not any(c.passes for c in cfg.cameras):
-        return None, None
+        return None
     from edge.sync.service import check_credentials
 
-    return check_credentials(cfg.sync), PassUses(open_db(state, autocheckpoint=False))
+    return check_credentials(cfg.sync)
 
 
 def relock_plan(cfg: GatewayConfig) -> list[PlannedOutput]:
@@ -251,6 +251,7 @@ class App:
     def _build_on(self, loop: asyncio.AbstractEventLoop, cfg: GatewayConfig, tokenizer: Tokenizer,
                   conn: sqlite3.Connection) -> Parts:
         state = cfg.state_dir()
+        pass_keys = _pass_keys(cfg)  # before anything opens: a build that fails here has nothing to close
         whitelist = Whitelist(open_whitelist_db(state))
         outbox = Outbox(conn)
         flusher = Flusher(state)
@@ -260,7 +261,7 @@ class App:
         doors = {d.id: DoorIO(d, *outputs[d.id]) for d in cfg.doors}
         stale = threading.Event()  # set by sync while central is silent too long; read on every decision
         passages = Passages(open_db(state, autocheckpoint=False))
-        pass_keys, pass_uses = _passes(cfg, state)
+        pass_uses = PassUses(open_db(state, autocheckpoint=False)) if pass_keys is not None else None
         a = cfg.alarms
         controller = Controller(cfg, whitelist, outbox, tokenizer, doors, listeners=self.event_hooks, stale=stale.is_set,
                                 liveness=_liveness() if cfg.cameras else (lambda chips: 0.0), passages=passages,
