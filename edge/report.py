@@ -67,7 +67,12 @@ def snapshot(parts: Parts, **about) -> dict:
             "journal": {"last_seq": parts.outbox.last_seq(), "depth": parts.outbox.depth()},
             "whitelist": {"version": parts.whitelist.version, "count": len(parts.whitelist)},
             "retention": {"runs": parts.retention.runs, "failures": parts.retention.failures},
-            "counters": counters(parts)}
+            "alarms": open_alarms(parts), "counters": counters(parts)}
+
+
+def open_alarms(parts: Parts) -> list[dict[str, str]]:
+    """The alarms standing now (edge.access.alarms), for diag and the status socket."""
+    return [{"alarm": name, "door": door, "subject": subject} for name, door, subject in sorted(parts.controller.alarms.open)]
 
 
 def status_line(p: Parts) -> str:
@@ -84,5 +89,6 @@ def status_line(p: Parts) -> str:
         cameras = (f"; cameras: {len(p.vision.cameras) - len(down)}/{len(p.vision.cameras)} up, {p.vision.enrolled} face(s) "
                    f"enrolled, worker {'up' if p.vision.worker.ready else 'DOWN'}, {w.restarts} restart(s)")
     journal = "; JOURNAL NOT WRITABLE" if p.outbox.pending else ""
+    alarms = f"; ALARMS: {', '.join(sorted({name for name, _, _ in p.controller.alarms.open}))}" if p.controller.alarms.open else ""
     return (f"{readers}; relays: {links}; whitelist v{p.whitelist.version}; journal seq {p.outbox.last_seq()}"
-            f"{central}{cameras}{journal}")
+            f"{central}{cameras}{journal}{alarms}")

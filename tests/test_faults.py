@@ -243,6 +243,8 @@ def test_decisions_go_on_when_the_state_directory_is_full(tmp_path, pcscd, small
         assert app.thread.is_alive()
         wait_until(lambda: ("journal_overflow", "critical") in alarms(app), 5, "the journal_overflow alarm")
         assert ("disk_nearly_full", "major") in alarms(app)  # a 4 MB state directory is under the 200 MB floor
+        assert {"alarm": "disk_nearly_full", "door": "", "subject": str(small_state)} in app.app.status()["alarms"]  # what diag shows
+        assert "ALARMS: disk_nearly_full, journal_overflow" in app.app.status_line()  # systemctl status
         filler.unlink()
         wait_until(lambda: outbox.pending == 0, 10, "the kept events written once space returned")
         wait_until(lambda: ("journal_overflow", "cleared") in alarms(app), 5, "the journal_overflow alarm cleared")
