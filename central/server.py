@@ -253,15 +253,21 @@ class Central:
         return total
 
     # -- the list -------------------------------------------------------------------------------
+    # Every use of the connection holds the lock, reads too: a read on it from the MQTT thread while
+    # another thread begins a write on it would make SQLite refuse that write at once ("database is
+    # locked") when a second central process has committed meanwhile.
     @property
     def version(self) -> int:
-        return int(get_meta(self.db, "version", "0") or 0)
+        with self._lock:
+            return int(get_meta(self.db, "version", "0") or 0)
 
     def _sha(self) -> str:
-        return format(int(get_meta(self.db, "hash", "0") or 0), "064x")
+        with self._lock:
+            return format(int(get_meta(self.db, "hash", "0") or 0), "064x")
 
     def count(self) -> int:
-        return self.db.execute("SELECT count(*) FROM entries").fetchone()[0]
+        with self._lock:
+            return self.db.execute("SELECT count(*) FROM entries").fetchone()[0]
 
     def head(self, gw: str) -> bytes:
         with self._lock:
@@ -279,25 +285,27 @@ class Central:
         return self.publish_entries([*entries, *(e for e in kept if e.token not in filed)])
 
     def publish_entries(self, entries: Iterable[Entry]) -> Published:
-        """Make `entries` the whole new list (what `publish --residents` does): diff, then `apply_changes`."""
-        new = {e.token: to_row(e) for e in entries}
-        with self._lock:
-            old = dict(self.db.execute("SELECT token, row FROM entries"))
-            changed = [(t, r, j) for t, r in new.items() if old.get(t) != (j := _json(r))]
-            return self._commit(changed, [t for t in old if t not in new], old)
+        """Make `entries` the whole new list (what `publish --residents` does)."""
+        return self._commit({e.token: to_row(e) for e in entries}, whole=True)
 
     def apply_changes(self, upserts: Iterable[Entry] = (), deletes: Iterable[str] = ()) -> Published:
         """Change some entries (a backend's "resident added / moved out"): a new version, pushed at once."""
-        return self._commit([(e.token, r, _json(r)) for e in upserts for r in [to_row(e)]], list(deletes))
+        return self._commit({e.token: to_row(e) for e in upserts}, deletes=list(deletes))
 
-    def _commit(self, changed: list[tuple[str, Row, str]], deletes: list[str], old: dict[str, str] | None = None) -> Published:
-        """One new version from row changes; `old`: the current rows when the caller has read them all."""
+    def _commit(self, rows: dict[str, Row], *, deletes: list[str] | None = None, whole: bool = False) -> Published:
+        """One new version: `rows` upserted and `deletes` deleted, or with `whole`, `rows` as the whole
+        list. The current rows are read inside the same write transaction as the change, so two
+        publishers at once (two processes on one database) serialise: the second diffs against what
+        the first committed, and the list hash stays the hash of the rows."""
         with self._lock, Transaction(self.db) as db:
             base = self.version
-            if old is None:
-                old = {t: r for t in [c[0] for c in changed] + deletes
-                       for (r,) in db.execute("SELECT row FROM entries WHERE token=?", (t,))}
-            upserts = [c for c in changed if old.get(c[0]) != c[2]]
+            if whole:
+                old = dict(db.execute("SELECT token, row FROM entries"))
+                deletes = [t for t in old if t not in rows]
+            else:
+                deletes = deletes or []
+                old = {t: r for t in [*rows, *deletes] for (r,) in db.execute("SELECT row FROM entries WHERE token=?", (t,))}
+            upserts = [(t, r, j) for t, r in rows.items() if old.get(t) != (j := _json(r))]
             deletes = [t for t in deletes if t in old]
             if not upserts and not deletes:
                 result = Published(base, 0, 0, "unchanged")
@@ -367,6 +375,10 @@ class Central:
         return sent
 
     def answer(self, gw: str, req: WlReq) -> str:
+        with self._lock:
+            return self._answer(gw, req)
+
+    def _answer(self, gw: str, req: WlReq) -> str:
         current = self.version
         if req.have == current and not req.snapshot:
             self._publish(gw, "wl/head", self.head(gw), retain=True)
