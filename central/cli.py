@@ -317,7 +317,7 @@ def cmd_central_events(args: argparse.Namespace) -> int:
     from edge.store.outbox import Event
 
     central = _central(args, serve=False, connect=False)
-    events = central.events(args.gateway)[-args.n:]
+    events = central.events(args.gateway, last=args.n)
     central.db.close()
     for e in events:
         print(json.dumps(e) if args.json else Event(**e).line())

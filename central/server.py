@@ -81,6 +81,7 @@ _MIGRATIONS = ["""
     CREATE TABLE care (person TEXT PRIMARY KEY, quiet_s REAL NOT NULL, consent_by TEXT NOT NULL, consent_at REAL NOT NULL, last_seen REAL);
     CREATE TABLE staff (name TEXT PRIMARY KEY, hash TEXT NOT NULL, role TEXT NOT NULL, created REAL NOT NULL);
     CREATE INDEX events_ts ON events(ts);
+    CREATE INDEX events_gw_seq ON events(gw, seq);  -- a gateway's newest events
 """]
 
 
@@ -525,9 +526,16 @@ class Central:
         with self._lock:
             return self.db.execute("SELECT count(*) FROM events WHERE gw=?", (gw,)).fetchone()[0]
 
-    def events(self, gw: str) -> list[dict[str, Any]]:
+    def events(self, gw: str, last: int | None = None) -> list[dict[str, Any]]:
+        """A gateway's events in seq order; `last`: only the newest that many (read as such, not sliced
+        from all of them)."""
         with self._lock:
-            return [json.loads(b) for (b,) in self.db.execute("SELECT body FROM events WHERE gw=? ORDER BY seq", (gw,))]
+            if last is None:
+                rows = self.db.execute("SELECT body FROM events WHERE gw=? ORDER BY seq", (gw,))
+            else:
+                rows = self.db.execute("SELECT body FROM (SELECT body, seq FROM events WHERE gw=? ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+                                       (gw, last))
+            return [json.loads(b) for (b,) in rows]
 
     def call(self, gw: str, op: str, args: dict | None = None, *, signed: bool = False, timeout: float = 10.0,
              expires_in: float = 30.0) -> CmdResp | None:

@@ -94,6 +94,7 @@ def test_broker_outage_with_swipes_every_event_arrives_once_in_order(synced_fact
         got = central.events(s.gw)
         assert [e["seq"] for e in got] == list(range(1, local + 1))  # in order, none missing
         assert len({e["id"] for e in got}) == len(got) == local
+        assert central.events(s.gw, last=3) == got[-3:]  # `central events -n 3`: the newest, read as such
         wait_until(lambda: app.app.parts.outbox.depth() == 0, 10, "the journal emptied")
         assert sync.mqtt.counters.connects >= 2
     finally:
