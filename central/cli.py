@@ -281,9 +281,25 @@ def cmd_central_serve(args: argparse.Namespace) -> int:
             print(f"central: {exc}; set [web] port (or --no-web)", file=sys.stderr)
             central.close()
             return 1
+    m = central.cfg.metrics
+    metrics = None
+    if m.port:
+        from central.metrics import serve as serve_metrics
+
+        try:
+            metrics = serve_metrics(central, m.host, m.port)
+        except OSError as exc:
+            print(f"central: metrics cannot listen on {m.host}:{m.port}: {exc}; set [metrics] port (0: off)", file=sys.stderr)
+            if web is not None:
+                web.stop()
+            central.close()
+            return 1
     print(f"central serving list v{central.version} to {', '.join(central.cfg.central.gateways)}"
-          + (f"; office console on {web.url}" if web else ""), flush=True)
+          + (f"; office console on {web.url}" if web else "") + (f"; metrics on http://{m.host}:{m.port}/metrics" if metrics else ""),
+          flush=True)
     done.wait()
+    if metrics is not None:
+        metrics.shutdown()
     if web is not None:
         web.stop()
     central.close()

@@ -48,6 +48,11 @@ class WebSection(StrictModel):
                                  description="Send the session cookie over HTTPS only: turn on behind the TLS proxy.")
 
 
+class MetricsSection(StrictModel):
+    host: str = Field(default="127.0.0.1", title="Listen address", description="Prometheus scrapes /metrics here (keep it off the internet).")
+    port: int = Field(default=9464, ge=0, le=65535, title="Port", description="The metrics port; 0 turns the endpoint off.")
+
+
 class CareSection(StrictModel):
     check_s: float = Field(default=60.0, ge=1, le=3600, title="Care check interval",
                            description="How often central looks for cared-for residents quiet for longer than their period.")
@@ -61,6 +66,7 @@ class CentralConfig(StrictModel):
     webhook: WebhookSection | None = Field(default=None, title="Webhook", description="Forward each new alarm to the office's systems.")
     web: WebSection = Field(default_factory=WebSection, title="Office console", description="The office's web console (`central web`).")
     care: CareSection = Field(default_factory=CareSection, title="Care", description="Care for residents living alone.")
+    metrics: MetricsSection = Field(default_factory=MetricsSection, title="Metrics", description="Fleet metrics for Prometheus.")
 
 
 def load_config(path: Path) -> CentralConfig:

@@ -36,6 +36,7 @@ from central import alarms as alarms_mod
 from central import passes as passes_mod
 from central import registrations as regs
 from central.config import CentralConfig
+from central.metrics import Latency
 from central.webhook import Forwarder
 from edge.privacy import Tokenizer, load_key
 from edge.store.db import Transaction, get_meta, open_db, set_meta
@@ -113,6 +114,8 @@ class Central:
         self.counters: Counter[str] = Counter()
         self._responses: dict[str, CmdResp] = {}
         self.telemetry: dict[str, Telemetry] = {}  # the last one from each gateway
+        self.telemetry_at: dict[str, float] = {}   # when it came
+        self.ack_latency = Latency()
         self._resp_cond = threading.Condition()
         self._halt = threading.Event()
         self._head_thread: threading.Thread | None = None
@@ -416,6 +419,7 @@ class Central:
                     self._resp_cond.notify_all()
             elif name == "telemetry":
                 self.telemetry[gw] = protocol.load(Telemetry, msg.payload)
+                self.telemetry_at[gw] = time.time()
                 self._gateway(gw)
         except Rejected as r:  # what came off the network and does not fit: counted; anything else is our bug
             self.counters[f"rejected.{r.reason}"] += 1
@@ -432,7 +436,7 @@ class Central:
     def _ingest(self, gw: str, batch: EventBatch) -> None:
         """One transaction: the events, what the fresh ones mean to the office (a registration, an
         alarm, a cared-for resident seen), then the ack; a resent batch means nothing twice."""
-        now = time.time()
+        now, t0 = time.time(), time.perf_counter()
         raised = fresh = 0
         with self._lock, Transaction(self.db) as db:
             for e in batch.events:
@@ -449,6 +453,7 @@ class Central:
         self.counters["events"] += fresh
         self.counters["duplicates_ignored"] += len(batch.events) - fresh
         self._publish(gw, "evt/ack", EvtAck(upto=batch.last).dumps())  # only after the commit
+        self.ack_latency.observe(time.perf_counter() - t0)
         if raised:
             self.counters["alarms"] += raised
             self._forward()

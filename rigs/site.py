@@ -42,6 +42,9 @@ host = "127.0.0.1"
 [web]
 port = {web_port}
 secret_file = "{root}/web.secret"
+
+[metrics]
+port = {metrics_port}
 {webhook}"""
 
 
@@ -54,6 +57,7 @@ class Site:
     broker: Mosquitto | None = None
     site: str = "rig"          # the gateways' gateway.site (rigs.rig writes "rig"): visitor passes name it
     web_port: int = 0          # the office console's port (0: a free one, picked when the config is written)
+    metrics_port: int = 0      # the same for /metrics
     webhook_url: str | None = None
 
     def start(self, broker: Mosquitto | None = None) -> Site:
@@ -90,6 +94,8 @@ class Site:
         path = self.root / "central.toml"
         if not self.web_port:
             self.web_port = free_port()
+        if not self.metrics_port:
+            self.metrics_port = free_port()
         webhook = ""
         if self.webhook_url:
             (self.root / "webhook.secret").write_text(WEBHOOK_SECRET)
@@ -97,7 +103,7 @@ class Site:
         path.write_text(CENTRAL_TEMPLATE.format(root=self.root, site_key=self.site_key, chunk=chunk, delta_max=delta_max,
                                                 head_interval=head_interval, gateways=", ".join(f'"{g}"' for g in self.gateways),
                                                 broker=self._broker_toml("central", self.tls if tls is None else tls), site=self.site,
-                                                web_port=self.web_port, webhook=webhook))
+                                                web_port=self.web_port, metrics_port=self.metrics_port, webhook=webhook))
         return path
 
     def central(self, *, serve: bool = True, client_id: str = "central", **kw):

@@ -230,6 +230,11 @@ class Outbox:
     def depth(self) -> int:
         return int(self._conn.execute("SELECT count(*) FROM journal").fetchone()[0])
 
+    def oldest_ts(self) -> float | None:
+        """When the oldest event still in the journal happened (with central: the oldest not yet acknowledged)."""
+        row = self._conn.execute("SELECT ts FROM journal ORDER BY seq LIMIT 1").fetchone()
+        return None if row is None else float(row[0])
+
     def last_seq(self) -> int:
         row = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name='journal'").fetchone()
         return row[0] if row else 0

@@ -14,6 +14,7 @@ telemetry, so central learns exactly what it will never see.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -116,8 +117,11 @@ class EventDrain:
         log.error("journal over its cap of %d events: dropped %d (seq %d..%d), reported to central", self.cap, n, first, last)
         return event
 
-    def stats(self) -> dict:
+    def stats(self, now: float | None = None) -> dict:
+        oldest = self.outbox.oldest_ts()
+        now = time.time() if now is None else now
         return {"depth": self.outbox.depth(), "last_seq": self.outbox.last_seq(), "durable_seq": self._durable(),
+                "oldest_age_s": 0.0 if oldest is None else round(max(0.0, now - oldest), 1),  # central's "events stuck"
                 "acked_seq": self.acked_seq, "sent": self.sent, "batches": self.batches, "resends": self.resends,
                 "dropped": self.dropped, "bad_acks": self.bad_acks, "stale_acks": self.stale_acks,
                 "inflight": None if self.inflight is None else [self.inflight.first, self.inflight.last]}
