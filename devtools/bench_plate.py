@@ -35,6 +35,11 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
+def _rate(hits: list[bool]) -> float | None:
+    """The share of hits; None for an empty set (JSON null: NaN is not JSON)."""
+    return round(float(np.mean(hits)), 4) if hits else None
+
+
 def _rows(data: Path) -> list[dict]:
     with (data / "labels.csv").open(encoding="utf-8") as f:
         return list(csv.DictReader(f))
@@ -56,7 +61,7 @@ def _peer():
     return PR
 
 
-def bench_plate(data: Path) -> dict:
+def bench_plate(data: Path, *, green_n: int = GREEN_N) -> dict:
     rows = _rows(data)
     crops = [(r["plate"], cv2.imread(str(data / r["file"]))) for r in rows if r["kind"] == "crop"]
     scenes = [(r["plate"], cv2.imread(str(data / r["file"]))) for r in rows if r["kind"].startswith("scene")]
@@ -72,15 +77,15 @@ def bench_plate(data: Path) -> dict:
         frame_ms.append((time.perf_counter() - t0) * 1000)
         ours_scene.append(label in {r.text for r in reads})
     try:
-        green = green_set()
-        green_exact = float(np.mean([c[0].text == t if (c := reader.read_crop(img)) else False for t, img in green]))
+        green = green_set(green_n)
+        green_exact = _rate([c[0].text == t if (c := reader.read_crop(img)) else False for t, img in green])
     except (ImportError, OSError, FontsMissing) as exc:  # Pillow not installed, or the fonts
         print(f"bench plate: no green synthetic set ({exc}); `make bench` installs Pillow and the fonts", file=sys.stderr)
         green_exact = None
 
-    out = {"bench": "plate", "crops": len(crops), "crop_exact": round(float(np.mean(ours_crop)), 4),
-           "scenes": len(scenes), "scene_exact": round(float(np.mean(ours_scene)), 4),
-           "green_synthetic_exact": None if green_exact is None else round(green_exact, 4),
+    out = {"bench": "plate", "crops": len(crops), "crop_exact": _rate(ours_crop),
+           "scenes": len(scenes), "scene_exact": _rate(ours_scene),
+           "green_synthetic_exact": green_exact,
            "frame_ms": {"p50": _pct(frame_ms, 50), "p99": _pct(frame_ms, 99)},
            "peer": "hyperlpr2", "peer_crop_exact": None, "peer_scene_exact": None, "peer_frame_ms": {"p50": None}}
     if peer is not None:
@@ -91,6 +96,6 @@ def bench_plate(data: Path) -> dict:
             res = peer.plate_recognition(img)
             peer_ms.append((time.perf_counter() - t0) * 1000)
             peer_scene.append(label in {r[0] for r in res})
-        out.update(peer_crop_exact=round(float(np.mean(peer_crop)), 4), peer_scene_exact=round(float(np.mean(peer_scene)), 4),
+        out.update(peer_crop_exact=_rate(peer_crop), peer_scene_exact=_rate(peer_scene),
                    peer_frame_ms={"p50": _pct(peer_ms, 50)})
     return out

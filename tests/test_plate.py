@@ -4,6 +4,7 @@ devices grants a known car, refuses an unknown one and reports a plate it cannot
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -389,3 +390,16 @@ def test_diag_checks_the_models_and_outlines_the_plate_without_its_text(tmp_path
         assert KNOWN_PLATE not in res.stdout
     finally:
         rig.stop()
+
+
+@pytest.mark.parametrize("kinds", [("scene",), ("crop",)], ids=["no crops", "no scenes"])
+def test_the_plate_bench_line_is_json_when_a_set_is_empty(tmp_path, kinds):
+    """A data set without crops, or without scenes: those figures are null, never NaN (not JSON)."""
+    from devtools.bench_plate import bench_plate
+
+    shutil.copy(DATA / "car_known.jpg", tmp_path / "car.jpg")
+    (tmp_path / "labels.csv").write_text("file,plate,kind\n" + "".join(f"car.jpg,皖AYL375,{k}\n" for k in kinds), encoding="utf-8")
+    result = bench_plate(tmp_path, green_n=2)
+    line = json.dumps(result, allow_nan=False)  # raises on NaN
+    empty = "crop_exact" if kinds == ("scene",) else "scene_exact"
+    assert json.loads(line)[empty] is None and result["crops" if empty == "crop_exact" else "scenes"] == 0
