@@ -26,26 +26,31 @@ def value(metrics: dict, name: str, **labels: str) -> float | None:
 def test_central_exposes_fleet_metrics(synced_factory):
     s = synced_factory(sync_extra="telemetry_s = 1\nack_timeout_s = 2\n")
     server = s.site.central_process()
-    app = AppThread(s.rig.config_path).start()
     port = s.site.metrics_port
     try:
-        publisher = s.site.central(serve=False, client_id="central-publish")
-        publisher.publish_csv(s.rig.residents_path)
-        publisher.close()
-        wait_until(lambda: value(scrape(port), "doorgw_gateways", site="rig", state="online") == 1, 20, "the gateway online in /metrics")
-        card = VirtualCard(CardProfile.mifare("04A1B2C3"), port=VPCD_PORTS[0])
-        card.insert()
-        app.wait_event("granted")
-        card.remove()
-        wait_until(lambda: (value(scrape(port), "doorgw_events_ingested_total", site="rig") or 0) >= 2, 20, "events counted")
-        wait_until(lambda: value(scrape(port), "doorgw_gateways_list_lagging", site="rig") == 0, 20, "no gateway lagging")
-        wait_until(lambda: value(scrape(port), "doorgw_oldest_unacked_event_age_seconds", site="rig", gw=s.gw) == 0, 20,
-                   "telemetry: nothing unacknowledged")
-        m = scrape(port)
-        assert value(m, "doorgw_ack_latency_seconds_count") >= 1 and value(m, "doorgw_ack_latency_seconds_bucket", le="+Inf") >= 1
-        assert value(m, "doorgw_gateways", site="rig", state="offline") == 0
+        app = AppThread(s.rig.config_path).start()
+        try:
+            publisher = s.site.central(serve=False, client_id="central-publish")
+            try:
+                publisher.publish_csv(s.rig.residents_path)
+                wait_until(lambda: app.app.parts.whitelist.version == 1, 20, "the list at the gateway")  # before the publisher goes
+            finally:
+                publisher.close()
+            wait_until(lambda: value(scrape(port), "doorgw_gateways", site="rig", state="online") == 1, 20, "the gateway online")
+            card = VirtualCard(CardProfile.mifare("04A1B2C3"), port=VPCD_PORTS[0])
+            card.insert()
+            app.wait_event("granted")
+            card.remove()
+            wait_until(lambda: (value(scrape(port), "doorgw_events_ingested_total", site="rig") or 0) >= 2, 20, "events counted")
+            wait_until(lambda: value(scrape(port), "doorgw_gateways_list_lagging", site="rig") == 0, 20, "no gateway lagging")
+            wait_until(lambda: value(scrape(port), "doorgw_oldest_unacked_event_age_seconds", site="rig", gw=s.gw) == 0, 20,
+                       "telemetry: nothing unacknowledged")
+            m = scrape(port)
+            assert value(m, "doorgw_ack_latency_seconds_count") >= 1 and value(m, "doorgw_ack_latency_seconds_bucket", le="+Inf") >= 1
+            assert value(m, "doorgw_gateways", site="rig", state="offline") == 0
+        finally:
+            app.stop()
+        wait_until(lambda: value(scrape(port), "doorgw_gateways", site="rig", state="offline") == 1, 20, "the stopped gateway offline")
     finally:
-        app.stop()
-    wait_until(lambda: value(scrape(port), "doorgw_gateways", site="rig", state="offline") == 1, 20, "the stopped gateway offline")
-    terminate(server)
+        terminate(server)  # its client id is the session broker's `central`: never left behind for the next test
     assert not re.search(r"Traceback", (s.site.root / "central.log").read_text())
