@@ -6,7 +6,7 @@ gateway install can still run the central tools); `serve()` imports the client a
 
 | metric | what |
 |---|---|
-| `doorgw_gateways{site,state}` | gateways `online` and `offline` (offline: stopped, lost, or never heard from) |
+| `doorgw_gateways{site,state}` | the site's gateways (`central.gateways`) `online` and `offline` (offline: stopped, lost, or never heard from) |
 | `doorgw_gateways_list_lagging{site}` | gateways whose applied list version is not central's |
 | `doorgw_events_ingested_total{site}` | events committed (resends not counted); `rate()` is events per second |
 | `doorgw_ack_latency_seconds` | a batch's arrival to its `evt/ack`, the commit in between (histogram) |
@@ -59,6 +59,8 @@ def oldest_unacked(central: Central, now: float | None = None) -> dict[str, floa
     now = time.time() if now is None else now
     out = {}
     for gw, telemetry in dict(central.telemetry).items():
+        if gw not in central.cfg.central.gateways:
+            continue
         age, received = telemetry.journal.get("oldest_age_s"), central.telemetry_at.get(gw, now)
         if isinstance(age, int | float):
             out[gw] = float(age) + (now - received if age > 0 else 0.0)
@@ -75,7 +77,7 @@ class FleetCollector:
         c = self.central
         site = c.cfg.central.site
         rows = {g["gw"]: g for g in c.gateways()}
-        names = set(rows) | set(c.cfg.central.gateways)
+        names = set(c.cfg.central.gateways)  # the site's gateways: one that left the list (or a stranger's retained status) is not counted
         online = sum(1 for gw in names if (rows.get(gw) or {}).get("state") == "online")
         g = GaugeMetricFamily("doorgw_gateways", "Gateways by state (offline: stopped, lost or never heard from)", labels=["site", "state"])
         g.add_metric([site, "online"], online)
