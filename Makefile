@@ -21,7 +21,7 @@ BACKGROUNDS ?= ../shared/data/faces
 .PHONY: install dev setup apt-runtime apt-dev fonts demo test lint check-wheel lock bench bench-deps train-deps train-plates clean
 
 define apt_install
-	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(1); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing apt packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
