@@ -20,7 +20,6 @@ from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from central import staff
@@ -75,9 +74,19 @@ def submit(driver, user: str, password: str) -> None:
 
 
 def click_through(driver, button) -> None:
-    """Click a form's button and wait until the answer's page has replaced the one it was on."""
+    """Click a form's button (or a link) and wait until the answer's page has replaced the one it
+    was on: the old page is marked, and a new document has no mark (element staleness alone races
+    with Chromium's own 'node does not belong to the document' while the page is being replaced)."""
+    driver.execute_script("window.__leaving = true")
     button.click()
-    WebDriverWait(driver, 10).until(staleness_of(button))
+
+    def arrived(d) -> bool:
+        try:
+            return bool(d.execute_script("return document.readyState === 'complete' && !window.__leaving"))
+        except WebDriverException:
+            return False  # between the two pages
+
+    WebDriverWait(driver, 10).until(arrived)
 
 
 def log_in(driver, url: str, user: str) -> None:
