@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from central import alarms, passes
+from central import alarms, passes, staff
 from central.registrations import audit
 from central.server import Central, Published
 
@@ -18,6 +18,21 @@ class Office:
         self.central = central
         self.db = central.db
         self._lock = central._lock
+
+    # -- staff ----------------------------------------------------------------------------------
+    def log_in(self, name: str, password: str) -> str | None:
+        """The account's role, None for a wrong password; staff.LockedOut after too many."""
+        with self._lock:
+            return staff.log_in(self.db, name, password)
+
+    def refused(self, who: str, action: str, subject: str) -> None:
+        """An action the user's role does not allow, written to the audit log."""
+        with self._lock:
+            audit(self.db, who, action, subject)
+
+    def audit_log(self, limit: int = 300) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self.db.execute("SELECT ts, who, action, subject, detail FROM audit ORDER BY rowid DESC LIMIT ?", (limit,)).fetchall()
 
     # -- passes ---------------------------------------------------------------------------------
     def issue_pass(self, *, host: str, doors: tuple[str, ...], uses: int, hours: float, who: str) -> passes.Issued:
@@ -34,6 +49,13 @@ class Office:
     def passes(self) -> list[dict[str, Any]]:
         with self._lock:
             return passes.listing(self.db)
+
+    def hosts(self, who: str) -> list[tuple[str, str]]:
+        """Residents (reference, name) a pass can name as its host; audited: names are shown."""
+        with self._lock:
+            rows = self.db.execute("SELECT ref, name FROM persons ORDER BY name").fetchall()
+            audit(self.db, who, "hosts_listed", "", f"{len(rows)} shown")
+        return rows
 
     # -- alarms ---------------------------------------------------------------------------------
     def alarms(self, *, open_only: bool = True) -> list[dict[str, Any]]:
@@ -75,6 +97,11 @@ class Office:
                     people[person]["care"] = {"quiet_h": quiet_s / 3600, "consent_by": consent_by}
             audit(self.db, who, "residents_viewed", "", f"{len(people)} shown")
         return list(people.values())
+
+    def last_events(self) -> dict[str, float]:
+        """Each gateway's newest event time."""
+        with self._lock:
+            return dict(self.db.execute("SELECT gw, max(ts) FROM events GROUP BY gw").fetchall())
 
     def events(self, *, door: str | None = None, reason: str | None = None, since: float | None = None, until: float | None = None,
                before_rowid: int | None = None, limit: int = 100) -> list[dict[str, Any]]:

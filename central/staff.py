@@ -16,12 +16,17 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from edge.store.db import Transaction
 
 ROLES = ("staff", "police")
+LOCKOUT_AFTER, LOCKOUT_S = 5, 900  # five wrong passwords for a name within 15 minutes lock it for the rest of them
 _hasher = PasswordHasher()
 _DUMMY = _hasher.hash("a password nobody has")  # an unknown name costs as long as a wrong password
 
 
 class StaffError(Exception):
     """An account that cannot be made (a bad name or role, a short password)."""
+
+
+class LockedOut(Exception):
+    """Too many wrong passwords for this name lately: no password is checked."""
 
 
 def add(db: sqlite3.Connection, name: str, password: str, role: str) -> None:
@@ -44,3 +49,18 @@ def check(db: sqlite3.Connection, name: str, password: str) -> str | None:
     except (VerificationError, InvalidHashError):
         return None
     return row[1] if row else None
+
+
+def log_in(db: sqlite3.Connection, name: str, password: str) -> str | None:
+    """The role for a right password, None for a wrong one, LockedOut after too many wrong ones;
+    every attempt is in the audit log (which is also what the lockout counts)."""
+    from central.registrations import audit
+
+    failed = db.execute("SELECT count(*) FROM audit WHERE who=? AND action='login_failed' AND ts > ?",
+                        (name, time.time() - LOCKOUT_S)).fetchone()[0]
+    if failed >= LOCKOUT_AFTER:
+        audit(db, name, "login_locked")
+        raise LockedOut(name)
+    role = check(db, name, password)
+    audit(db, name, "login" if role else "login_failed")
+    return role

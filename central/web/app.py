@@ -31,7 +31,7 @@ from starlette.routing import Route
 from central import staff
 from central.office import Office
 from central.passes import PassError
-from central.registrations import RegistrationError, audit
+from central.registrations import RegistrationError
 from central.server import Central
 from central.web.i18n import LANGS, words
 from edge.privacy import short
@@ -39,7 +39,6 @@ from edge.privacy import short
 log = logging.getLogger(__name__)
 
 SESSION_S = 8 * 3600
-LOCKOUT_AFTER, LOCKOUT_S = 5, 900  # five wrong passwords for a name within 15 minutes lock it for the rest of them
 PUBLIC = {"/login"}
 
 
@@ -97,14 +96,10 @@ class Console:
             return self.page(request, "login.html")
         f = await self.form(request)
         name = f.get("user", "")[:32] or "-"
-        with self.central._lock:
-            failed = self.central.db.execute("SELECT count(*) FROM audit WHERE who=? AND action='login_failed' AND ts > ?",
-                                             (name, time.time() - LOCKOUT_S)).fetchone()[0]
-            if failed >= LOCKOUT_AFTER:
-                audit(self.central.db, name, "login_locked")
-                return self.page(request, "login.html", status=429, locked=True)
-            role = staff.check(self.central.db, name, f.get("password", ""))
-            audit(self.central.db, name, "login" if role else "login_failed")
+        try:
+            role = self.office.log_in(name, f.get("password", ""))
+        except staff.LockedOut:
+            return self.page(request, "login.html", status=429, locked=True)
         if role is None:
             return self.page(request, "login.html", status=401, error=True)
         lang = request.session.get("lang", "zh")
@@ -129,8 +124,7 @@ class Console:
     async def gateways(self, request: Request) -> Response:
         c = self.central
         rows = c.gateways()
-        with c._lock:
-            last = dict(c.db.execute("SELECT gw, max(ts) FROM events GROUP BY gw").fetchall())
+        last = self.office.last_events()
         faults: dict[str, list[str]] = {}
         for a in self.office.alarms():
             faults.setdefault(a["gw"], []).append(a["name"])
@@ -187,9 +181,7 @@ class Console:
                                                 hours=float(f.get("hours") or 2), who=self.who(request))
             except (PassError, ValueError) as exc:
                 error = str(exc)
-        with self.central._lock:
-            hosts = self.central.db.execute("SELECT ref, name FROM persons ORDER BY name").fetchall()
-            audit(self.central.db, self.who(request), "hosts_listed", "", f"{len(hosts)} shown")  # names, for the host list
+        hosts = self.office.hosts(self.who(request))
         qr = base64.b64encode(issued.png()).decode() if issued else None
         return self.page(request, "passes.html", status=400 if error else 200, passes=self.office.passes(), hosts=hosts,
                          issued=issued, qr=qr, error=error, now=time.time())
@@ -226,8 +218,7 @@ class Console:
 
     async def export(self, request: Request) -> Response:
         if request.session.get("role") != "police":
-            with self.central._lock:
-                audit(self.central.db, self.who(request), "export_refused", "registrations")
+            self.office.refused(self.who(request), "export_refused", "registrations")
             return self.page(request, "forbidden.html", status=403, why="police_only")
         if request.method == "GET":
             return self.page(request, "export.html")
@@ -240,9 +231,7 @@ class Console:
                         headers={"Content-Disposition": f'attachment; filename="registrations-{date.today()}.csv"'})
 
     async def audit_log(self, request: Request) -> Response:
-        with self.central._lock:
-            rows = self.central.db.execute("SELECT ts, who, action, subject, detail FROM audit ORDER BY rowid DESC LIMIT 300").fetchall()
-        return self.page(request, "audit.html", rows=rows)
+        return self.page(request, "audit.html", rows=self.office.audit_log())
 
 
 def build(central: Central, *, secret: bytes, secure_cookies: bool = False) -> Starlette:
