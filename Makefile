@@ -11,8 +11,8 @@ LOCK := requirements.lock
 # pcscd, and what pyscard (no wheel on PyPI) needs to build: a compiler, the Python headers, swig, PC/SC headers
 RUNTIME_APT := pcscd libpcsclite-dev swig gcc python3-dev python3-venv
 # the far side of the real parts, for tests, bench and demo only: never on a gateway (vpcd listens on TCP);
-# a headless Chromium and a CJK font for the office console's browser tests and screenshots
-DEV_APT := vsmartcard-vpcd pcsc-tools socat mosquitto mosquitto-clients openssl chromium chromium-driver fonts-wqy-zenhei
+# a headless Chromium and a CJK font for the office console's browser tests and screenshots; PostgreSQL for central on its second backend
+DEV_APT := vsmartcard-vpcd pcsc-tools socat mosquitto mosquitto-clients openssl chromium chromium-driver fonts-wqy-zenhei postgresql
 FONT_APT := fonts-noto-cjk fonts-wqy-zenhei fonts-dejavu-core
 DEV_STAMP := $(VENV)/.dev-installed
 PLATES_TRAIN ?= ../shared/data/plates_train

@@ -16,41 +16,41 @@ it. Central computes it from the events it already has; the gateways learn nothi
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from typing import Any
 
 from central.registrations import audit
-from edge.store.db import Transaction
+from central.store import Db
 
 CENTRAL = "central"  # the gateway column of the alarms central raises itself
 CARE = "care_quiet"
 
 
-def _queue(db: sqlite3.Connection, alarm_id: int) -> None:
+def _queue(db: Db, alarm_id: int) -> None:
     """Into the webhook's queue, in the caller's transaction: forwarded once the commit holds."""
-    db.execute("INSERT OR IGNORE INTO webhook_queue(alarm) VALUES (?)", (alarm_id,))
+    db.execute("INSERT INTO webhook_queue(alarm) VALUES (?) ON CONFLICT DO NOTHING", (alarm_id,))
 
 
-def raise_alarm(db: sqlite3.Connection, gw: str, name: str, *, door: str = "", subject: str = "", severity: str = "major",
+def raise_alarm(db: Db, gw: str, name: str, *, door: str = "", subject: str = "", severity: str = "major",
                 ts: float | None = None, event_id: str | None = None) -> int | None:
     """A new incident's id, or None when the same alarm is already open."""
-    cur = db.execute("INSERT OR IGNORE INTO alarms(gw, name, door, subject, severity, raised, raised_event) VALUES (?,?,?,?,?,?,?)",
-                     (gw, name, door, subject, severity, time.time() if ts is None else ts, event_id))
-    if not cur.rowcount:
+    row = db.execute("INSERT INTO alarms(gw, name, door, subject, severity, raised, raised_event) VALUES (?,?,?,?,?,?,?) "
+                     "ON CONFLICT DO NOTHING RETURNING id",
+                     (gw, name, door, subject, severity, time.time() if ts is None else ts, event_id)).fetchone()
+    if row is None:
         return None
-    alarm_id = int(cur.lastrowid or 0)
+    alarm_id = int(row[0])
     _queue(db, alarm_id)
     return alarm_id
 
 
-def clear(db: sqlite3.Connection, gw: str, name: str, *, door: str = "", subject: str = "", ts: float | None = None,
+def clear(db: Db, gw: str, name: str, *, door: str = "", subject: str = "", ts: float | None = None,
           note: str = "") -> int:
     return db.execute("UPDATE alarms SET cleared=?, clear_note=? WHERE gw=? AND name=? AND door=? AND subject=? AND cleared IS NULL",
                       (time.time() if ts is None else ts, note or None, gw, name, door, subject)).rowcount
 
 
-def ingest(db: sqlite3.Connection, gw: str, event: dict[str, Any]) -> int | None:
+def ingest(db: Db, gw: str, event: dict[str, Any]) -> int | None:
     """Inside the ingest transaction, for a fresh event of a gateway."""
     if event.get("type") == "system" and event.get("reason") == "started":
         db.execute("UPDATE alarms SET cleared=?, clear_note='gateway restarted' WHERE gw=? AND cleared IS NULL AND raised < ?",
@@ -66,61 +66,64 @@ def ingest(db: sqlite3.Connection, gw: str, event: dict[str, Any]) -> int | None
     return raise_alarm(db, gw, event["reason"], door=door, subject=subject, severity=severity, ts=event["ts"], event_id=event["id"])
 
 
-def acknowledge(db: sqlite3.Connection, alarm_id: int, who: str) -> bool:
-    with Transaction(db) as c:
+def acknowledge(db: Db, alarm_id: int, who: str) -> bool:
+    with db.tx() as c:
         n = c.execute("UPDATE alarms SET acked_by=?, acked_at=? WHERE id=? AND acked_by IS NULL", (who, time.time(), alarm_id)).rowcount
         if n:
             audit(c, who, "alarm_acknowledged", str(alarm_id))
     return bool(n)
 
 
-def listing(db: sqlite3.Connection, *, open_only: bool = True, limit: int = 200) -> list[dict[str, Any]]:
+def listing(db: Db, *, open_only: bool = True, limit: int = 200) -> list[dict[str, Any]]:
     cur = db.execute("SELECT id, gw, name, door, subject, severity, raised, cleared, clear_note, acked_by, acked_at FROM alarms "
-                     "WHERE cleared IS NULL OR NOT ? ORDER BY raised DESC LIMIT ?", (open_only, limit))
+                     "WHERE cleared IS NULL OR ? = 0 ORDER BY raised DESC LIMIT ?", (int(open_only), limit))
     names = [d[0] for d in cur.description]
     return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
 # -- care --------------------------------------------------------------------------------------
-def set_care(db: sqlite3.Connection, person: str, *, quiet_h: float, consent_by: str, who: str) -> None:
+def set_care(db: Db, person: str, *, quiet_h: float, consent_by: str, who: str) -> None:
     """Flag a resident as cared-for; the consent (who recorded it, when) is kept with the flag."""
     if db.execute("SELECT 1 FROM persons WHERE ref=?", (person,)).fetchone() is None:
         raise ValueError(f"no resident {person!r}")
     if not 1 <= quiet_h <= 24 * 14:
         raise ValueError("a quiet period is 1 hour to 14 days")
     now = time.time()
-    with Transaction(db) as c:
+    with db.tx() as c:
         c.execute("INSERT INTO care(person, quiet_s, consent_by, consent_at, last_seen) VALUES (?,?,?,?,NULL) "
                   "ON CONFLICT(person) DO UPDATE SET quiet_s=excluded.quiet_s, consent_by=excluded.consent_by, consent_at=excluded.consent_at",
                   (person, quiet_h * 3600, consent_by, now))
         audit(c, who, "care_set", person, json.dumps({"quiet_h": quiet_h, "consent_by": consent_by}))
 
 
-def end_care(db: sqlite3.Connection, person: str, who: str) -> None:
-    with Transaction(db) as c:
+def end_care(db: Db, person: str, who: str) -> None:
+    with db.tx() as c:
         c.execute("DELETE FROM care WHERE person=?", (person,))
         clear(c, CENTRAL, CARE, subject=person, note="care ended")
         audit(c, who, "care_ended", person)
 
 
-def seen(db: sqlite3.Connection, token_short: str, ts: float) -> None:
+def seen(db: Db, token_short: str, ts: float) -> None:
     """Inside ingest: a door event by a credential (short token); a cared-for person's clock restarts,
     and their open care alarm is cleared."""
-    row = db.execute("SELECT json_extract(row, '$[2]') FROM entries WHERE token >= ? AND token < ? LIMIT 1",
+    row = db.execute(f"SELECT {db.json_text('row', 2)} FROM entries WHERE token >= ? AND token < ? LIMIT 1",  # noqa: S608 - our own column
                      (token_short, token_short + "g")).fetchone()
     if row is None:
         return
     person = row[0]
-    if db.execute("UPDATE care SET last_seen=max(coalesce(last_seen, 0), ?) WHERE person=?", (ts, person)).rowcount:
+    if db.execute("UPDATE care SET last_seen=CASE WHEN coalesce(last_seen, 0) > ? THEN last_seen ELSE ? END WHERE person=?",
+                  (ts, ts, person)).rowcount:
         clear(db, CENTRAL, CARE, subject=person, ts=ts, note="seen at a door")
 
 
-def check_care(db: sqlite3.Connection, now: float | None = None) -> list[int]:
+def check_care(db: Db, now: float | None = None) -> list[int]:
     """Raise `care_quiet` for every cared-for person quiet for longer than their period."""
     now = time.time() if now is None else now
     raised = []
-    with Transaction(db) as c:
-        for person, quiet_s, since in c.execute("SELECT person, quiet_s, max(consent_at, coalesce(last_seen, 0)) FROM care").fetchall():
+    with db.tx() as c:
+        rows = c.execute("SELECT person, quiet_s, CASE WHEN consent_at > coalesce(last_seen, 0) THEN consent_at ELSE last_seen END "
+                         "FROM care").fetchall()
+        for person, quiet_s, since in rows:
             if now - since >= quiet_s:
                 alarm_id = raise_alarm(c, CENTRAL, CARE, subject=person, severity="major", ts=now)
                 if alarm_id is not None:

@@ -9,27 +9,37 @@ import argparse
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from pathlib import Path
 
+from central import cli_fleet
 from central.config import load_config
-from central.server import Central
+from central.server import ROLES, Central, Role
 from edge import config as config_mod
 
 
 def _central(args: argparse.Namespace, *, serve: bool, connect: bool = True, listen: tuple[str, ...] | None = None) -> Central:
+    from central.store import Unavailable, redact
 
     try:
         cfg = load_config(args.config)
     except config_mod.ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    central = Central(cfg, client_id=f"central-{os.getpid()}" if not serve else "central")
+    role: Role = getattr(args, "role", "all") if serve else "all"
+    client_id = "central" if serve and role == "all" else f"central-{role if serve else 'tool'}-{socket.gethostname()}-{os.getpid()}"
+    try:
+        central = Central(cfg, client_id=client_id)
+    except Unavailable as exc:
+        where = redact(cfg.database.url) if cfg.database else str(cfg.central.state_dir)
+        print(f"central: the database ({where}) is unavailable: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     if not connect:
         return central
     try:
-        return central.connect(serve=serve, listen=listen)
+        return central.connect(serve=serve, role=role, listen=listen)
     except (OSError, ConnectionError) as exc:
         print(f"central: cannot reach the broker {cfg.broker.host}:{cfg.broker.port}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -67,7 +77,7 @@ def cmd_central_registrations(args: argparse.Namespace) -> int:
     central = _central(args, serve=False, connect=False)
     states = ("pending", "approved", "rejected") if args.all else ("pending",)
     rows = central.registrations(_office(args), states=states)
-    central.db.close()
+    central.store.close()
     if args.json:
         print(json.dumps([r.summary() for r in rows], ensure_ascii=False))
         return 0
@@ -114,7 +124,7 @@ def cmd_central_reject(args: argparse.Namespace) -> int:
         print(f"reject refused: {exc}", file=sys.stderr)
         return 2
     finally:
-        central.db.close()
+        central.store.close()
     print(f"{args.id} rejected")
     return 0
 
@@ -122,7 +132,7 @@ def cmd_central_reject(args: argparse.Namespace) -> int:
 def cmd_central_export(args: argparse.Namespace) -> int:
     central = _central(args, serve=False, connect=False)
     n = central.export_registrations(args.out, _office(args))
-    central.db.close()
+    central.store.close()
     print(f"wrote {n} approved registration(s) to {args.out} (this export is in the audit log)")
     return 0
 
@@ -132,14 +142,15 @@ def cmd_central_publish(args: argparse.Namespace) -> int:
 
     central = _central(args, serve=False)
     try:
-        result = central.publish_csv(args.residents)
+        result = central.publish_csv(args.residents, args.site)
     except (ResidentsCsvError, FileNotFoundError) as exc:
         print(f"publish refused, nothing changed: {exc}", file=sys.stderr)
         return 2
     finally:
         time.sleep(0.5)  # let paho hand the last messages to the broker
         central.close()
-    print(f"list v{result.version}: {result.upserts} upserted, {result.deletes} deleted, sent as {result.mode}")
+    where = f"site {result.site} " if result.site else ""
+    print(f"{where}list v{result.version}: {result.upserts} upserted, {result.deletes} deleted, sent as {result.mode}")
     return 0
 
 
@@ -179,7 +190,7 @@ def cmd_central_pass(args: argparse.Namespace) -> int:
         print(f"pass {args.action} refused: {exc}", file=sys.stderr)
         return 2
     finally:
-        office.central.close() if args.action == "revoke" else office.central.db.close()
+        office.central.close() if args.action == "revoke" else office.central.store.close()
     return 0
 
 
@@ -194,7 +205,7 @@ def cmd_central_alarms(args: argparse.Namespace) -> int:
             return 0
         rows = office.alarms(open_only=not args.all)
     finally:
-        office.central.db.close()
+        office.central.store.close()
     if args.json:
         print(json.dumps(rows))
         return 0
@@ -219,7 +230,7 @@ def cmd_central_care(args: argparse.Namespace) -> int:
         print(f"care {args.action} refused: {exc}", file=sys.stderr)
         return 2
     finally:
-        office.central.db.close()
+        office.central.store.close()
     return 0
 
 
@@ -230,13 +241,13 @@ def cmd_central_user(args: argparse.Namespace) -> int:
     central = _central(args, serve=False, connect=False)
     password = sys.stdin.readline().rstrip("\n")
     try:
-        with central._lock:
-            add(central.db, args.name, password, args.role)
+        with central.store.use() as db:
+            add(db, args.name, password, args.role)
     except StaffError as exc:
         print(f"user refused: {exc}", file=sys.stderr)
         return 2
     finally:
-        central.db.close()
+        central.store.close()
     print(f"user {args.name} ({args.role}) saved")
     return 0
 
@@ -245,6 +256,7 @@ def cmd_central_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from central import sites
     from edge.health import setup_logging
 
     setup_logging("info")
@@ -272,7 +284,7 @@ def cmd_central_serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     web = None
-    if not args.no_web:
+    if not args.no_web and args.role != "ingest":  # the console belongs with the lists
         from central.web import WebServer
 
         try:
@@ -294,7 +306,9 @@ def cmd_central_serve(args: argparse.Namespace) -> int:
                 web.stop()
             central.close()
             return 1
-    print(f"central serving list v{central.version} to {', '.join(central.cfg.central.gateways)}"
+    with central.store.use() as db:
+        members = sites.gateways(db)
+    print(f"central serving ({args.role}) list v{central.version} to {len(members)} gateway(s) in {len(set(members.values()))} site(s)"
           + (f"; office console on {web.url}" if web else "") + (f"; metrics on http://{m.host}:{m.port}/metrics" if metrics else ""),
           flush=True)
     done.wait()
@@ -309,16 +323,18 @@ def cmd_central_serve(args: argparse.Namespace) -> int:
 def cmd_central_status(args: argparse.Namespace) -> int:
     central = _central(args, serve=False, connect=False)
     rows = central.gateways()
-    events = {gw: central.event_count(gw) for gw in central.cfg.central.gateways}
+    events = {r["gw"]: central.event_count(r["gw"]) for r in rows if r.get("site") is not None}
     violations = central.passback_violations()
-    pending = central.db.execute("SELECT count(*) FROM registrations WHERE state='pending'").fetchone()[0]
-    central.db.close()
+    with central.store.use() as db:
+        pending = db.execute("SELECT count(*) FROM registrations WHERE state='pending'").fetchone()[0]
+    version = central.version
+    central.store.close()
     if args.json:
-        print(json.dumps({"version": central.version, "gateways": rows, "events": events, "antipassback_violations": violations,
+        print(json.dumps({"version": version, "gateways": rows, "events": events, "antipassback_violations": violations,
                           "registrations_pending": pending}))
         return 0
     for r in rows:
-        print(f"{r['gw']:16} {r['state'] or '-':8} conn {r['conn'] or 0:<4} list v{r['applied_version'] or 0:<6} "
+        print(f"{r['gw']:16} {r['state'] or '-':8} site {r.get('site') or '(none)':14} conn {r['conn'] or 0:<4} list v{r['applied_version'] or 0:<6} "
               f"events {events.get(r['gw'], 0):<8} {('last reject: ' + r['last_reject']) if r['last_reject'] else ''}")
     if pending:
         print(f"{pending} registration(s) waiting for the office (`registrations`)")
@@ -334,7 +350,7 @@ def cmd_central_events(args: argparse.Namespace) -> int:
 
     central = _central(args, serve=False, connect=False)
     events = central.events(args.gateway, last=args.n)
-    central.db.close()
+    central.store.close()
     for e in events:
         print(json.dumps(e) if args.json else Event(**e).line())
     return 0
@@ -372,9 +388,13 @@ def build_parser(prog: str = "door-edge-central") -> argparse.ArgumentParser:
 
     cp = central_cfg(ce.add_parser("publish", help="make a residents CSV the new signed list and push it"))
     cp.add_argument("--residents", type=Path, required=True)
+    cp.add_argument("--site", help="the site whose list it is (default: [central] site)")
     cp.set_defaults(func=cmd_central_publish)
     csv_ = central_cfg(ce.add_parser("serve", help="answer list requests, ingest and acknowledge events, serve the office console"))
     csv_.add_argument("--no-web", action="store_true", help="without the office console")
+    csv_.add_argument("--role", choices=ROLES, default="all",
+                      help="all (default): everything in one process; ingest: events only; lists: lists, gateways, alarms, "
+                           "the console. ingest and lists may run many times each (shared subscriptions)")
     csv_.set_defaults(func=cmd_central_serve)
     cpa = central_cfg(ce.add_parser("pass", help="visitor passes: issue (prints the QR code), revoke, list"))
     cpa.add_argument("action", choices=("issue", "revoke", "list"))
@@ -443,6 +463,7 @@ def build_parser(prog: str = "door-edge-central") -> argparse.ArgumentParser:
     cx.add_argument("--out", type=Path, required=True)
     cx.add_argument("--by", help="who exported (default $USER)")
     cx.set_defaults(func=cmd_central_export)
+    cli_fleet.add_parsers(ce, central_cfg, _central)
     ca = ce.add_parser("acl", help="print the mosquitto ACL: each gateway limited to its own topics")
     ca.add_argument("--central-user", default="central")
     ca.set_defaults(func=cmd_central_acl)

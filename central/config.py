@@ -18,11 +18,21 @@ class CentralSection(StrictModel):
                                         description="X25519 private key from `door-edge central keygen` that opens the identities "
                                                     "gateways seal at registration; give the gateways registration.pub.")
     site: str = Field(default="", title="Site", description="The community or building, as the residence-registration export names it.")
-    gateways: list[str] = Field(min_length=1, title="Gateways", description="Ids of the gateways that get the list.")
+    gateways: list[str] = Field(default_factory=list, title="Gateways",
+                                description="Ids of gateways that join `site` at start (unless they are in a site already); "
+                                            "`door-edge central gateway add` provisions them without editing this file.")
     chunk_entries: int = Field(default=5000, ge=100, le=50_000, title="Snapshot chunk", description="Entries per snapshot chunk.")
     delta_max_ops: int = Field(default=5000, ge=0, title="Largest delta", description="Bigger changes are sent as a snapshot.")
     changelog_versions: int = Field(default=50, ge=1, title="Changelog window", description="How many versions back a delta can start.")
     head_interval_s: float = Field(default=300.0, ge=1, title="Head interval", description="Seconds between republished heads.")
+
+
+class DatabaseSection(StrictModel):
+    url: str = Field(pattern=r"^postgres(ql)?://\S+$", title="PostgreSQL URL",
+                     description="postgresql://USER[:PASSWORD]@HOST[:PORT]/DB (or a libpq conninfo URL); without [database], "
+                                 "central keeps its state in SQLite under state_dir. Keep the password out of this file: "
+                                 "libpq reads ~/.pgpass and PGPASSWORD.")
+    pool_max: int = Field(default=8, ge=1, le=100, title="Pool size", description="Connections this process keeps open at most.")
 
 
 class CentralRetention(StrictModel):
@@ -61,6 +71,8 @@ class CareSection(StrictModel):
 class CentralConfig(StrictModel):
     central: CentralSection = Field(title="Central", description="The reference central server.")
     broker: SyncSection = Field(title="Broker", description="Broker connection (identity `central` in the ACL).")
+    database: DatabaseSection | None = Field(default=None, title="Database",
+                                             description="PostgreSQL for a county's central; without it, SQLite under state_dir.")
     retention: CentralRetention = Field(default_factory=CentralRetention, title="Retention",
                                         description="How long central keeps the events gateways sent.")
     webhook: WebhookSection | None = Field(default=None, title="Webhook", description="Forward each new alarm to the office's systems.")

@@ -6,9 +6,9 @@ gateway install can still run the central tools); `serve()` imports the client a
 
 | metric | what |
 |---|---|
-| `doorgw_gateways{site,state}` | the site's gateways (`central.gateways`) `online` and `offline` (offline: stopped, lost, or never heard from) |
+| `doorgw_gateways{site,state}` | each site's gateways `online` and `offline` (offline: stopped, lost, or never heard from) |
 | `doorgw_gateways_list_lagging{site}` | gateways whose applied list version is not central's |
-| `doorgw_events_ingested_total{site}` | events committed (resends not counted); `rate()` is events per second |
+| `doorgw_events_ingested_total{site}` | events this process committed (resends not counted); `sum(rate())` over the ingest workers is events per second |
 | `doorgw_ack_latency_seconds` | a batch's arrival to its `evt/ack`, the commit in between (histogram) |
 | `doorgw_oldest_unacked_event_age_seconds{gw}` | from telemetry: the age of the oldest event a gateway still holds |
 | `doorgw_rejected_messages_total{reason}` | what came off the network and did not fit, by reason |
@@ -19,10 +19,13 @@ gateway install can still run the central tools); `serve()` imports the client a
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+
+from central import sites
 
 if TYPE_CHECKING:
     from central.server import Central
@@ -54,16 +57,20 @@ class Latency:
         return out, total
 
 
-def oldest_unacked(central: Central, now: float | None = None) -> dict[str, float]:
-    """Per gateway: how old its oldest unacknowledged event is now (telemetry's figure, aged since)."""
+def oldest_unacked(rows: list[dict[str, Any]], now: float | None = None) -> dict[str, float]:
+    """Per gateway in a site: how old its oldest unacknowledged event is now (its last telemetry's
+    figure, aged since it came). The telemetry is in the database, so every central process agrees."""
     now = time.time() if now is None else now
     out = {}
-    for gw, telemetry in dict(central.telemetry).items():
-        if gw not in central.cfg.central.gateways:
+    for g in rows:
+        if g.get("site") is None or not g.get("telemetry"):
             continue
-        age, received = telemetry.journal.get("oldest_age_s"), central.telemetry_at.get(gw, now)
+        try:
+            age = json.loads(g["telemetry"]).get("journal", {}).get("oldest_age_s")
+        except (ValueError, AttributeError):
+            continue
         if isinstance(age, int | float):
-            out[gw] = float(age) + (now - received if age > 0 else 0.0)
+            out[g["gw"]] = float(age) + (now - float(g.get("telemetry_at") or now) if age > 0 else 0.0)
     return out
 
 
@@ -75,20 +82,24 @@ class FleetCollector:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
         c = self.central
-        site = c.cfg.central.site
-        rows = {g["gw"]: g for g in c.gateways()}
-        names = set(c.cfg.central.gateways)  # the site's gateways: one that left the list (or a stranger's retained status) is not counted
-        online = sum(1 for gw in names if (rows.get(gw) or {}).get("state") == "online")
-        g = GaugeMetricFamily("doorgw_gateways", "Gateways by state (offline: stopped, lost or never heard from)", labels=["site", "state"])
-        g.add_metric([site, "online"], online)
-        g.add_metric([site, "offline"], len(names) - online)
+        rows = c.gateways()
+        with c.store.use() as db:
+            versions = {s: sites.state(db, s).version for s in sites.names(db)}
+            open_alarms = int(db.execute("SELECT count(*) FROM alarms WHERE cleared IS NULL").fetchone()[0])
+        members = [g for g in rows if g.get("site") is not None]  # a gateway that left its site (or a stranger's status) is not counted
+        g = GaugeMetricFamily("doorgw_gateways", "Gateways by site and state (offline: stopped, lost or never heard from)",
+                              labels=["site", "state"])
+        lag = GaugeMetricFamily("doorgw_gateways_list_lagging", "Gateways whose applied list version is not their site's", labels=["site"])
+        for site in sorted({g["site"] for g in members} | ({c.site} if c.site in versions else set())):
+            of_site = [g for g in members if g["site"] == site]
+            online = sum(1 for g in of_site if g.get("state") == "online")
+            g.add_metric([site, "online"], online)
+            g.add_metric([site, "offline"], len(of_site) - online)
+            lag.add_metric([site], sum(1 for g in of_site if g.get("applied_version") != versions.get(site)))
         yield g
-        version = c.version
-        lag = GaugeMetricFamily("doorgw_gateways_list_lagging", "Gateways whose applied list version is not central's", labels=["site"])
-        lag.add_metric([site], sum(1 for gw in names if (rows.get(gw) or {}).get("applied_version") != version))
         yield lag
-        ev = CounterMetricFamily("doorgw_events_ingested", "Events committed (resends not counted)", labels=["site"])
-        ev.add_metric([site], c.counters["events"])
+        ev = CounterMetricFamily("doorgw_events_ingested", "Events committed by this process (resends not counted)", labels=["site"])
+        ev.add_metric([c.site], c.counters["events"])
         yield ev
         buckets, total = c.ack_latency.cumulative()
         h = HistogramMetricFamily("doorgw_ack_latency_seconds", "From a batch's arrival to its evt/ack")
@@ -96,8 +107,9 @@ class FleetCollector:
         yield h
         age = GaugeMetricFamily("doorgw_oldest_unacked_event_age_seconds", "Age of the oldest event a gateway still holds",
                                 labels=["site", "gw"])
-        for gw, seconds in sorted(oldest_unacked(c).items()):
-            age.add_metric([site, gw], round(seconds, 1))
+        site_of = {g["gw"]: g["site"] for g in members}
+        for gw, seconds in sorted(oldest_unacked(members).items()):
+            age.add_metric([site_of[gw], gw], round(seconds, 1))
         yield age
         rej = CounterMetricFamily("doorgw_rejected_messages", "Messages that did not fit, by reason", labels=["reason"])
         for key, n in sorted(c.counters.items()):
@@ -105,8 +117,7 @@ class FleetCollector:
                 rej.add_metric([key.removeprefix("rejected.")], n)
         yield rej
         alarms = GaugeMetricFamily("doorgw_alarms_open", "Alarms standing now", labels=["site"])
-        with c._lock:
-            alarms.add_metric([site], c.db.execute("SELECT count(*) FROM alarms WHERE cleared IS NULL").fetchone()[0])
+        alarms.add_metric([c.site], open_alarms)
         yield alarms
 
 

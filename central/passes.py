@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import io
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from central.registrations import audit
+from central.store import Db
 from edge.privacy import Tokenizer
-from edge.store.db import Transaction
 from edge.store.whitelist import Entry
 from protocol import Signer
 from protocol import passes as tokens
@@ -53,7 +52,7 @@ class Issued:
         return buf.getvalue()
 
 
-def issue(db: sqlite3.Connection, signer: Signer, site: str, *, host: str, doors: tuple[str, ...], uses: int, who: str,
+def issue(db: Db, signer: Signer, site: str, *, host: str, doors: tuple[str, ...], uses: int, who: str,
           hours: float = DEFAULT_HOURS, start: float | None = None) -> Issued:
     if not site:
         raise PassError("central.site is empty: a pass names its site; set [central] site = \"...\" in central.toml")
@@ -67,14 +66,14 @@ def issue(db: sqlite3.Connection, signer: Signer, site: str, *, host: str, doors
         p = VisitorPass(tokens.new_id(), site, tuple(doors), begin, begin + int(hours * 3600), uses, host)
     except ValueError as exc:
         raise PassError(str(exc)) from None
-    with Transaction(db) as c:
+    with db.tx() as c:
         c.execute("INSERT INTO passes(id, host, doors, not_before, not_after, uses, issued_by, issued_at) VALUES (?,?,?,?,?,?,?,?)",
                   (p.id, p.host, json.dumps(list(p.doors)), p.not_before, p.not_after, p.uses, who, time.time()))
         audit(c, who, "pass_issued", p.id, json.dumps({"host": host, "doors": list(doors), "hours": hours, "uses": uses}))
     return Issued(p, tokens.issue(signer, p))
 
 
-def revoke(db: sqlite3.Connection, tokenizer: Tokenizer, pass_id: str, who: str) -> Entry:
+def revoke(db: Db, tokenizer: Tokenizer, pass_id: str, who: str) -> Entry:
     """Mark a pass revoked; the list row the caller publishes."""
     row = db.execute("SELECT host, not_after, revoked_by FROM passes WHERE id=?", (pass_id,)).fetchone()
     if row is None:
@@ -82,7 +81,7 @@ def revoke(db: sqlite3.Connection, tokenizer: Tokenizer, pass_id: str, who: str)
     host, not_after, revoked_by = row
     if revoked_by:
         raise PassError(f"pass {pass_id} was already revoked by {revoked_by}")
-    with Transaction(db) as c:
+    with db.tx() as c:
         c.execute("UPDATE passes SET revoked_by=?, revoked_at=? WHERE id=?", (who, time.time(), pass_id))
         audit(c, who, "pass_revoked", pass_id)
     return revocation(tokenizer, pass_id, host, not_after)
@@ -92,7 +91,7 @@ def revocation(tokenizer: Tokenizer, pass_id: str, host: str, not_after: float) 
     return Entry(tokenizer.token_raw("pass", pass_id), "pass_revoked", host, None, None, datetime.fromtimestamp(not_after))
 
 
-def revocations(db: sqlite3.Connection, tokenizer: Tokenizer, now: float | None = None) -> list[Entry]:
+def revocations(db: Db, tokenizer: Tokenizer, now: float | None = None) -> list[Entry]:
     """The revocations still worth listing (the pass's window has not ended): a list published
     from the residents file keeps them."""
     now = time.time() if now is None else now
@@ -100,7 +99,7 @@ def revocations(db: sqlite3.Connection, tokenizer: Tokenizer, now: float | None 
             db.execute("SELECT id, host, not_after FROM passes WHERE revoked_by IS NOT NULL AND not_after > ?", (now,))]
 
 
-def listing(db: sqlite3.Connection, *, limit: int = 200) -> list[dict[str, Any]]:
+def listing(db: Db, *, limit: int = 200) -> list[dict[str, Any]]:
     cur = db.execute("SELECT id, host, doors, not_before, not_after, uses, issued_by, issued_at, revoked_by, revoked_at "
                      "FROM passes ORDER BY issued_at DESC LIMIT ?", (limit,))
     names = [d[0] for d in cur.description]

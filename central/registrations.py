@@ -21,7 +21,6 @@ import csv
 import json
 import logging
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -30,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import protocol
+from central.store import Db
 from edge.privacy import Tokenizer, short
-from edge.store.db import Transaction
 from edge.store.whitelist import Entry, from_row, to_row
 
 log = logging.getLogger(__name__)
@@ -65,11 +64,11 @@ class Registration:
                 "lease_end": self.lease_end, "decided_by": self.decided_by}
 
 
-def audit(db: sqlite3.Connection, who: str, action: str, subject: str = "", detail: str = "") -> None:
-    db.execute("INSERT INTO audit VALUES (?,?,?,?,?)", (time.time(), who, action, subject, detail))
+def audit(db: Db, who: str, action: str, subject: str = "", detail: str = "") -> None:
+    db.execute("INSERT INTO audit(ts, who, action, subject, detail) VALUES (?,?,?,?,?)", (time.time(), who, action, subject, detail))
 
 
-def ingest(db: sqlite3.Connection, gw: str, event: dict[str, Any], private_key: bytes | None, tokenizer: Tokenizer) -> str | None:
+def ingest(db: Db, gw: str, event: dict[str, Any], private_key: bytes | None, tokenizer: Tokenizer) -> str | None:
     """Inside the caller's ingest transaction: open a `registration_sent` event and keep it pending.
     Returns the registration id, or None when it could not be opened (counted by the caller; the
     event is kept whole, sealed, so that it can be opened once the right key is installed)."""
@@ -100,16 +99,16 @@ def _load(row: tuple[Any, ...]) -> Registration:
 _COLS = "id, gw, door, token, identity, received, state, building, room, lease_end, decided_by"
 
 
-def listing(db: sqlite3.Connection, who: str, *, states: tuple[str, ...] = ("pending",)) -> list[Registration]:
+def listing(db: Db, who: str, *, states: tuple[str, ...] = ("pending",)) -> list[Registration]:
     """Registrations in `states`, oldest first; the view is audited."""
     marks = ",".join("?" * len(states))
-    with Transaction(db) as c:
+    with db.tx() as c:
         rows = c.execute(f"SELECT {_COLS} FROM registrations WHERE state IN ({marks}) ORDER BY received", states).fetchall()  # noqa: S608 - placeholders only
         audit(c, who, "registrations_viewed", ",".join(states), f"{len(rows)} shown")
     return [_load(r) for r in rows]
 
 
-def get(db: sqlite3.Connection, reg_id: str) -> Registration:
+def get(db: Db, reg_id: str) -> Registration:
     row = db.execute(f"SELECT {_COLS} FROM registrations WHERE id=?", (reg_id,)).fetchone()  # noqa: S608 - constant columns
     if row is None:
         raise RegistrationError(f"no registration {reg_id!r} (see `registrations`)")
@@ -130,25 +129,25 @@ def approval_entries(tokenizer: Tokenizer, reg: Registration, person: str, *, do
     return out
 
 
-def decide(db: sqlite3.Connection, reg: Registration, *, approved: bool, who: str, building: str | None = None, room: str | None = None,
+def decide(db: Db, reg: Registration, *, approved: bool, who: str, building: str | None = None, room: str | None = None,
            lease_end: date | None = None, person: str | None = None, entries: list[Entry] | None = None, note: str = "") -> None:
     """Record the office's decision (inside no transaction of the caller's)."""
     entries = entries or []
     if reg.state != "pending":
         raise RegistrationError(f"{reg.id} was already {reg.state} by {reg.decided_by}")
-    with Transaction(db) as c:
+    with db.tx() as c:
         c.execute("UPDATE registrations SET state=?, building=?, room=?, lease_end=?, person=?, entries=?, decided_by=?, decided_at=?, "
                   "note=? WHERE id=? AND state='pending'",
                   ("approved" if approved else "rejected", building, room, lease_end.isoformat() if lease_end else None, person,
                    json.dumps([to_row(e) for e in entries]), who, time.time(), note, reg.id))
         if approved and person is not None:
-            c.execute("INSERT OR REPLACE INTO persons VALUES (?,?)", (person, reg.identity.name))
+            c.execute("INSERT INTO persons VALUES (?,?) ON CONFLICT(ref) DO UPDATE SET name=excluded.name", (person, reg.identity.name))
         audit(c, who, "registration_approved" if approved else "registration_rejected", reg.id,
               json.dumps({"token": short(reg.token), "doors": sorted({d for e in entries for d in (e.doors or {"*"})}),
                           "until": lease_end.isoformat() if lease_end else None}))
 
 
-def listed_entries(db: sqlite3.Connection, now: datetime | None = None) -> list[Entry]:
+def listed_entries(db: Db, now: datetime | None = None) -> list[Entry]:
     """The rows approvals added that are still within their lease: a residents CSV published later
     keeps them (the tenants registered through the office are not in the installer's file)."""
     now = now or datetime.now()
@@ -161,9 +160,9 @@ def listed_entries(db: sqlite3.Connection, now: datetime | None = None) -> list[
     return out
 
 
-def export_csv(db: sqlite3.Connection, path: Path, who: str, site: str) -> int:
+def export_csv(db: Db, path: Path, who: str, site: str) -> int:
     """The residence-registration list of approved tenants, for the police station; audited."""
-    with Transaction(db) as c:
+    with db.tx() as c:
         rows = c.execute(f"SELECT {_COLS}, decided_at FROM registrations WHERE state='approved' ORDER BY decided_at").fetchall()  # noqa: S608
         audit(c, who, "registrations_exported", str(path), f"{len(rows)} row(s)")
     with path.open("w", newline="", encoding="utf-8") as f:

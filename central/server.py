@@ -1,18 +1,22 @@
-"""The server half, as a reference: what the tests, the demo and small sites run.
+"""The server half: what the tests, the demo, a small site and a county's cluster run.
 
-- Lists: `publish` tokenises a residents list with the site key (the same HMAC as the gateways),
-  diffs it against the current version, records the change in a changelog window, and publishes
-  to each gateway a signed delta (small changes) and the signed retained head. A gateway that
-  asks (`wl/req`) gets a delta from its version when the changelog still covers it, otherwise the
-  whole list in signed chunks (resumable from a chunk index).
+- Lists, per site (central.sites, central.lists): `publish` tokenises a residents list with the
+  site's key (the same HMAC as its gateways), diffs it against the site's current version inside
+  the write transaction, and publishes to each of that site's gateways a signed delta (small
+  changes) and the signed retained head. A gateway that asks (`wl/req`) gets a delta from its
+  version when the changelog still covers it, otherwise its site's list in signed chunks
+  (resumable from a chunk index).
 - Events: ingested with insert-or-ignore on (gateway, event id), committed, then acknowledged
   with `evt/ack` (so a gateway deletes only what is on central's disk).
-- Gateways: each one's last status, connection counter and applied whitelist version.
+- Gateways: each one's site, last status, connection counter, applied version and telemetry.
 - Heads are republished every `head_interval_s` with a fresh signed time: that is how a gateway
   tells a silent central from a quiet one (`sync.stale_after_s`).
 
-A big fleet runs its own backend on a clustered broker with the same topics and payloads; see
-the README ("Fleets").
+Roles (`central serve --role`): `all` (the default) is one process that does everything, on a
+kept broker session. A cluster runs `ingest` and `lists` processes, as many of each as it likes,
+on any hosts, against one PostgreSQL: each role subscribes with an MQTT 5 shared subscription
+(`$share/ingest/...`, `$share/lists/...`), so the broker hands each message to one member of the
+group, and a member that dies loses nothing (see README, "Central on a cluster").
 """
 
 from __future__ import annotations
@@ -24,104 +28,66 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as paho
 
 import protocol
 from central import alarms as alarms_mod
+from central import lists, sites
 from central import passes as passes_mod
 from central import registrations as regs
 from central.config import CentralConfig
+from central.lists import Published
 from central.metrics import Latency
+from central.store import Db, Unavailable, open_store
 from central.webhook import Forwarder
 from edge.privacy import Tokenizer, load_key
-from edge.store.db import Transaction, get_meta, open_db, set_meta
-from edge.store.whitelist import HASH_MOD, Entry, Row, read_csv, row_hash, to_row
+from edge.store.whitelist import Entry, read_csv, to_row
 from edge.sync.mqtt import connect_properties, new_client, no_delay
 from protocol import CmdReq, CmdResp, EventBatch, EvtAck, Rejected, Signer, Status, Telemetry, WlAck, WlChunk, WlDelta, WlHead, WlReq
 
 log = logging.getLogger(__name__)
 
+Role = Literal["all", "ingest", "lists"]
+ROLES: tuple[Role, ...] = ("all", "ingest", "lists")
+TOPICS: dict[Role, tuple[str, ...]] = {"all": protocol.UP, "ingest": ("evt/access",),
+                                       "lists": ("status", "telemetry", "wl/req", "wl/ack")}
+INSERT_ROWS = 200  # events per INSERT statement
 
-_MIGRATIONS = ["""
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE entries (token TEXT PRIMARY KEY, row TEXT NOT NULL);
-    CREATE TABLE changes (version INTEGER NOT NULL, token TEXT NOT NULL, row TEXT);  -- row NULL: deleted
-    CREATE INDEX changes_version ON changes(version);
-    CREATE TABLE events (gw TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL,
-                         body TEXT NOT NULL, received REAL NOT NULL, PRIMARY KEY (gw, id));
-    CREATE TABLE gateways (gw TEXT PRIMARY KEY, state TEXT, conn INTEGER, status_ts REAL, applied_version INTEGER,
-                           applied_sha256 TEXT, last_reject TEXT, last_seen REAL);
-""", """
-    CREATE INDEX events_received ON events(received);  -- the retention purge
-""", """
-    -- new tenants: the identity as the gateway sealed it, opened here, decided by the office (no semicolons in these comments)
-    CREATE TABLE registrations (id TEXT PRIMARY KEY, gw TEXT NOT NULL, event_id TEXT NOT NULL, door TEXT,
-                                token TEXT NOT NULL,            -- the idno token (site key HMAC)
-                                identity TEXT NOT NULL,         -- JSON (protocol.RegisteredIdentity)
-                                received REAL NOT NULL, state TEXT NOT NULL DEFAULT 'pending',  -- pending | approved | rejected
-                                building TEXT, room TEXT, lease_end TEXT, person TEXT, entries TEXT,  -- what approval listed
-                                decided_by TEXT, decided_at REAL, note TEXT);
-    CREATE INDEX registrations_state ON registrations(state);
-    CREATE TABLE persons (ref TEXT PRIMARY KEY, name TEXT NOT NULL);  -- the gateways' opaque references, mapped back
-    CREATE TABLE audit (ts REAL NOT NULL, who TEXT NOT NULL, action TEXT NOT NULL, subject TEXT, detail TEXT);
-""", """
-    -- the office: visitor passes issued (never their text), alarms and their webhook queue, care, staff
-    CREATE TABLE passes (id TEXT PRIMARY KEY, host TEXT NOT NULL, doors TEXT NOT NULL, not_before REAL NOT NULL, not_after REAL NOT NULL,
-                         uses INTEGER NOT NULL, issued_by TEXT NOT NULL, issued_at REAL NOT NULL, revoked_by TEXT, revoked_at REAL);
-    CREATE TABLE alarms (id INTEGER PRIMARY KEY AUTOINCREMENT, gw TEXT NOT NULL, name TEXT NOT NULL, door TEXT NOT NULL DEFAULT '',
-                         subject TEXT NOT NULL DEFAULT '', severity TEXT NOT NULL, raised REAL NOT NULL, raised_event TEXT,
-                         cleared REAL, clear_note TEXT, acked_by TEXT, acked_at REAL);
-    CREATE UNIQUE INDEX alarms_open ON alarms(gw, name, door, subject) WHERE cleared IS NULL;  -- one open incident per alarm
-    CREATE INDEX alarms_raised ON alarms(raised);
-    CREATE TABLE webhook_queue (alarm INTEGER PRIMARY KEY);  -- alarms not yet delivered to [webhook] url
-    CREATE TABLE care (person TEXT PRIMARY KEY, quiet_s REAL NOT NULL, consent_by TEXT NOT NULL, consent_at REAL NOT NULL, last_seen REAL);
-    CREATE TABLE staff (name TEXT PRIMARY KEY, hash TEXT NOT NULL, role TEXT NOT NULL, created REAL NOT NULL);
-    CREATE INDEX events_ts ON events(ts);
-    CREATE INDEX events_gw_seq ON events(gw, seq);  -- a gateway's newest events
-"""]
-
-
-@dataclass
-class Published:
-    version: int
-    upserts: int
-    deletes: int
-    mode: str  # delta | snapshot | unchanged
-
-
-def _json(row: Row) -> str:
-    return json.dumps(row, separators=(",", ":"), ensure_ascii=False)
+__all__ = ["ROLES", "Central", "Published", "Role"]
 
 
 class Central:
     def __init__(self, cfg: CentralConfig, *, client_id: str = "central"):
         self.cfg = cfg
         c = cfg.central
-        self.db = open_db(c.state_dir, name="central.db", migrations=_MIGRATIONS)
+        db_cfg = cfg.database
+        self.store = open_store(c.state_dir, db_cfg.url if db_cfg else None, pool_max=db_cfg.pool_max if db_cfg else 8)
         self.signer = Signer.from_file(c.signing_key_file)
-        self.tokenizer = Tokenizer(load_key(c.site_key_file))
+        self.site = c.site
         self.registration_key = self._registration_key(c.registration_key_file)
-        self._lock = threading.RLock()
+        self._tokenizers = sites.Tokenizers()
+        with self.store.tx() as db:
+            sites.adopt(db, self.site)
+            sites.ensure(db, self.site, load_key(c.site_key_file) if c.site_key_file.exists() else None)
+            sites.seed(db, c.gateways, self.site)
+            self.tokenizer = self._tokenizers.get(db, self.site)  # the configured site's: registrations, passes
         self.client = new_client(client_id, cfg.broker, clean_start=True)
         self.client.on_connect = self._connected
         self.client.on_message = self._message
         self.connected = threading.Event()
         self.counters: Counter[str] = Counter()
         self._responses: dict[str, CmdResp] = {}
-        self.telemetry: dict[str, Telemetry] = {}  # the last one from each gateway
-        self.telemetry_at: dict[str, float] = {}   # when it came
+        self.telemetry: dict[str, Telemetry] = {}  # the last one from each gateway this process heard
         self.ack_latency = Latency()
         self._resp_cond = threading.Condition()
         self._halt = threading.Event()
-        self._head_thread: threading.Thread | None = None
-        self._purge_thread: threading.Thread | None = None
-        self._care_thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self.forwarder: Forwarder | None = None
+        self.role: Role = "all"
         self._serve = False
         self._listen: tuple[str, ...] = ()
 
@@ -137,29 +103,33 @@ class Central:
         return None
 
     # -- connection -----------------------------------------------------------------------------
-    def connect(self, *, serve: bool = True, listen: tuple[str, ...] | None = None, timeout: float = 10.0) -> Central:
-        """`serve`: the server (every uplink topic, a kept session, republished heads); otherwise a
-        tool's connection that listens only to `listen` (e.g. `cmd/resp` for `central cmd`)."""
-        self._serve = serve
-        self._listen = listen if listen is not None else (protocol.UP if serve else ())
+    def connect(self, *, serve: bool = True, role: Role = "all", listen: tuple[str, ...] | None = None,
+                timeout: float = 10.0) -> Central:
+        """`serve`: the server in `role`; otherwise a tool's connection that listens only to `listen`
+        (e.g. `cmd/resp` for `central cmd`)."""
+        self._serve, self.role = serve, role
+        self._listen = listen if listen is not None else (TOPICS[role] if serve else ())
         b = self.cfg.broker
-        # serving: a session the broker keeps through our restarts, so events sent meanwhile wait for us
-        self.client.reconnect_delay_set(0.5, 2)  # type: ignore[arg-type]  # one central: no herd to spread
+        kept = serve and role == "all"  # one central: a session the broker keeps through our restarts
+        # a cluster's members: clean sessions, as a member that is gone is not waited for (gateways resend)
+        self.client.reconnect_delay_set(0.5, 2)  # type: ignore[arg-type]  # a handful of centrals: no herd to spread
         self.client.connect(b.host, b.port, keepalive=b.keepalive_s,
-                            clean_start=paho.MQTT_CLEAN_START_FIRST_ONLY if serve else True,
-                            properties=connect_properties(3600 if serve else 0))
+                            clean_start=paho.MQTT_CLEAN_START_FIRST_ONLY if kept else True,
+                            properties=connect_properties(3600 if kept else 0))
         self.client.loop_start()
         if not self.connected.wait(timeout):
             raise ConnectionError(f"central: no CONNACK from {b.host}:{b.port} in {timeout}s")
-        if serve:
-            self._head_thread = threading.Thread(target=self._heads, name="central-heads", daemon=True)
-            self._head_thread.start()
-            self._purge_thread = threading.Thread(target=self._purges, name="central-retention", daemon=True)
-            self._purge_thread.start()
-            self._care_thread = threading.Thread(target=self._care, name="central-care", daemon=True)
-            self._care_thread.start()
+        if serve and role != "ingest":
+            for name, target in (("heads", self._heads), ("retention", self._purges), ("care", self._care)):
+                t = threading.Thread(target=target, name=f"central-{name}", daemon=True)
+                t.start()
+                self._threads.append(t)
             self.start_webhook()
         return self
+
+    def _subscriptions(self) -> list[tuple[str, int]]:
+        share = "" if self.role == "all" or not self._serve else f"$share/{self.role}/"
+        return [(f"{share}{protocol.PREFIX}/+/{n}", protocol.QOS[n]) for n in self._listen]
 
     def _connected(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
@@ -167,45 +137,60 @@ class Central:
             return
         no_delay(client)
         if self._listen:
-            client.subscribe([(f"{protocol.PREFIX}/+/{n}", protocol.QOS[n]) for n in self._listen])
-        if self._serve and not flags.session_present:
+            client.subscribe(self._subscriptions())
+        if self._serve and self.role == "all" and not flags.session_present:
             self._nudge()
         self.connected.set()
 
     def close(self) -> None:
         self._halt.set()
-        for t in (self._head_thread, self._purge_thread, self._care_thread):
-            if t is not None:
-                t.join(5)
+        for t in self._threads:
+            t.join(5)
         if self.forwarder is not None:
             self.forwarder.stop()
         self.client.disconnect()
         self.client.loop_stop()
-        self.db.close()
+        self.store.close()
 
     def _publish(self, gw: str, name: str, payload: bytes, retain: bool = False) -> paho.MQTTMessageInfo:
         return self.client.publish(protocol.topic(gw, name), payload, qos=protocol.QOS[name], retain=retain)
 
     def _heads(self) -> None:
         while not self._halt.wait(self.cfg.central.head_interval_s):
-            for gw in self.cfg.central.gateways:
-                self._publish(gw, "wl/head", self.head(gw), retain=True)
+            try:
+                with self.store.use() as db:
+                    members = sites.gateways(db)
+                for gw, site in members.items():
+                    self._publish(gw, "wl/head", self.head(gw, site), retain=True)
+            except Unavailable as exc:
+                self._unavailable(exc)
 
     def _purges(self) -> None:
         """Retention: soon after start, then daily."""
         wait = 60.0
         while not self._halt.wait(wait):
-            self.purge_events()
-            wait = 86400.0
+            try:
+                self.purge_events()
+                wait = 86400.0
+            except Unavailable as exc:
+                self._unavailable(exc)
 
     def _care(self) -> None:
         while not self._halt.wait(self.cfg.care.check_s):
-            self.check_care()
+            try:
+                self.check_care()
+            except Unavailable as exc:
+                self._unavailable(exc)
+
+    def _unavailable(self, exc: Exception) -> None:
+        if not self.counters["db_unavailable"]:
+            log.error("central: the database is unavailable (%s); nothing is acknowledged until it is back", exc)
+        self.counters["db_unavailable"] += 1
 
     def check_care(self, now: float | None = None) -> list[int]:
         """Cared-for residents quiet for longer than their period: one alarm each (central.alarms)."""
-        with self._lock:
-            raised = alarms_mod.check_care(self.db, now)
+        with self.store.use() as db:
+            raised = alarms_mod.check_care(db, now)
         if raised:
             log.warning("central: %d cared-for resident(s) quiet past their period", len(raised))
             self._forward()
@@ -224,16 +209,16 @@ class Central:
         self.forwarder.wake()
 
     def _webhook_pending(self) -> list[tuple[int, dict[str, Any]]]:
-        with self._lock:
-            rows = self.db.execute("SELECT a.id, a.gw, a.name, a.door, a.subject, a.severity, a.raised FROM webhook_queue q "
-                                   "JOIN alarms a ON a.id = q.alarm ORDER BY q.alarm LIMIT 100").fetchall()
-        site = self.cfg.central.site
+        with self.store.use() as db:
+            rows = db.execute("SELECT a.id, a.gw, a.name, a.door, a.subject, a.severity, a.raised FROM webhook_queue q "
+                              "JOIN alarms a ON a.id = q.alarm ORDER BY q.alarm LIMIT 100").fetchall()
+        site = self.site
         return [(r[0], {"alarm": r[0], "site": site, "gateway": r[1], "name": r[2], "door": r[3] or None, "subject": r[4] or None,
                         "severity": r[5], "raised": r[6]}) for r in rows]
 
     def _webhook_delivered(self, alarm_id: int) -> None:
-        with self._lock:
-            self.db.execute("DELETE FROM webhook_queue WHERE alarm=?", (alarm_id,))
+        with self.store.use() as db:
+            db.execute("DELETE FROM webhook_queue WHERE alarm=?", (alarm_id,))
 
     def _forward(self) -> None:
         if self.forwarder is not None:
@@ -246,7 +231,7 @@ class Central:
         cutoff = (time.time() if now is None else now) - days * 86400
         total = 0
         while True:
-            with self._lock, Transaction(self.db) as db:
+            with self.store.tx() as db:
                 n = db.execute("DELETE FROM events WHERE rowid IN (SELECT rowid FROM events WHERE received < ? LIMIT ?)",
                                (cutoff, batch)).rowcount
             total += n
@@ -257,141 +242,126 @@ class Central:
         return total
 
     # -- the list -------------------------------------------------------------------------------
-    # Every use of the connection holds the lock, reads too: a read on it from the MQTT thread while
-    # another thread begins a write on it would make SQLite refuse that write at once ("database is
-    # locked") when a second central process has committed meanwhile.
     @property
     def version(self) -> int:
-        with self._lock:
-            return int(get_meta(self.db, "version", "0") or 0)
+        """The configured site's list version."""
+        return self.version_of(self.site)
 
-    def _sha(self) -> str:
-        with self._lock:
-            return format(int(get_meta(self.db, "hash", "0") or 0), "064x")
+    def version_of(self, site: str) -> int:
+        with self.store.use() as db:
+            return sites.state(db, site).version
 
-    def count(self) -> int:
-        with self._lock:
-            return self.db.execute("SELECT count(*) FROM entries").fetchone()[0]
+    def sha256(self, site: str | None = None) -> str:
+        """The hash of the site's list (the configured site by default), as heads carry it."""
+        with self.store.use() as db:
+            return sites.state(db, self.site if site is None else site).sha256
 
-    def head(self, gw: str) -> bytes:
-        with self._lock:
-            return self.signer.seal(WlHead(gw=gw, version=self.version, sha256=self._sha(), count=self.count(), ts=time.time()))
+    def count(self, site: str | None = None) -> int:
+        with self.store.use() as db:
+            return lists.count(db, self.site if site is None else site)
 
-    def publish_csv(self, path: Path) -> Published:
-        """The residents file plus the tenants the office approved (who are not in the file); the
-        file's person names stay here, mapped from the references the gateways get."""
+    def tokenizer_of(self, site: str) -> Tokenizer:
+        with self.store.use() as db:
+            return self._tokenizers.get(db, site)
+
+    def head(self, gw: str, site: str | None = None) -> bytes:
+        with self.store.use() as db:
+            site = site if site is not None else self._site_of(db, gw)
+            st = sites.state(db, site)
+            return self.signer.seal(WlHead(gw=gw, version=st.version, sha256=st.sha256, count=lists.count(db, site), ts=time.time()))
+
+    def _site_of(self, db: Db, gw: str) -> str:
+        site = sites.site_of(db, gw)
+        if site is None:
+            raise Rejected("unknown_gateway", f"{gw} is in no site (`door-edge central gateway add {gw} --site NAME`)")
+        return site
+
+    def publish_csv(self, path: Path, site: str | None = None) -> Published:
+        """The residents file plus (for the configured site) the tenants the office approved, who are
+        not in the file; the file's person names stay here, mapped from the references the gateways get."""
+        site = self.site if site is None else site
         names: dict[str, str] = {}
-        entries = read_csv(path, self.tokenizer, names)
-        with self._lock, Transaction(self.db) as db:
-            db.executemany("INSERT OR REPLACE INTO persons VALUES (?,?)", names.items())
-            kept = [*regs.listed_entries(db), *passes_mod.revocations(db, self.tokenizer)]  # the office's own rows
+        entries = read_csv(path, self.tokenizer_of(site), names)
+        kept: list[Entry] = []
+        with self.store.tx() as db:
+            db.executemany("INSERT INTO persons VALUES (?,?) ON CONFLICT(ref) DO UPDATE SET name=excluded.name", names.items())
+            if site == self.site:
+                kept = [*regs.listed_entries(db), *passes_mod.revocations(db, self.tokenizer)]  # the office's own rows
         filed = {e.token for e in entries}
-        return self.publish_entries([*entries, *(e for e in kept if e.token not in filed)])
+        return self.publish_entries([*entries, *(e for e in kept if e.token not in filed)], site)
 
-    def publish_entries(self, entries: Iterable[Entry]) -> Published:
-        """Make `entries` the whole new list (what `publish --residents` does)."""
-        return self._commit({e.token: to_row(e) for e in entries}, whole=True)
+    def publish_entries(self, entries: Iterable[Entry], site: str | None = None) -> Published:
+        """Make `entries` the whole new list of `site` (what `publish --residents` does)."""
+        return self._commit({e.token: to_row(e) for e in entries}, whole=True, site=site)
 
-    def apply_changes(self, upserts: Iterable[Entry] = (), deletes: Iterable[str] = ()) -> Published:
+    def apply_changes(self, upserts: Iterable[Entry] = (), deletes: Iterable[str] = (), site: str | None = None) -> Published:
         """Change some entries (a backend's "resident added / moved out"): a new version, pushed at once."""
-        return self._commit({e.token: to_row(e) for e in upserts}, deletes=list(deletes))
+        return self._commit({e.token: to_row(e) for e in upserts}, deletes=list(deletes), site=site)
 
-    def _commit(self, rows: dict[str, Row], *, deletes: list[str] | None = None, whole: bool = False) -> Published:
-        """One new version: `rows` upserted and `deletes` deleted, or with `whole`, `rows` as the whole
-        list. The current rows are read inside the same write transaction as the change, so two
-        publishers at once (two processes on one database) serialise: the second diffs against what
-        the first committed, and the list hash stays the hash of the rows."""
-        with self._lock, Transaction(self.db) as db:
-            base = self.version
-            if whole:
-                old = dict(db.execute("SELECT token, row FROM entries"))
-                deletes = [t for t in old if t not in rows]
-            else:
-                deletes = deletes or []
-                old = {t: r for t in [*rows, *deletes] for (r,) in db.execute("SELECT row FROM entries WHERE token=?", (t,))}
-            upserts = [(t, r, j) for t, r in rows.items() if old.get(t) != (j := _json(r))]
-            deletes = [t for t in deletes if t in old]
-            if not upserts and not deletes:
-                result = Published(base, 0, 0, "unchanged")
-            else:
-                version = base + 1
-                h = int(get_meta(db, "hash", "0") or 0)
-                for t, row, _ in upserts:
-                    if t in old:
-                        h -= row_hash(tuple(json.loads(old[t])))
-                    h += row_hash(row)
-                for t in deletes:
-                    h -= row_hash(tuple(json.loads(old[t])))
-                db.executemany("DELETE FROM entries WHERE token=?", [(t,) for t in deletes])
-                db.executemany("INSERT OR REPLACE INTO entries VALUES (?,?)", [(t, j) for t, _, j in upserts])
-                small = len(upserts) + len(deletes) <= self.cfg.central.delta_max_ops
-                keep_from = version - self.cfg.central.changelog_versions
-                if small:
-                    db.executemany("INSERT INTO changes VALUES (?,?,?)", [(version, t, j) for t, _, j in upserts] + [(version, t, None) for t in deletes])
-                else:
-                    keep_from = version  # too big for a delta: every gateway behind it gets a snapshot
-                db.execute("DELETE FROM changes WHERE version <= ?", (keep_from,))
-                set_meta(db, "changelog_from", str(max(int(get_meta(db, "changelog_from", "0") or 0), keep_from)))
-                set_meta(db, "version", str(version))
-                set_meta(db, "hash", str(h % HASH_MOD))
-                result = Published(version, len(upserts), len(deletes), "delta" if small else "snapshot")
+    def _commit(self, rows: dict, *, deletes: list[str] | None = None, whole: bool = False, site: str | None = None) -> Published:
+        c = self.cfg.central
+        with self.store.tx() as db:
+            result = lists.commit(db, self.site if site is None else site, rows, deletes=deletes, whole=whole,
+                                  delta_max_ops=c.delta_max_ops, changelog_versions=c.changelog_versions)
         if result.mode != "unchanged":
-            for gw in self.cfg.central.gateways:
-                if result.mode == "delta":
-                    self._publish(gw, "wl/delta", self._delta(gw, base))
-                self._publish(gw, "wl/head", self.head(gw), retain=True)
-        log.info("central: list v%d (%s: %d upserted, %d deleted)", result.version, result.mode, result.upserts, result.deletes)
+            self._fan_out(result)
+        log.info("central: site %r list v%d (%s: %d upserted, %d deleted)", result.site, result.version, result.mode, result.upserts,
+                 result.deletes)
         return result
 
-    def _delta(self, gw: str, since: int) -> bytes:
-        """Signed delta from `since` to the current version (the last change of each token wins)."""
-        with self._lock:
-            # the last change of each token wins: a dict built in version order keeps exactly that
-            ops: dict[str, str | None] = dict(self.db.execute("SELECT token, row FROM changes WHERE version > ? ORDER BY version", (since,)))
-            body = WlDelta.model_validate({"gw": gw, "from": since, "to": self.version,  # `from` is a keyword: by alias
-                                           "upserts": [tuple(json.loads(r)) for r in ops.values() if r is not None],
-                                           "deletes": [t for t, r in ops.items() if r is None], "sha256": self._sha(),
-                                           "count": self.count(), "ts": time.time()})
+    def _fan_out(self, result: Published) -> None:
+        """The new version to the site's gateways only: the delta (when small), then the head."""
+        with self.store.use() as db:
+            members = list(sites.gateways(db, result.site))
+        for gw in members:
+            if result.mode == "delta":
+                self._publish(gw, "wl/delta", self._delta(gw, result.site, result.base))
+            self._publish(gw, "wl/head", self.head(gw, result.site), retain=True)
+
+    def _delta(self, gw: str, site: str, since: int) -> bytes:
+        """Signed delta from `since` to the site's current version."""
+        with self.store.snapshot() as db:
+            st = sites.state(db, site)
+            upserts, deletes = lists.delta_ops(db, site, since)
+            body = WlDelta.model_validate({"gw": gw, "from": since, "to": st.version,  # `from` is a keyword: by alias
+                                           "upserts": upserts, "deletes": deletes, "sha256": st.sha256,
+                                           "count": lists.count(db, site), "ts": time.time()})
         return self.signer.seal(body)
 
     def send_snapshot(self, gw: str, start: int = 0, resume: str | None = None) -> int:
-        """The whole list in signed chunks; returns how many chunks were sent."""
+        """The gateway's site's whole list in signed chunks; returns how many chunks were sent."""
         n = self.cfg.central.chunk_entries
         sent = 0
-        with self._lock:
-            self.db.execute("BEGIN")  # one read snapshot of the list, however long the chunks take
-            try:
-                version, sha, count = self.version, self._sha(), self.count()
-                total = max(1, -(-count // n))
-                snapshot = f"v{version}-{sha[:12]}"
-                first = start if resume == snapshot else 0
-                cur = self.db.execute("SELECT row FROM entries ORDER BY token LIMIT -1 OFFSET ?", (first * n,))
-                now = time.time()
-                for i in range(first, total):  # streamed: the gateway works on chunk i while we build i+1
-                    rows = [tuple(json.loads(r)) for (r,) in cur.fetchmany(n)]
-                    body = WlChunk.model_construct(gw=gw, version=version, snapshot=snapshot, index=i, total=total, sha256=sha,
-                                                   count=count, rows=rows, ts=now)  # our own rows: no re-validation
-                    self._publish(gw, "wl/resp", self.signer.seal(body))
-                    sent += 1
-            finally:
-                self.db.execute("COMMIT")
+        with self.store.snapshot() as db:  # one view of the list, however long the chunks take
+            site = self._site_of(db, gw)
+            st = sites.state(db, site)
+            count = lists.count(db, site)
+            total = max(1, -(-count // n))
+            snapshot = f"v{st.version}-{st.sha256[:12]}"
+            first = start if resume == snapshot else 0
+            now = time.time()
+            for i, rows in enumerate(lists.chunks(db, site, n, first), start=first):  # streamed: the gateway works on i while we build i+1
+                body = WlChunk.model_construct(gw=gw, version=st.version, snapshot=snapshot, index=i, total=total, sha256=st.sha256,
+                                               count=count, rows=rows, ts=now)  # our own rows: no re-validation
+                self._publish(gw, "wl/resp", self.signer.seal(body))
+                sent += 1
+            if count == 0 and first == 0:  # an empty list is one empty chunk
+                self._publish(gw, "wl/resp", self.signer.seal(WlChunk.model_construct(
+                    gw=gw, version=st.version, snapshot=snapshot, index=0, total=1, sha256=st.sha256, count=0, rows=[], ts=now)))
+                sent = 1
         self.counters["snapshots"] += 1
         return sent
 
     def answer(self, gw: str, req: WlReq) -> str:
-        with self._lock:
-            return self._answer(gw, req)
-
-    def _answer(self, gw: str, req: WlReq) -> str:
-        current = self.version
+        with self.store.use() as db:
+            site = self._site_of(db, gw)
+            current = sites.state(db, site).version
+            ops = None if req.snapshot else lists.changes_since(db, site, req.have)
         if req.have == current and not req.snapshot:
-            self._publish(gw, "wl/head", self.head(gw), retain=True)
+            self._publish(gw, "wl/head", self.head(gw, site), retain=True)
             return "head"
-        with self._lock:
-            covered = int(get_meta(self.db, "changelog_from", "0") or 0) <= req.have < current
-            ops = self.db.execute("SELECT count(DISTINCT token) FROM changes WHERE version > ?", (req.have,)).fetchone()[0] if covered else 0
-        if covered and not req.snapshot and ops <= self.cfg.central.delta_max_ops:
-            self._publish(gw, "wl/resp", self._delta(gw, req.have))
+        if ops is not None and ops <= self.cfg.central.delta_max_ops:
+            self._publish(gw, "wl/resp", self._delta(gw, site, req.have))
             return "delta"
         self.send_snapshot(gw, req.next_chunk, req.resume)
         return "snapshot"
@@ -418,37 +388,52 @@ class Central:
                     self._responses[resp.req_id] = resp
                     self._resp_cond.notify_all()
             elif name == "telemetry":
-                self.telemetry[gw] = protocol.load(Telemetry, msg.payload)
-                self.telemetry_at[gw] = time.time()
-                self._gateway(gw)
+                tel = protocol.load(Telemetry, msg.payload)
+                self.telemetry[gw] = tel
+                self._gateway(gw, telemetry=tel.dumps().decode(), telemetry_at=time.time())
         except Rejected as r:  # what came off the network and does not fit: counted; anything else is our bug
             self.counters[f"rejected.{r.reason}"] += 1
             log.warning("central: %s rejected: %s", msg.topic, r)
+        except Unavailable as exc:  # nothing acknowledged: the gateway sends again
+            self._unavailable(exc)
 
     def _nudge(self) -> None:
         """A fresh session: batches sent to the old one are lost. Ask every gateway to resend now
         (the ack names what is already on disk, so nothing is deleted that is not)."""
-        with self._lock:
-            last = dict(self.db.execute("SELECT gw, max(seq) FROM events GROUP BY gw"))
-        for gw in set(self.cfg.central.gateways) | set(last):
+        with self.store.use() as db:
+            last = dict(db.execute("SELECT gw, max(seq) FROM events GROUP BY gw").fetchall())
+            members = sites.gateways(db)
+        for gw in set(members) | set(last):
             self._publish(gw, "evt/ack", EvtAck(upto=last.get(gw) or 0, resend=True).dumps())
 
     def _ingest(self, gw: str, batch: EventBatch) -> None:
         """One transaction: the events, what the fresh ones mean to the office (a registration, an
-        alarm, a cared-for resident seen), then the ack; a resent batch means nothing twice."""
+        alarm, a cared-for resident seen), then the ack; a resent batch means nothing twice.
+
+        A gateway has one batch in flight and sends the next only after this ack, so its batches
+        reach the store in order whichever worker takes each; a resend (after a worker died) is
+        ignored row by row on the key (gw, id)."""
         now, t0 = time.time(), time.perf_counter()
         raised = fresh = 0
-        with self._lock, Transaction(self.db) as db:
+        with self.store.tx() as db:
             for e in batch.events:
                 if e.get("reason") == "registration_sent" and db.execute("SELECT 1 FROM events WHERE gw=? AND id=?",
                                                                          (gw, e["id"])).fetchone() is None:
                     self._registration(db, gw, e)  # opened before it is stored: the stored event keeps no sealed bytes
-                if not db.execute("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?)",
-                                  (gw, e["id"], e["seq"], e["ts"], json.dumps(e), now)).rowcount:
+            new: set[str] = set()
+            for i in range(0, len(batch.events), INSERT_ROWS):
+                part = batch.events[i:i + INSERT_ROWS]
+                rows = [v for e in part for v in (gw, e["id"], e["seq"], e["ts"], json.dumps(e), now, e.get("door"))]
+                marks = ",".join(["(?,?,?,?,?,?,?)"] * len(part))
+                new.update(r[0] for r in db.execute(f"INSERT INTO events(gw, id, seq, ts, body, received, door) VALUES {marks} "  # noqa: S608 - placeholders only
+                                                    "ON CONFLICT DO NOTHING RETURNING id", rows).fetchall())
+            care = db.execute("SELECT 1 FROM care LIMIT 1").fetchone() is not None
+            for e in batch.events:
+                if e["id"] not in new:
                     continue  # a resend: it meant what it meant the first time
                 fresh += 1
                 raised += alarms_mod.ingest(db, gw, e) is not None
-                if e.get("type") == "access" and isinstance(e.get("token"), str):
+                if care and e.get("type") == "access" and isinstance(e.get("token"), str):
                     alarms_mod.seen(db, e["token"], e["ts"])
         self.counters["events"] += fresh
         self.counters["duplicates_ignored"] += len(batch.events) - fresh
@@ -458,7 +443,7 @@ class Central:
             self.counters["alarms"] += raised
             self._forward()
 
-    def _registration(self, db, gw: str, event: dict[str, Any]) -> None:
+    def _registration(self, db: Db, gw: str, event: dict[str, Any]) -> None:
         """A new tenant's sealed identity, opened in the ingest transaction (the ack comes after the commit)."""
         try:
             reg_id = regs.ingest(db, gw, event, self.registration_key, self.tokenizer)
@@ -475,33 +460,33 @@ class Central:
     def approve(self, reg_id: str, *, doors: frozenset[str] | None, until: date, who: str, building: str | None = None,
                 room: str | None = None, ic: str | None = None) -> Published:
         """List the tenant (idno, and a desk IC card) to the lease end; pushed to the gateways at once."""
-        with self._lock:
-            reg = regs.get(self.db, reg_id)
+        with self.store.use() as db:
+            reg = regs.get(db, reg_id)
             person = regs.new_person_ref()
             entries = regs.approval_entries(self.tokenizer, reg, person, doors=doors, until=until, ic=ic)
-            regs.decide(self.db, reg, approved=True, who=who, building=building or self.cfg.central.site or None, room=room,
+            regs.decide(db, reg, approved=True, who=who, building=building or self.site or None, room=room,
                         lease_end=until, person=person, entries=entries)
-            return self.apply_changes(entries)
+        return self.apply_changes(entries)
 
     def registrations(self, who: str, *, states: tuple[str, ...] = ("pending",)) -> list[regs.Registration]:
-        """The office's list (audited); under the lock, as ingest writes on the same connection."""
-        with self._lock:
-            return regs.listing(self.db, who, states=states)
+        """The office's list (audited)."""
+        with self.store.use() as db:
+            return regs.listing(db, who, states=states)
 
     def export_registrations(self, path: Path, who: str) -> int:
-        with self._lock:
-            return regs.export_csv(self.db, path, who, self.cfg.central.site)
+        with self.store.use() as db:
+            return regs.export_csv(db, path, who, self.site)
 
     def reject(self, reg_id: str, *, who: str, note: str = "") -> None:
-        with self._lock:
-            regs.decide(self.db, regs.get(self.db, reg_id), approved=False, who=who, note=note)
+        with self.store.use() as db:
+            regs.decide(db, regs.get(db, reg_id), approved=False, who=who, note=note)
 
     def passback_violations(self) -> dict[str, int]:
         """Anti-passback violations per credential token (short), most first: a card lent around a flat."""
-        with self._lock:
-            rows = self.db.execute("SELECT json_extract(body, '$.token') t, count(*) n FROM events "
-                                   "WHERE json_extract(body, '$.reason') IN ('antipassback', 'antipassback_violation') "
-                                   "GROUP BY t ORDER BY n DESC, t").fetchall()
+        with self.store.use() as db:
+            t, r = db.json_text("body", "token"), db.json_text("body", "reason")
+            rows = db.execute(f"SELECT {t} AS t, count(*) AS n FROM events WHERE {r} IN ('antipassback', 'antipassback_violation') "  # noqa: S608
+                              f"GROUP BY {t} ORDER BY n DESC, t").fetchall()
         return {t: n for t, n in rows if t}
 
     def _wl_ack(self, gw: str, ack: WlAck) -> None:
@@ -512,14 +497,16 @@ class Central:
 
     def _gateway(self, gw: str, **fields: Any) -> None:
         fields["last_seen"] = time.time()
-        with self._lock:
-            self.db.execute("INSERT OR IGNORE INTO gateways(gw) VALUES (?)", (gw,))
-            self.db.execute(f"UPDATE gateways SET {', '.join(f'{k}=?' for k in fields)} WHERE gw=?", (*fields.values(), gw))  # noqa: S608 - our own column names
+        cols = ", ".join(fields)
+        sets = ", ".join(f"{k}=excluded.{k}" for k in fields)
+        with self.store.use() as db:
+            db.execute(f"INSERT INTO gateways(gw, {cols}) VALUES (?{',?' * len(fields)}) ON CONFLICT(gw) DO UPDATE SET {sets}",  # noqa: S608 - our own column names
+                       (gw, *fields.values()))
 
     # -- queries and commands -------------------------------------------------------------------
     def gateways(self) -> list[dict[str, Any]]:
-        with self._lock:
-            cur = self.db.execute("SELECT * FROM gateways ORDER BY gw")
+        with self.store.use() as db:
+            cur = db.execute("SELECT * FROM gateways ORDER BY gw")
             names = [d[0] for d in cur.description]
             return [dict(zip(names, r, strict=False)) for r in cur.fetchall()]
 
@@ -528,18 +515,18 @@ class Central:
         return next((g for g in self.gateways() if g["gw"] == gw), {})
 
     def event_count(self, gw: str) -> int:
-        with self._lock:
-            return self.db.execute("SELECT count(*) FROM events WHERE gw=?", (gw,)).fetchone()[0]
+        with self.store.use() as db:
+            return int(db.execute("SELECT count(*) FROM events WHERE gw=?", (gw,)).fetchone()[0])
 
     def events(self, gw: str, last: int | None = None) -> list[dict[str, Any]]:
         """A gateway's events in seq order; `last`: only the newest that many (read as such, not sliced
         from all of them)."""
-        with self._lock:
+        with self.store.use() as db:
             if last is None:
-                rows = self.db.execute("SELECT body FROM events WHERE gw=? ORDER BY seq", (gw,))
+                rows = db.execute("SELECT body FROM events WHERE gw=? ORDER BY seq", (gw,)).fetchall()
             else:
-                rows = self.db.execute("SELECT body FROM (SELECT body, seq FROM events WHERE gw=? ORDER BY seq DESC LIMIT ?) ORDER BY seq",
-                                       (gw, last))
+                rows = db.execute("SELECT body FROM (SELECT body, seq FROM events WHERE gw=? ORDER BY seq DESC LIMIT ?) AS newest "
+                                  "ORDER BY seq", (gw, last)).fetchall()
             return [json.loads(b) for (b,) in rows]
 
     def call(self, gw: str, op: str, args: dict | None = None, *, signed: bool = False, timeout: float = 10.0,

@@ -7,13 +7,12 @@ identities for the residence-registration list). Accounts are made on the server
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from edge.store.db import Transaction
+from central.store import Db
 
 ROLES = ("staff", "police")
 LOCKOUT_AFTER, LOCKOUT_S = 5, 900  # five wrong passwords for a name within 15 minutes lock it for the rest of them
@@ -29,19 +28,19 @@ class LockedOut(Exception):
     """Too many wrong passwords for this name lately: no password is checked."""
 
 
-def add(db: sqlite3.Connection, name: str, password: str, role: str) -> None:
+def add(db: Db, name: str, password: str, role: str) -> None:
     if role not in ROLES:
         raise StaffError(f"role {role!r}: use one of {', '.join(ROLES)}")
     if not name.isidentifier() or len(name) > 32:
         raise StaffError(f"name {name!r}: letters, digits and _ only, at most 32")
     if len(password) < 10:
         raise StaffError("a password has at least 10 characters")
-    with Transaction(db) as c:
+    with db.tx() as c:
         c.execute("INSERT INTO staff VALUES (?,?,?,?) ON CONFLICT(name) DO UPDATE SET hash=excluded.hash, role=excluded.role",
                   (name, _hasher.hash(password), role, time.time()))
 
 
-def check(db: sqlite3.Connection, name: str, password: str) -> str | None:
+def check(db: Db, name: str, password: str) -> str | None:
     """The account's role if the password is right, else None."""
     row = db.execute("SELECT hash, role FROM staff WHERE name=?", (name,)).fetchone()
     try:
@@ -51,7 +50,7 @@ def check(db: sqlite3.Connection, name: str, password: str) -> str | None:
     return row[1] if row else None
 
 
-def log_in(db: sqlite3.Connection, name: str, password: str) -> str | None:
+def log_in(db: Db, name: str, password: str) -> str | None:
     """The role for a right password, None for a wrong one, LockedOut after too many wrong ones;
     every attempt is in the audit log (which is also what the lockout counts)."""
     from central.registrations import audit

@@ -103,8 +103,8 @@ def bench_sync(root: Path, *, entries: int = 100_000, deltas: int = 100, outage_
         wait_until(lambda: parts.sync.drain.acked_seq >= last_seq, 60, "central to acknowledge every event", step=0.001)  # type: ignore[union-attr]
         t_done = time.perf_counter()
 
-        with central._lock:
-            rows = central.db.execute("SELECT id, seq FROM events WHERE gw=? AND seq >= ?", (rig.gw, first_seq)).fetchall()
+        with central.store.use() as db:
+            rows = db.execute("SELECT id, seq FROM events WHERE gw=? AND seq >= ?", (rig.gw, first_seq)).fetchall()
         have = {r[0] for r in rows}
         seqs = [r[1] for r in rows]
         return {"bench": "sync", "snapshot_entries": entries, "snapshot_s": round(snapshot_s, 3),

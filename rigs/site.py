@@ -45,7 +45,7 @@ secret_file = "{root}/web.secret"
 
 [metrics]
 port = {metrics_port}
-{webhook}"""
+{webhook}{database}"""
 
 
 @dataclass
@@ -59,6 +59,7 @@ class Site:
     web_port: int = 0          # the office console's port (0: a free one, picked when the config is written)
     metrics_port: int = 0      # the same for /metrics
     webhook_url: str | None = None
+    database: str | None = None  # a PostgreSQL URL (rigs.postgres); None: SQLite under the state directory
 
     def start(self, broker: Mosquitto | None = None) -> Site:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -103,7 +104,8 @@ class Site:
         path.write_text(CENTRAL_TEMPLATE.format(root=self.root, site_key=self.site_key, chunk=chunk, delta_max=delta_max,
                                                 head_interval=head_interval, gateways=", ".join(f'"{g}"' for g in self.gateways),
                                                 broker=self._broker_toml("central", self.tls if tls is None else tls), site=self.site,
-                                                web_port=self.web_port, metrics_port=self.metrics_port, webhook=webhook))
+                                                web_port=self.web_port, metrics_port=self.metrics_port, webhook=webhook,
+                                                database=f'\n[database]\nurl = "{self.database}"\n' if self.database else ""))
         return path
 
     def central(self, *, serve: bool = True, client_id: str = "central", **kw):

@@ -170,15 +170,41 @@ def broker(broker_service):
     return broker_service
 
 
+@pytest.fixture(scope="session")
+def postgres_service():
+    """One PostgreSQL for the session (a temporary cluster); each test that asks gets its own database."""
+    from rigs.postgres import Postgres
+
+    pg = Postgres().start()
+    yield pg
+    pg.stop()
+
+
+def pytest_generate_tests(metafunc):
+    """A module that sets CENTRAL_BACKENDS = ("sqlite", "postgres") runs each of its tests that use
+    central (through `central_db`) on both backends; the others run on SQLite."""
+    if "central_db" in metafunc.fixturenames:
+        metafunc.parametrize("central_db", getattr(metafunc.module, "CENTRAL_BACKENDS", ("sqlite",)), indirect=True)
+
+
+@pytest.fixture
+def central_db(request):
+    """None (central on SQLite) or the URL of a fresh PostgreSQL database."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return None
+    return request.getfixturevalue("postgres_service").database()
+
+
 class SyncedRig:
     """A rig whose gateway (own id per test) syncs with the central reference on the broker."""
 
     def __init__(self, root: Path, broker: Mosquitto, *, tls: bool = False, sync_extra: str = "", extra_toml: str = "",
-                 webhook_url: str | None = None, **rig_kw):
+                 webhook_url: str | None = None, database: str | None = None, **rig_kw):
         """`extra_toml`: appended after the [sync] section (cameras, say)."""
         gw = f"gw-{uuid.uuid4().hex[:8]}"
         self.rig = Rig(root / "rig", own_pcscd=False, pulse_ms=300, held_open_s=2.0, gw=gw, **rig_kw)
-        self.site = Site(root / "site", self.rig.root / "site.key", gateways=[gw], tls=tls, webhook_url=webhook_url)
+        self.site = Site(root / "site", self.rig.root / "site.key", gateways=[gw], tls=tls, webhook_url=webhook_url,
+                         database=database)
         self.site.start(broker)
         self.rig.extra_toml = self.site.gateway_sync_toml(gw, extra=sync_extra) + extra_toml
         self.gw = gw
@@ -199,10 +225,11 @@ class SyncedRig:
 
 
 @pytest.fixture
-def synced_factory(tmp_path, pcscd, broker):
+def synced_factory(tmp_path, pcscd, broker, central_db):
     made: list[SyncedRig] = []
 
     def make(**kw) -> SyncedRig:
+        kw.setdefault("database", central_db)
         s = SyncedRig(tmp_path / f"s{len(made)}", broker, **kw).start()
         made.append(s)
         return s

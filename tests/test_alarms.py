@@ -20,6 +20,8 @@ from rigs.site import WEBHOOK_SECRET
 from rigs.vcard import VPCD_PORTS, CardProfile, VirtualCard
 from tests.conftest import AppThread
 
+CENTRAL_BACKENDS = ("sqlite", "postgres")  # central's storage: each test here runs on both
+
 
 def alarms(events: list[Event]) -> list[tuple[str, str | None, str | None, str | None]]:
     return [(e.reason, e.door, e.detail, e.severity) for e in events]
@@ -142,8 +144,8 @@ def test_a_forced_door_reaches_the_webhook_through_a_broker_outage_once(synced_f
         assert (posted["name"], posted["gateway"], posted["door"], posted["site"]) == ("forced_open", s.gw, "lobby", "rig")
 
         def queued() -> int:
-            with central._lock:
-                return central.db.execute("SELECT count(*) FROM webhook_queue").fetchone()[0]
+            with central.store.use() as db:
+                return db.execute("SELECT count(*) FROM webhook_queue").fetchone()[0]
 
         wait_until(lambda: queued() == 0, 10, "the delivered alarm off the webhook queue")  # it leaves once the 204 is read
         # the gateway's batch again (a resend after a lost ack): no second incident, no second POST

@@ -113,10 +113,10 @@ def test_the_office_console(synced_factory, browser, tmp_path):
                        sync_extra="ack_timeout_s = 2\n")
     central = s.connect_central()
     central.publish_csv(s.rig.residents_path)
-    with central._lock:
-        staff.add(central.db, "wang", PASSWORDS["wang"], "staff")
-        staff.add(central.db, "liu", PASSWORDS["liu"], "police")
-        staff.add(central.db, "zhao", PASSWORDS["zhao"], "staff")
+    with central.store.use() as db:
+        staff.add(db, "wang", PASSWORDS["wang"], "staff")
+        staff.add(db, "liu", PASSWORDS["liu"], "police")
+        staff.add(db, "zhao", PASSWORDS["zhao"], "staff")
     web = WebServer(central).start_serving()
     app = AppThread(s.rig.config_path).start()
     shots = Shots(browser, tmp_path / "shots")
@@ -218,8 +218,8 @@ def test_the_office_console(synced_factory, browser, tmp_path):
         shots.take("audit")
         click_through(browser, browser.find_element(By.ID, "lang"))  # the office's other language
         assert browser.find_element(By.TAG_NAME, "h2").text == "Audit log" and browser.current_url.endswith("/audit")
-        with central._lock:
-            who = dict(central.db.execute("SELECT action, who FROM audit WHERE action IN ('registrations_exported', 'export_refused')"))
+        with central.store.use() as db:
+            who = dict(db.execute("SELECT action, who FROM audit WHERE action IN ('registrations_exported', 'export_refused')"))
         assert who == {"registrations_exported": "liu", "export_refused": "wang"}
     finally:
         app.stop()

@@ -315,7 +315,8 @@ def test_central_purges_events_older_than_its_retention(tmp_path, broker):
         now = time.time()
         events = [{"id": f"e{i}", "seq": i + 1, "ts": now, "type": "access", "reason": "granted"} for i in range(10)]
         central._ingest("gw-1", EventBatch(first=1, last=10, events=events))
-        central.db.execute("UPDATE events SET received = ? WHERE seq <= 4", (now - 400 * 86400,))
+        with central.store.use() as db:
+            db.execute("UPDATE events SET received = ? WHERE seq <= 4", (now - 400 * 86400,))
         assert central.purge_events(batch=3) == 4
         assert central.event_count("gw-1") == 6 and central.counters["purged_events"] == 4
     finally:

@@ -13,6 +13,8 @@ from rigs.rig import wait_until
 from rigs.vcard import VPCD_PORTS, CardProfile, VirtualCard
 from tests.conftest import AppThread
 
+CENTRAL_BACKENDS = ("sqlite", "postgres")  # central's storage: each test here runs on both
+
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()

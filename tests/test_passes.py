@@ -21,6 +21,8 @@ from rigs import scene
 from rigs.rig import QR_CAMERA, wait_until
 from tests.conftest import AppThread, after_start
 
+CENTRAL_BACKENDS = ("sqlite", "postgres")  # central's storage: each test here runs on both
+
 NOW = 1_800_000_000
 HOST = "p-0123456789abcdef"
 
@@ -137,8 +139,8 @@ def test_passes_are_decided_at_the_door_with_the_broker_stopped(synced_factory, 
     host = s.rig.person_ref("R-0101 Li Wei")
     one_use = office.issue_pass(host=host, doors=("lobby",), uses=1, hours=2, who="office-a")
     revoked = office.issue_pass(host=host, doors=("lobby",), uses=5, hours=2, who="office-a")
-    with central._lock:
-        expired = central_passes.issue(central.db, central.signer, "rig", host=host, doors=("lobby",), uses=5, who="office-a",
+    with central.store.use() as db:
+        expired = central_passes.issue(db, central.signer, "rig", host=host, doors=("lobby",), uses=5, who="office-a",
                                        hours=1, start=time.time() - 2 * 3600)
     elsewhere = tokens.issue(central.signer, a_pass(site="another-community", not_before=int(time.time()) - 60,
                                                     not_after=int(time.time()) + 3600))

@@ -18,6 +18,8 @@ from rigs.rig import IdReaderSpec, wait_until
 from rigs.vcard import VPCD_PORTS, CardProfile, VirtualCard
 from tests.conftest import AppThread, Daemon
 
+CENTRAL_BACKENDS = ("sqlite", "postgres")  # central's storage: each test here runs on both
+
 DESK, DOOR = 0, 1
 LI_NA = FakeId("李娜", idno("51010719880808004"), birth="19880808", sex="2", valid_to="20300101")
 RESIDENT_NAMES = ("Li Wei", "Zhang Min", "Wang Fang", "former tenant")
@@ -87,9 +89,9 @@ def test_registration_end_to_end_and_nothing_personal_on_the_gateway(synced_fact
         rows = list(__import__("csv").DictReader(out.open(encoding="utf-8")))
         assert [(r["name"], r["idno"], r["room"], r["lease_end"], r["approved_by"]) for r in rows] == [
             (CHEN_JING.name, CHEN_JING.idno, "1203", lease_end.isoformat(), "office-a")]
-        with central._lock:  # the connection ingest writes on
-            audit = [a for (a,) in central.db.execute("SELECT action FROM audit ORDER BY rowid")]
-            details = [r for (r,) in central.db.execute("SELECT detail FROM audit")]
+        with central.store.use() as db:
+            audit = [a for (a,) in db.execute("SELECT action FROM audit ORDER BY rowid")]
+            details = [r for (r,) in db.execute("SELECT detail FROM audit")]
         assert audit.count("registrations_viewed") >= 2 and {"registration_approved", "registration_rejected",
                                                                "registrations_exported"} <= set(audit)
         assert not personal(json.dumps(details).encode())

@@ -18,6 +18,8 @@ from rigs.rig import wait_until
 from rigs.vcard import VPCD_PORTS, CardProfile, VirtualCard
 from tests.conftest import AppThread, Daemon
 
+CENTRAL_BACKENDS = ("sqlite", "postgres")  # central's storage: each test here runs on both
+
 RESIDENT_IC = CardProfile.mifare("04A1B2C3")
 STRANGER = CardProfile.mifare("04778899AABBCC")
 FAST = "ack_timeout_s = 2\ntelemetry_s = 1\n"
@@ -142,7 +144,7 @@ def test_a_100k_snapshot_arrives_in_chunks_and_swaps_in_whole(synced_factory):
         wl = app.app.parts.whitelist
         wait_until(lambda: app.app.parts.sync.wl.applied["snapshot"] == 1, 30, "the snapshot swapped in")
         assert len(wl) == 100_000 and wl.lookup(entries[77_777].token) == entries[77_777]
-        assert wl.version == res.version and wl.sha256 == central._sha()
+        assert wl.version == res.version and wl.sha256 == central.sha256()
     finally:
         app.stop()
 
