@@ -45,6 +45,8 @@ class Pki:
                     .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
                     .sign(self._ca_key, hashes.SHA256()))
         self.ca_file.write_bytes(self._ca.public_bytes(serialization.Encoding.PEM))
+        self.ca_key_file = root / "ca.key"  # for `central gateway add --ca-key` (provisioning tests)
+        _write_key(self._ca_key, self.ca_key_file)
 
     def issue(self, cn: str, *, server: bool = False, ca_key: ec.EllipticCurvePrivateKey | None = None) -> Identity:
         key = ec.generate_private_key(ec.SECP256R1())

@@ -119,17 +119,28 @@ class Connection(threading.Thread):
             if not socket_open:
                 if pause(self._halt, delay, self._beat):  # a broker away is not a hang
                     break
-                socket_open = self._attempt()
-                if not socket_open:
-                    delay = self._backoff.next()
+                wait = self.attempt()
+                socket_open, delay = wait is None, wait or 0.0
                 continue
             rc = self.client.loop(timeout=0.05)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 socket_open = False
-                self.connected = False
-                self.reconnects.failed(f"connection lost ({rc.name})")
-                delay = self._backoff.next()
+                delay = self.lost(f"connection lost ({rc.name})")
         self._close()
+
+    def attempt(self) -> float | None:
+        """One attempt to open the socket: None when it opened (the CONNACK comes through the loop),
+        else the jittered delay before the next one. Public for a driver that runs many
+        connections on one selector instead of a thread each (the fleet bench's simulator)."""
+        if self._attempt():
+            return None
+        return self._backoff.next()
+
+    def lost(self, why: str) -> float:
+        """The socket is gone: counted as a failed attempt; the jittered delay before the next."""
+        self.connected = False
+        self.reconnects.failed(why)
+        return self._backoff.next()
 
     def _beat(self) -> None:
         self.heartbeat = time.monotonic()
