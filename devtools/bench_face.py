@@ -5,7 +5,8 @@ Data: `DIR/labels.csv` (`file,identity`; `MULTI:...` group photos are skipped). 
 least 4 images enrol their first 3 (by file name); the rest are genuine probes. Impostor probes:
 every single-image identity, and every genuine probe against a gallery without its own identity.
 
-- Ours: `edge.vision.face` (5-point alignment, augmented enrolment templates, threshold + cohort z-score).
+- Ours: `edge.vision.face` (5-point alignment, augmented enrolment templates, scores normalised
+  against the fixed cohort of models/face_cohort.npz, a distance limit).
 - Baseline, as face_recognition's README shows it (`face_locations` with its defaults = HOG with
   one upsampling on the whole image, `face_encodings` = 5-point model with one jitter,
   `compare_faces` at 0.6, the nearest known face): the same dlib calls its api.py makes, without
@@ -16,6 +17,9 @@ every single-image identity, and every genuine probe against a gallery without i
   stops embedding once a walk-up is decided; the baseline runs its whole pipeline on every frame
   and opens on the first frame whose nearest known face is within 0.6. `decision_ms` adds up the
   processing time from a walk-up's first frame to its decision.
+- Folds (`far_at_tar95`, `tar_at_far001`, `folds`): the stills judged fold by fold, five folds by
+  person; see `kfold`.
+- Video (`video`, when ../video/short_hamilton_clip.mp4 is beside DIR): devtools.bench_face_video.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pathlib import Path
 import dlib
 import numpy as np
 
+from devtools.bench_face_video import video_check
 from edge.vision.enrol import read_rgb
 from edge.vision.face import MODEL_FILES, Decider, FacePipeline, Gallery, model_dir
 
@@ -133,6 +138,8 @@ def bench_face(data: Path) -> dict:
         return Stock.identify(known[keep], [s_names[i] for i in keep], enc[0])
 
     impostors = [(None, f) for _, f in sp.singles] + [(ident, f) for ident, f in sp.genuine]
+    folds = kfold(sp, gallery, without, emb, ours.s.threshold)
+    video = video_check(data.parent / "video" / "short_hamilton_clip.mp4", data, ours, people, rows)
     tar = sum(ours_says(gallery, f) == i for i, f in sp.genuine) / len(sp.genuine)
     rank1 = sum(emb[f] is not None and gallery.search(emb[f]).nearest == i for i, f in sp.genuine) / len(sp.genuine)
     far = sum(ours_says(gallery if ex is None else without[ex], f) is not None for ex, f in impostors) / len(impostors)
@@ -230,5 +237,68 @@ def bench_face(data: Path) -> dict:
             "decision_ms": {"p50": _pct(decision_ms, 50), "p99": _pct(decision_ms, 99)},
             "stream_accuracy": round(right / walks, 4), "baseline_fps": round(b_fps, 2),
             "baseline_stream_accuracy": round(b_right / walks, 4), "speedup": round(fps / b_fps, 2),
-            "search_50k_ms": round(float(np.median(times)), 3)}
+            "search_50k_ms": round(float(np.median(times)), 3),
+            "far_at_tar95": folds["far_at_tar95"], "tar_at_far001": folds["tar_at_far001"], "folds": folds["summary"], "video": video}
+
+
+FOLDS = 5
+FAR_TARGET = 0.005
+
+
+def _fold_of(ident: str) -> int:
+    """A person's fold: fixed by the name (so a person's photos are always judged together)."""
+    import zlib
+
+    return zlib.crc32(ident.encode()) % FOLDS
+
+
+def _curve(genuine: np.ndarray, impostor: np.ndarray) -> tuple[float | None, float | None]:
+    """FAR where TAR reaches 0.95, and TAR where FAR is at most 0.001 (scores: higher accepts)."""
+    if not len(genuine) or not len(impostor):
+        return None, None
+    t95 = np.sort(genuine)[int(np.floor(0.05 * len(genuine)))]
+    far95 = float(np.mean(impostor >= t95)) if np.isfinite(t95) else 1.0
+    cut = np.sort(impostor)[::-1][int(np.floor(0.001 * len(impostor)))]
+    return round(far95, 4), round(float(np.mean(genuine > cut)), 4)
+
+
+def kfold(sp: Split, gallery: Gallery, without: dict[str, Gallery], emb: dict[str, np.ndarray | None], max_dist: float) -> dict:
+    """Stills, judged fold by fold (people split five ways by name). A fold's threshold is chosen on
+    the other four (the least score that lets no more than 0.5 % of their strangers in) and judged
+    on it; the curve points are the fold's own. A probe's score is its best person's normalised
+    score, -inf when that is not its own person (genuine) or farther than `max_dist`."""
+
+    def score(g: Gallery, f: str, want: str | None) -> float:
+        if emb[f] is None:
+            return -np.inf
+        m = g.search(emb[f])
+        if m.distance > max_dist or (want is not None and m.nearest != want):
+            return -np.inf
+        return m.z
+
+    gen = [(_fold_of(i), score(gallery, f, i)) for i, f in sp.genuine]
+    imp = [(_fold_of(i), score(gallery, f, None)) for i, f in sp.singles] + [(_fold_of(i), score(without[i], f, None)) for i, f in sp.genuine]
+    out: dict[str, list] = {"far_at_tar95": [], "tar_at_far001": [], "tar": [], "far": [], "threshold": []}
+    for k in range(FOLDS):
+        g_in = np.array([x for fo, x in gen if fo == k])
+        i_in = np.array([x for fo, x in imp if fo == k])
+        i_out = np.sort([x for fo, x in imp if fo != k])[::-1]
+        allowed = int(np.floor(FAR_TARGET * len(i_out)))
+        t = float(i_out[allowed]) + 1e-6 if len(i_out) > allowed and np.isfinite(i_out[allowed]) else -np.inf
+        far95, tar001 = _curve(g_in, i_in)
+        out["far_at_tar95"].append(far95)
+        out["tar_at_far001"].append(tar001)
+        out["threshold"].append(round(t, 3))
+        out["tar"].append(round(float(np.mean(g_in >= t)), 4) if len(g_in) else None)
+        out["far"].append(round(float(np.mean(i_in >= t)), 4) if len(i_in) else None)
+
+    def mean_worst(values: list, worst) -> dict:
+        v = [x for x in values if x is not None]
+        return {"mean": round(float(np.mean(v)), 4), "worst": worst(v)} if v else {"mean": None, "worst": None}
+
+    summary = {"k": FOLDS, "probes": [sum(fo == k for fo, _ in gen) for k in range(FOLDS)],
+               "impostor_probes": [sum(fo == k for fo, _ in imp) for k in range(FOLDS)], "threshold": out["threshold"],
+               "tar": mean_worst(out["tar"], min), "open_set_far": mean_worst(out["far"], max),
+               "far_at_tar95": mean_worst(out["far_at_tar95"], max), "tar_at_far001": mean_worst(out["tar_at_far001"], min)}
+    return {"far_at_tar95": out["far_at_tar95"], "tar_at_far001": out["tar_at_far001"], "summary": summary}
 

@@ -277,12 +277,15 @@ class CameraSection(StrictModel):
 
 
 class FaceSection(StrictModel):
-    threshold: float = Field(default=0.52, gt=0.2, lt=1.0, title="Match threshold",
-                             description="Largest embedding distance accepted as the same person (see `door-edge bench face` for the trade-off).")
-    z_min: float = Field(default=3.0, ge=0, le=10, title="Stand-out score",
-                         description="How far the nearest person must stand out from everyone else enrolled (cohort z-score); 0 turns it off.")
-    small_threshold: float = Field(default=0.42, gt=0.2, lt=1.0, title="Small-gallery threshold",
-                                   description="The threshold used instead while fewer than 10 people are enrolled (the z-score needs a crowd).")
+    threshold: float = Field(default=0.6, gt=0.2, lt=1.0, title="Distance limit",
+                             description="Largest embedding distance to the person's nearest template accepted at all: a sanity limit; "
+                                         "the normalised score (`z_min`) decides.")
+    z_min: float = Field(default=4.0, ge=0, le=20, title="Match score",
+                         description="Least score accepted: the similarity to the person's best template, normalised against a fixed "
+                                     "cohort of strangers (models/face_cohort.npz); higher = stricter. See `door-edge bench face`.")
+    small_threshold: float | None = Field(default=None, gt=0.2, lt=1.0, title="(unused)",
+                                          description="No longer used: the cohort is fixed, so a small gallery needs no stricter "
+                                                      "threshold. Accepted so that older files load; remove it.")
     frames: int = Field(default=3, ge=1, le=30, title="Frames to agree", description="Consecutive frames that must give the same answer.")
     liveness: bool = Field(default=True, title="Liveness check",
                            description="Refuse a face that does not change across frames (a photo held up); see README for what it does not stop.")

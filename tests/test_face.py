@@ -136,3 +136,31 @@ def test_enroll_from_a_camera_takes_five_moments(tmp_path, rig):
     assert res.returncode == 2 and "0 usable photo(s)" in res.stderr and "no face found" in res.stderr
     res = run("enroll", "face", "--config", cfg, "--person", "R-0909", "--camera", "/dev/video99")
     assert res.returncode == 2 and "/dev/video99" in res.stderr
+
+
+def test_a_score_means_the_same_in_a_house_of_three_and_a_building_of_two_hundred(pipeline, gallery):
+    """The cohort is fixed: adding 200 other residents changes neither a resident's score nor a
+    stranger's verdict (the old z-score against the gallery itself did both)."""
+    rng = np.random.default_rng(3)
+    others = rng.normal(0, 0.1, (600, 128)).astype(np.float32) + gallery.t.mean(axis=0)  # 200 people, 3 templates each
+    big = Gallery(gallery.people + [f"R{i // 3:03d}" for i in range(600)], np.vstack([gallery.t, others]))
+    for person, num in PROBES.items():
+        q = probe(pipeline, f"{person}_{num}")
+        small_m, big_m = gallery.search(q), big.search(q)
+        assert small_m.person == big_m.person == person and abs(small_m.z - big_m.z) < 1e-4
+    for stranger in ("Takeo_Fukui_0001", "Ken_Loach_0001"):
+        assert big.search(probe(pipeline, stranger)).person is None
+
+
+def test_an_altered_cohort_file_is_refused(tmp_path):
+    from edge.vision.face import Cohort
+    from edge.vision.models import MODELS_DIR, ModelError
+
+    for f in ("manifest.toml", "face_cohort.npz"):
+        (tmp_path / f).write_bytes((MODELS_DIR / f).read_bytes())
+    assert Cohort.load(tmp_path).k > 0
+    data = bytearray((tmp_path / "face_cohort.npz").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "face_cohort.npz").write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="does not match the manifest"):
+        Cohort.load(tmp_path)
