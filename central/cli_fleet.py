@@ -8,16 +8,20 @@ import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from central import provision, sites
 
+if TYPE_CHECKING:
+    from central.server import Central
 
-def cmd_site(args: argparse.Namespace, open_central: Callable[..., object]) -> int:
+
+def cmd_site(args: argparse.Namespace, open_central: Callable[..., Central]) -> int:
     from edge.privacy import load_key
 
     central = open_central(args, serve=False, connect=False)
     try:
-        with central.store.tx() as db:  # type: ignore[attr-defined]
+        with central.store.tx() as db:
             if args.action == "add":
                 key = load_key(args.key_file) if args.key_file else secrets.token_bytes(32)
                 made = sites.ensure(db, args.name, key)
@@ -26,7 +30,7 @@ def cmd_site(args: argparse.Namespace, open_central: Callable[..., object]) -> i
             rows = db.execute("SELECT s.site, s.version, count(g.gw) FROM sites s LEFT JOIN gateways g ON g.site = s.site "
                               "GROUP BY s.site, s.version ORDER BY s.site").fetchall()
     finally:
-        central.store.close()  # type: ignore[attr-defined]
+        central.store.close()
     if args.json:
         print(json.dumps([{"site": s, "version": v, "gateways": n} for s, v, n in rows]))
     for s, v, n in rows if not args.json else ():
@@ -34,11 +38,11 @@ def cmd_site(args: argparse.Namespace, open_central: Callable[..., object]) -> i
     return 0
 
 
-def cmd_gateway(args: argparse.Namespace, open_central: Callable[..., object]) -> int:
+def cmd_gateway(args: argparse.Namespace, open_central: Callable[..., Central]) -> int:
     central = open_central(args, serve=False, connect=False)
-    cfg = central.cfg  # type: ignore[attr-defined]
+    cfg = central.cfg
     try:
-        with central.store.tx() as db:  # type: ignore[attr-defined]
+        with central.store.tx() as db:
             if args.action == "list":
                 for gw, site in sites.gateways(db, args.site).items():
                     print(f"{gw:24} {site}")
@@ -56,7 +60,7 @@ def cmd_gateway(args: argparse.Namespace, open_central: Callable[..., object]) -
                     print(f"gateway add refused: {exc}", file=sys.stderr)
                     return 2
     finally:
-        central.store.close()  # type: ignore[attr-defined]
+        central.store.close()
     if args.acl:
         provision.edit_acl(args.acl, args.gw, present=args.action == "add")
     if args.action == "remove":
@@ -78,7 +82,7 @@ def cmd_gateway(args: argparse.Namespace, open_central: Callable[..., object]) -
 
 
 def add_parsers(ce: argparse._SubParsersAction, central_cfg: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
-                open_central: Callable[..., object]) -> None:
+                open_central: Callable[..., Central]) -> None:
     cs = central_cfg(ce.add_parser("site", help="sites (a community, with its own key, list and gateways): add, list"))
     cs.add_argument("action", choices=("add", "list"))
     cs.add_argument("name", nargs="?", default="")

@@ -158,10 +158,11 @@ class Central:
     def _heads(self) -> None:
         while not self._halt.wait(self.cfg.central.head_interval_s):
             try:
-                with self.store.use() as db:
+                with self.store.snapshot() as db:
                     members = sites.gateways(db)
+                    views = {site: self._view(db, site) for site in set(members.values())}
                 for gw, site in members.items():
-                    self._publish(gw, "wl/head", self.head(gw, site), retain=True)
+                    self._publish(gw, "wl/head", self._seal_head(gw, *views[site]), retain=True)
             except Unavailable as exc:
                 self._unavailable(exc)
 
@@ -266,9 +267,23 @@ class Central:
 
     def head(self, gw: str, site: str | None = None) -> bytes:
         with self.store.use() as db:
-            site = site if site is not None else self._site_of(db, gw)
-            st = sites.state(db, site)
-            return self.signer.seal(WlHead(gw=gw, version=st.version, sha256=st.sha256, count=lists.count(db, site), ts=time.time()))
+            view = self._view(db, site if site is not None else self._site_of(db, gw))
+        return self._seal_head(gw, *view)
+
+    @staticmethod
+    def _view(db: Db, site: str) -> tuple[sites.SiteState, int]:
+        """What every head and delta of a site carries: its state and its row count (read once per
+        fan-out, not once per gateway)."""
+        return sites.state(db, site), lists.count(db, site)
+
+    def _seal_head(self, gw: str, st: sites.SiteState, count: int) -> bytes:
+        return self.signer.seal(WlHead(gw=gw, version=st.version, sha256=st.sha256, count=count, ts=time.time()))
+
+    def _seal_delta(self, gw: str, since: int, st: sites.SiteState, count: int, ops: tuple[list, list[str]]) -> bytes:
+        upserts, deletes = ops
+        body = WlDelta.model_validate({"gw": gw, "from": since, "to": st.version,  # `from` is a keyword: by alias
+                                       "upserts": upserts, "deletes": deletes, "sha256": st.sha256, "count": count, "ts": time.time()})
+        return self.signer.seal(body)
 
     def _site_of(self, db: Db, gw: str) -> str:
         site = sites.site_of(db, gw)
@@ -311,22 +326,21 @@ class Central:
 
     def _fan_out(self, result: Published) -> None:
         """The new version to the site's gateways only: the delta (when small), then the head."""
-        with self.store.use() as db:
+        with self.store.snapshot() as db:  # the site's view and the delta read once; only the signed `gw` differs
             members = list(sites.gateways(db, result.site))
+            st, count = self._view(db, result.site)
+            ops = lists.delta_ops(db, result.site, result.base) if result.mode == "delta" else None
         for gw in members:
-            if result.mode == "delta":
-                self._publish(gw, "wl/delta", self._delta(gw, result.site, result.base))
-            self._publish(gw, "wl/head", self.head(gw, result.site), retain=True)
+            if ops is not None:
+                self._publish(gw, "wl/delta", self._seal_delta(gw, result.base, st, count, ops))
+            self._publish(gw, "wl/head", self._seal_head(gw, st, count), retain=True)
 
     def _delta(self, gw: str, site: str, since: int) -> bytes:
         """Signed delta from `since` to the site's current version."""
         with self.store.snapshot() as db:
-            st = sites.state(db, site)
-            upserts, deletes = lists.delta_ops(db, site, since)
-            body = WlDelta.model_validate({"gw": gw, "from": since, "to": st.version,  # `from` is a keyword: by alias
-                                           "upserts": upserts, "deletes": deletes, "sha256": st.sha256,
-                                           "count": lists.count(db, site), "ts": time.time()})
-        return self.signer.seal(body)
+            st, count = self._view(db, site)
+            ops = lists.delta_ops(db, site, since)
+        return self._seal_delta(gw, since, st, count, ops)
 
     def send_snapshot(self, gw: str, start: int = 0, resume: str | None = None) -> int:
         """The gateway's site's whole list in signed chunks; returns how many chunks were sent."""

@@ -126,12 +126,12 @@ class SqliteStore:
                 yield self._db
                 return
             self._db.execute("BEGIN IMMEDIATE")
+            done = False
             try:
                 yield self._db
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
+                done = True
+            finally:  # whatever ended the block early (an error, a thread stopping) leaves nothing half-written
+                self.conn.execute("COMMIT" if done else "ROLLBACK")
 
     @contextmanager
     def snapshot(self) -> Iterator[SqliteDb]:
@@ -197,14 +197,9 @@ class PgStore:
 
     def __init__(self, url: str, *, pool_min: int = 1, pool_max: int = 8, timeout_s: float = 10.0):
         import psycopg
-        from psycopg_pool import ConnectionPool
+        from psycopg_pool import ConnectionPool, PoolTimeout
 
-        self._errors: tuple[type[BaseException], ...] = (psycopg.OperationalError,)
-        try:
-            from psycopg_pool import PoolTimeout
-            self._errors += (PoolTimeout,)
-        except ImportError:  # pragma: no cover - every psycopg_pool we pin has it
-            pass
+        self._errors: tuple[type[Exception], ...] = (psycopg.OperationalError, PoolTimeout)
         self.pool = ConnectionPool(url, min_size=pool_min, max_size=pool_max, timeout=timeout_s, open=False,
                                    kwargs={"autocommit": True}, name="central")
         try:

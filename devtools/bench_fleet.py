@@ -251,8 +251,11 @@ def bench_fleet(gateways: int, pct: Callable[[list[float], float], float | None]
         time.sleep(outage_s)  # the outage itself: how long the gateways are cut off
         broker.start()
         t_up = time.time()
-        wait_for("every gateway back", lambda: all(v is not None and v > t_down for v in sims.stats()["last_connect"].values())
-                 and sims.stats()["connected"] == gateways, 120, 0.25)
+        def all_back() -> bool:
+            st = sims.stats()
+            return st["connected"] == gateways and all(v is not None and v > t_down for v in st["last_connect"].values())
+
+        wait_for("every gateway back", all_back, 120, 0.25)
         st = sims.stats(since=t_down)
         reconnect_s = max(st["last_connect"].values()) - t_up
         per_second = Counter(int(t - t_up) for t in st["connects"])

@@ -237,10 +237,6 @@ class Gallery:
     def __len__(self) -> int:
         return len(self._names)
 
-    def distances(self, q: np.ndarray) -> np.ndarray:
-        d2 = self._norms - 2.0 * (self.t @ q) + float(q @ q)
-        return np.sqrt(np.maximum(d2, 0.0))
-
     def search(self, q: np.ndarray) -> Match:
         if not self._names:
             return Match(None, float("inf"), None, float("inf"), 0.0)
