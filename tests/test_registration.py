@@ -128,6 +128,8 @@ def test_kill9_between_the_read_and_the_send_loses_no_registration(synced_factor
                 conn.close()
 
         wait_until(journaled, 10, "the registration in the journal")
+        # the log line follows the journal's commit; wait for it too, so the privacy check below reads it
+        wait_until(lambda: "registration_sent" in d.log(), 10, "the registration in the log")
         d.kill9()  # before anything could be sent
         s.rig.ga467[DESK].take_away()
         broker.start()
