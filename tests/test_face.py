@@ -59,6 +59,19 @@ def test_a_stranger_is_refused(pipeline, gallery, stranger):
     assert m.person is None  # Takeo Fukui's nearest is Nan Wang at 0.44: close, and still refused
 
 
+def test_a_face_cut_off_by_the_frame_edge_is_not_matched(pipeline):
+    """A face coming into view at the edge of the frame: its aligned chip is half padding, and its
+    embedding can land near anyone's. It is seen (the door knows someone is there), refused as
+    `cut_off`, and matched once it is wholly in view."""
+    img = rgb("Emma_Watson_0004")
+    (whole,) = pipeline.analyse(img)
+    left, _top, right, _bottom = whole.box
+    edge = left + (right - left) // 3  # a third of the face past the frame's left edge
+    cut = pipeline.analyse(np.ascontiguousarray(img[:, edge:]))
+    assert cut and all(f.quality.reason == "cut_off" and f.embedding is None for f in cut)
+    assert whole.quality.ok and whole.embedding is not None
+
+
 def test_a_still_photo_held_up_is_not_alive_and_a_changing_face_is(pipeline):
     photo = [pipeline.analyse(f, embed=False)[0].chip for f in scene.photo_held(rgb("Emma_Watson_0004"), 10)]
     assert liveness_score(photo) < LIVENESS_MIN

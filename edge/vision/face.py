@@ -58,6 +58,7 @@ class Settings:
     min_face_px: int = 40          # face box width in the original frame
     min_sharpness: float = 8.0     # variance of the Laplacian on the aligned face
     max_yaw: float = 0.45          # nose offset from the eyes' midline / eye distance
+    max_outside: float = 0.1       # share of the face box's width that may lie past the frame's edge
     threshold: float = 0.6         # the largest distance to the person's nearest template accepted at all
     z_min: float = 4.0             # the least cohort-normalised score (AS-norm) accepted
 
@@ -70,7 +71,7 @@ class Settings:
 @dataclass
 class Quality:
     ok: bool
-    reason: str | None  # None | "too_small" | "blurred" | "turned_away"
+    reason: str | None  # None | "too_small" | "cut_off" | "blurred" | "turned_away"
     size_px: float
     sharpness: float
     yaw: float
@@ -139,7 +140,7 @@ class FacePipeline:
             shape = self._shape(rgb, rect)
             pts = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
             chip = dlib.get_face_chip(rgb, shape, size=150)
-            q = self.quality(rect, pts, chip)
+            q = self.quality(rect, pts, chip, rgb.shape[:2])
             face = Face((rect.left(), rect.top(), rect.right(), rect.bottom()), pts, q, cv2.cvtColor(chip, cv2.COLOR_RGB2GRAY))
             if embed and q.ok:
                 face.embedding = self._template(chip) if template else np.asarray(self._encoder.compute_face_descriptor(chip), dtype=np.float32)
@@ -159,8 +160,15 @@ class FacePipeline:
             variants += [v, np.ascontiguousarray(v[:, ::-1])]
         return np.asarray(self._encoder.compute_face_descriptor(variants), dtype=np.float32).mean(axis=0)
 
-    def quality(self, rect, pts: np.ndarray, chip: np.ndarray) -> Quality:
+    def quality(self, rect, pts: np.ndarray, chip: np.ndarray, frame: tuple[int, int] | None = None) -> Quality:
+        """Whether a face is fit to match, and if not why. `cut_off`: the face runs past the frame's
+        edge (frame = (height, width)); the aligned chip is then half padding, and its embedding
+        can land near anyone's: a face coming into view is matched once it is wholly in it."""
         size = float(rect.right() - rect.left())
+        outside = 0.0
+        if frame is not None:
+            h, w = frame
+            outside = max(-rect.left(), rect.right() - w, -rect.top(), rect.bottom() - h, 0) / max(size, 1.0)
         sharp = float(cv2.Laplacian(cv2.cvtColor(chip, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
         # 5-point model: 0-1 one eye's corners, 2-3 the other's, 4 below the nose
         eye_a, eye_b, nose = pts[0:2].mean(axis=0), pts[2:4].mean(axis=0), pts[4]
@@ -168,8 +176,8 @@ class FacePipeline:
         dist = float(np.linalg.norm(axis)) or 1.0
         mid = (eye_a + eye_b) / 2
         yaw = float(np.dot(nose - mid, axis) / dist / dist)
-        reason = ("too_small" if size < self.s.min_face_px else "blurred" if sharp < self.s.min_sharpness
-                  else "turned_away" if abs(yaw) > self.s.max_yaw else None)
+        reason = ("too_small" if size < self.s.min_face_px else "cut_off" if outside > self.s.max_outside
+                  else "blurred" if sharp < self.s.min_sharpness else "turned_away" if abs(yaw) > self.s.max_yaw else None)
         return Quality(reason is None, reason, size, sharp, yaw)
 
 
