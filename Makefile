@@ -18,7 +18,7 @@ DEV_STAMP := $(VENV)/.dev-installed
 PLATES_TRAIN ?= ../shared/data/plates_train
 BACKGROUNDS ?= ../shared/data/faces
 
-.PHONY: install dev setup apt-runtime apt-dev fonts demo test lint check-wheel lock bench bench-deps train-deps train-plates clean
+.PHONY: install dev setup apt-runtime apt-dev fonts demo test lint check-wheel lock bench bench-deps train-deps train-plates train-plates-green clean
 
 define apt_install
 	@missing=""; for p in $(1); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; done; \
@@ -104,6 +104,19 @@ train-plates: train-deps
 	$(VENV)/bin/python -m training.plates.detector --real $(PLATES_TRAIN) --backgrounds $(BACKGROUNDS) --out models/plate_det.onnx \
 	  --scenes 8000 --steps 4000 --seed 11
 	$(VENV)/bin/python -m training.plates.province --real $(PLATES_TRAIN) --out models/plate_prov.onnx --synthetic 100000 --steps 16000 --seed 43
+	$(MAKE) train-plates-green
+
+# Stage 3: the shipped models fine-tuned (from their ONNX files, BatchNorm frozen) on new-energy plates
+# drawn as real ones look, in glyphs cut from the real training crops (training/plates/glyphs.py).
+train-plates-green: train-deps
+	$(VENV)/bin/python -m training.plates.province --real $(PLATES_TRAIN) --init models/plate_prov.onnx --out models/plate_prov.onnx \
+	  --lr 5e-4 --synthetic 30000 --steps 3000 --green 0.5 --seed 47
+	$(VENV)/bin/python -m training.plates.detector --real $(PLATES_TRAIN) --backgrounds $(BACKGROUNDS) --init models/plate_det.onnx \
+	  --out models/plate_det.onnx --lr 5e-4 --scenes 3000 --steps 1000 --green 0.5 --seed 13
+	$(VENV)/bin/python -m training.plates.recognizer --real $(PLATES_TRAIN) --init models/plate_rec.onnx --out models/plate_rec.onnx \
+	  --lr 4e-4 --synthetic 30000 --steps 6000 --green 0.5 --seed 31
+	$(VENV)/bin/python -m training.plates.recognizer --real $(PLATES_TRAIN) --size large --init models/plate_rec_large.onnx \
+	  --out models/plate_rec_large.onnx --lr 4e-4 --synthetic 30000 --steps 2500 --green 0.5 --seed 109
 	$(VENV)/bin/python -m training.plates.manifest
 
 clean:

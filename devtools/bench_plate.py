@@ -10,7 +10,8 @@
 - green_synthetic_exact: green 8-character new-energy plates generated with a seed that training
   never used (so never seen), aged like camera crops, read like the crops.
 - folds: scenes and crops split five ways by plate string; each fold's rate, the mean and the worst.
-- green_real_exact: real green new-energy plates; null until the data has some (none yet).
+- green_real_exact: the real green new-energy plates among the crops and scenes (8-character
+  labels), each read as its kind is; null when the data has none.
 - peer: hyperlpr2 (MIT; Caffe models run by OpenCV's dnn, needs OpenCV 4.x), its recogniser
   (`segmentation_free_recognition`) on the crops and its pipeline (`plate_recognition`) on the
   scenes, timed the same way. Installed by `make bench` (pip --no-deps: it asks for the GUI OpenCV).
@@ -19,6 +20,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import random
 import sys
 import time
@@ -49,9 +51,12 @@ def _rows(data: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def green_set(n: int = GREEN_N, seed: int = GREEN_SEED) -> list[tuple[str, np.ndarray]]:
+def green_set(data: Path, n: int = GREEN_N, seed: int = GREEN_SEED) -> list[tuple[str, np.ndarray]]:
+    """Synthetic green plates lettered with glyphs cut from the crops of the judged folder (never
+    from the training crops: training.plates.glyphs), fonts where it has none."""
     from training.plates.synth import sample
 
+    os.environ["DOOR_EDGE_GLYPHS"] = str(data)
     rng = random.Random(seed)
     return [(t, aged) for t, _flat, aged in (sample(rng, "green") for _ in range(n))]
 
@@ -86,18 +91,21 @@ def bench_plate(data: Path, *, green_n: int = GREEN_N) -> dict:
             peer_ms.append((time.perf_counter() - t0) * 1000)
             peer_scene.append(label in {r[0] for r in res})
     try:
-        green = green_set(green_n)
+        green = green_set(data, green_n)
         green_exact = _rate([c[0].text == t if (c := reader.read_crop(img)) else False for t, img in green])
     except (ImportError, OSError, FontsMissing) as exc:  # Pillow not installed, or the fonts
         print(f"bench plate: no green synthetic set ({exc}); `make bench` installs Pillow and the fonts", file=sys.stderr)
         green_exact = None
 
+    real_green = [hit for (label, _), hit in zip(crops, ours_crop, strict=True) if len(label) == 8]
+    real_green += [hit for (label, _), hit in zip(scenes, ours_scene, strict=True) if len(label) == 8]
     out = {"bench": "plate", "crops": len(crops), "crop_exact": _rate(ours_crop),
            "scenes": len(scenes), "scene_exact": _rate(ours_scene),
            "green_synthetic_exact": green_exact,
            "frame_ms": {"p50": _pct(frame_ms, 50), "p99": _pct(frame_ms, 99)},
            "peer": "hyperlpr2", "peer_crop_exact": None, "peer_scene_exact": None, "peer_frame_ms": {"p50": None},
-           "green_real_exact": None, "folds": {"k": FOLDS, "scene_exact": _folds(scenes, ours_scene), "crop_exact": _folds(crops, ours_crop)}}
+           "green_real_exact": _rate(real_green), "green_real": len(real_green),
+           "folds": {"k": FOLDS, "scene_exact": _folds(scenes, ours_scene), "crop_exact": _folds(crops, ours_crop)}}
     if peer is not None:
         peer_crop = [peer.segmentation_free_recognition(img)[0] == label for label, img in crops]
         out.update(peer_crop_exact=_rate(peer_crop), peer_scene_exact=_rate(peer_scene),

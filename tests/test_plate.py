@@ -167,6 +167,49 @@ def test_a_plate_seen_from_the_side_keeps_its_colour_outline(reader):
     assert best.text == KNOWN_PLATE
 
 
+def _two_tone_plate() -> tuple[np.ndarray, np.ndarray]:
+    """A large vehicle's new-energy plate (GA 36: yellow under the province and the letter, green
+    after, dark characters) on a grey car, drawn with OpenCV; and its corners."""
+    img = np.full((300, 600, 3), (120, 120, 125), np.uint8)
+    x0, y0, w, h = 150, 120, 240, 70
+    img[y0:y0 + h, x0:x0 + 60] = (20, 190, 240)       # yellow (BGR)
+    img[y0:y0 + h, x0 + 60:x0 + w] = (110, 215, 25)   # green
+    for i, ch in enumerate("AB12345D"):
+        cv2.putText(img, ch, (x0 + 6 + i * 29 + (12 if i > 1 else 0), y0 + 52), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (25, 25, 25), 3)
+    return img, np.float32([[x0, y0], [x0 + w, y0], [x0 + w, y0 + h], [x0, y0 + h]])
+
+
+def test_a_two_tone_new_energy_plate_is_outlined_whole():
+    """Either half alone cuts the province and the letter off (or all the rest): the outline spans
+    the yellow and the green together."""
+    img, plate = _two_tone_plate()
+    centre = plate.mean(axis=0)
+    outline = colour_outline(img, (plate - centre) * np.float32([1.2, 1.4]) + centre)
+    assert outline is not None
+    assert outline[:, 0].min() <= plate[0, 0] + 8 and outline[:, 0].max() >= plate[1, 0] - 8
+
+
+def test_real_glyphs_are_cut_from_a_blue_plate():
+    """training.plates.glyphs: a blue plate's seven characters, each cut where it stands, the 1
+    narrow, the letters as wide as they are drawn; a plate that is not one gives nothing."""
+    from training.plates.glyphs import cut
+
+    img = np.full((110, 440, 3), (170, 70, 15), np.uint8)
+    cv2.rectangle(img, (4, 4), (435, 105), (245, 245, 245), 3)
+    cv2.rectangle(img, (18, 22), (56, 90), (245, 245, 245), 6)   # the province: a boxy glyph
+    cv2.line(img, (18, 56), (56, 56), (245, 245, 245), 6)
+    x = 72
+    for i, ch in enumerate("A81234"):
+        cv2.putText(img, ch, (x, 90), cv2.FONT_HERSHEY_SIMPLEX, 2.6, (245, 245, 245), 7)
+        x += 54 + (22 if i == 0 else 0)
+    crop = cv2.resize(img, (168, 42), interpolation=cv2.INTER_AREA)
+    glyphs = cut("京A81234", cv2.copyMakeBorder(crop, 6, 6, 8, 8, cv2.BORDER_CONSTANT, value=(90, 90, 90)))
+    assert glyphs is not None and [c for c, _ in glyphs] == list("京A81234")
+    widths = {c: g.shape[1] / g.shape[0] for c, g in glyphs}
+    assert widths["1"] < 0.5 * widths["8"] and widths["京"] > 0.4
+    assert cut("京A81234", np.full((42, 168, 3), (170, 70, 15), np.uint8)) is None  # a blue board, no characters
+
+
 def test_a_car_seen_from_the_side_is_read(reader):
     """Yaw: the known car squeezed to half its width and sheared, so its plate is a parallelogram
     rising 20 degrees. The rectangle around the plate's colour rectifies it slanted; its four
@@ -403,3 +446,15 @@ def test_the_plate_bench_line_is_json_when_a_set_is_empty(tmp_path, kinds):
     line = json.dumps(result, allow_nan=False)  # raises on NaN
     empty = "crop_exact" if kinds == ("scene",) else "scene_exact"
     assert json.loads(line)[empty] is None and result["crops" if empty == "crop_exact" else "scenes"] == 0
+    assert result["green_real"] == 0 and result["green_real_exact"] is None  # no 8-character plate in the set
+
+
+def test_the_plate_bench_counts_real_green_plates(tmp_path):
+    """green_real_exact: the 8-character (new-energy) rows of the judged set, crops and scenes."""
+    from devtools.bench_plate import bench_plate
+
+    shutil.copy(DATA / "car_known.jpg", tmp_path / "car.jpg")
+    (tmp_path / "labels.csv").write_text("file,plate,kind\ncar.jpg,皖AYL375,scene\ncar.jpg,皖AD12345,scene\n", encoding="utf-8")
+    result = bench_plate(tmp_path, green_n=2)
+    assert result["green_real"] == 1 and result["green_real_exact"] == 0.0  # the photo's plate is blue
+    assert result["scene_exact"] == 0.5

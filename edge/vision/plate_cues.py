@@ -72,12 +72,15 @@ def _colour_region(bgr: np.ndarray, quad: np.ndarray) -> tuple[np.ndarray, float
 
 def _colour_blobs(hsv: np.ndarray):
     """(saturation floor, blob contour) of every plate colour, strictest floor first (a
-    blue-tinted silver car must not merge with its plate), characters closed over."""
+    blue-tinted silver car must not merge with its plate), characters closed over. Yellow and
+    green are also taken together: a large vehicle's new-energy plate is yellow under the province
+    and the letter and green after, and either half alone cuts characters off."""
     rh, rw = hsv.shape[:2]
     k = cv2.getStructuringElement(cv2.MORPH_RECT, (max(3, rw // 40), max(3, rh // 30)))
     for s_min in (150, 110, 80):
-        for lo, hi in _ranges(s_min):
-            m = cv2.morphologyEx(cv2.inRange(hsv, lo, hi), cv2.MORPH_CLOSE, k)
+        blue, yellow, green = (cv2.inRange(hsv, lo, hi) for lo, hi in _ranges(s_min))
+        for mask in (blue, yellow, green, cv2.bitwise_or(yellow, green)):
+            m = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, k)
             for c in cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]:
                 yield s_min, c
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
 from multiprocessing import get_context
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 from training.plates.data import real_crops
+from training.plates.onnx_init import freeze_norms, load_onnx, with_history
 
 DET = 256     # detector input (square, letterboxed)
 STRIDE = 4    # mask resolution: DET // STRIDE
@@ -131,10 +133,10 @@ def _paste(scene: np.ndarray, mask: np.ndarray | None, plate: np.ndarray, rng: r
         cv2.fillPoly(mask, [np.round(dst / STRIDE).astype(np.int32)], 1)
 
 
-def _scenes(args: tuple[int, int, list[str], list[tuple[str, np.ndarray]]]) -> list[tuple[np.ndarray, np.ndarray]]:
+def _scenes(args: tuple[int, int, list[str], list[tuple[str, np.ndarray]], float]) -> list[tuple[np.ndarray, np.ndarray]]:
     from training.plates.synth import sample
 
-    seed, n, backgrounds, crops = args
+    seed, n, backgrounds, crops, green = args
     rng = random.Random(seed)
     out = []
     for _ in range(n):
@@ -153,7 +155,7 @@ def _scenes(args: tuple[int, int, list[str], list[tuple[str, np.ndarray]]]) -> l
             if rng.random() < 0.4:
                 plate = rng.choice(crops)[1]
             else:
-                _, flat, _ = sample(rng)
+                _, flat, _ = sample(rng, "green" if rng.random() < green else None)
                 plate = flat
             _paste(scene, mask, plate, rng)
         if rng.random() < 0.4:
@@ -165,8 +167,8 @@ def _scenes(args: tuple[int, int, list[str], list[tuple[str, np.ndarray]]]) -> l
     return out
 
 
-def make_scenes(n: int, seed: int, backgrounds: list[str], crops: list[tuple[str, np.ndarray]], procs: int = 2):
-    chunks = [(seed * 1000 + i, n // procs + (i < n % procs), backgrounds, crops) for i in range(procs)]
+def make_scenes(n: int, seed: int, backgrounds: list[str], crops: list[tuple[str, np.ndarray]], procs: int = 2, green: float = 0.0):
+    chunks = [(seed * 1000 + i, n // procs + (i < n % procs), backgrounds, crops, green) for i in range(procs)]
     with get_context("spawn").Pool(procs) as pool:
         parts = pool.map(_scenes, chunks)
     return [x for part in parts for x in part]
@@ -182,20 +184,28 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (one-cycle)")
+    ap.add_argument("--init", type=Path, help="fine-tune the ONNX model this script exported (BatchNorm frozen)")
+    ap.add_argument("--green", type=float, default=0.0,
+                    help="that share of the synthetic plates pasted green (0: synth.sample's own mix)")
+    ap.add_argument("--glyphs", type=Path, help="real glyphs for green plates from this folder's crops; default: --real")
     args = ap.parse_args()
+    os.environ["DOOR_EDGE_GLYPHS"] = str(args.glyphs or args.real)  # read by the synthesis processes
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     crops = real_crops(args.real)
     backgrounds = sorted(str(p) for p in args.backgrounds.glob("*.jpg")) if args.backgrounds else []
     t0 = time.time()
-    scenes = make_scenes(args.scenes, args.seed, backgrounds, crops)
+    scenes = make_scenes(args.scenes, args.seed, backgrounds, crops, green=args.green)
     val = scenes[: len(scenes) // 20]
     train = scenes[len(scenes) // 20:]
     print(f"{len(train)} training scenes, {len(val)} held out, in {time.time() - t0:.0f} s", flush=True)
     model = Detector()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=args.steps, pct_start=0.1)
+    if args.init is not None:
+        load_onnx(model, args.init)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)
     bce = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(4.0))
     for step in range(1, args.steps + 1):
         idx = rng.integers(0, len(train), args.batch)
@@ -206,6 +216,8 @@ def main() -> None:
         x = torch.from_numpy(np.ascontiguousarray(imgs).astype(np.float32)).permute(0, 3, 1, 2)
         y = torch.from_numpy(np.ascontiguousarray(masks).astype(np.float32))[:, None]
         model.train()
+        if args.init is not None:
+            freeze_norms(model)
         logits = model(x)
         p = torch.sigmoid(logits)
         dice = 1 - (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
@@ -220,8 +232,10 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(model, torch.zeros(1, 3, DET, DET), str(args.out), input_names=["image"], output_names=["logits"],
                       dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}, "logits": {0: "n", 2: "h4", 3: "w4"}}, opset_version=17, dynamo=False)
-    summary = {"out": str(args.out), "held_out_iou": iou(model, val), "seed": args.seed, "steps": args.steps, "scenes": args.scenes}
-    args.out.with_suffix(".train.json").write_text(json.dumps(summary))
+    summary = {"out": str(args.out), "held_out_iou": iou(model, val), "seed": args.seed, "steps": args.steps, "scenes": args.scenes,
+               "green": args.green, "lr": args.lr, "init": str(args.init) if args.init else None}
+    summary = with_history(summary, args.init)
+    args.out.with_suffix(".train.json").write_text(json.dumps(summary, ensure_ascii=False))
     print(json.dumps(summary))
 
 

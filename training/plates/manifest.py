@@ -13,6 +13,22 @@ import json
 
 from edge.vision.models import MODELS_DIR
 
+# stage 3 (make train-plates-green): every plate model fine-tuned from its shipped ONNX file
+STAGE3_DATA = (" Then fine-tuned from its ONNX file (stage 3, BatchNorm frozen) on synthetic plates of which half are "
+               "green new-energy ones drawn as real ones look, 70 % of those lettered in glyphs cut from the real crops "
+               "(training/plates/glyphs.py), with the real crops as before.")
+_PT = "../shared/data/plates_train"
+STAGE3_COMMAND = {
+    "plate_det": f" && python -m training.plates.detector --real {_PT} --backgrounds ../shared/data/faces --init models/plate_det.onnx "
+                 "--out models/plate_det.onnx --lr 5e-4 --scenes 3000 --steps 1000 --green 0.5 --seed 13",
+    "plate_rec": f" && python -m training.plates.recognizer --real {_PT} --init models/plate_rec.onnx --out models/plate_rec.onnx "
+                 "--lr 4e-4 --synthetic 30000 --steps 6000 --green 0.5 --seed 31",
+    "plate_rec_large": f" && python -m training.plates.recognizer --real {_PT} --size large --init models/plate_rec_large.onnx "
+                       "--out models/plate_rec_large.onnx --lr 4e-4 --synthetic 30000 --steps 2500 --green 0.5 --seed 109",
+    "plate_prov": f" && python -m training.plates.province --real {_PT} --init models/plate_prov.onnx --out models/plate_prov.onnx "
+                  "--lr 5e-4 --synthetic 30000 --steps 3000 --green 0.5 --seed 47",
+}
+
 MODELS = {
     "plate_det": {
         "file": "plate_det.onnx",
@@ -22,10 +38,11 @@ MODELS = {
         "threshold": 0.5,
         "training_data": "composite scenes: ../shared/data/faces photos and generated clutter as backgrounds, car-front-like "
                          "negatives (grilles, headlights, badges, plate-shaped boards without characters); synthetic plates "
-                         "(training/plates/synth.py, all colours) and the real crops of ../shared/data/plates_train pasted in perspective",
-        "code": "edge/vision/train as of commit 5aafd92 (the synthetic plates changed since: `git checkout 5aafd92 -- edge/vision/train` to reproduce)",
+                         "(training/plates/synth.py, all colours) and the real crops of ../shared/data/plates_train pasted in perspective" + STAGE3_DATA,
+        "code": "stages 1-2: edge/vision/train as of commit 5aafd92 (the synthetic plates changed since: `git checkout 5aafd92 -- "
+                "edge/vision/train` to reproduce); stage 3: training/plates as of the commit that added training/plates/glyphs.py",
         "command": "python -m training.plates.detector --real ../shared/data/plates_train --backgrounds ../shared/data/faces "
-                   "--out models/plate_det.onnx --scenes 8000 --steps 4000 --seed 11",
+                   "--out models/plate_det.onnx --scenes 8000 --steps 4000 --seed 11" + STAGE3_COMMAND["plate_det"],
         "seed": 11,
     },
     "plate_rec": {
@@ -35,13 +52,14 @@ MODELS = {
         "output": "logp: N x 32 x (1 + len(edge.vision.plate_format.CHARSET)) log-probabilities; class 0 = blank",
         "min_p": 0.3,  # a best reading below this is unreadable: on the dev crops every right reading but 1 % had p >= 0.49
         "training_data": "synthetic plates (training/plates/synth.py: 35-40 % green new-energy, mostly blue, some yellow, "
-                         "white, black; 50,000 per stage) and 90 % of the 1,194 real crops of ../shared/data/plates_train",
-        "code": "edge/vision/train as of commit 5aafd92 (the synthetic plates and the trainer changed since: "
-                "`git checkout 5aafd92 -- edge/vision/train` to reproduce)",
+                         "white, black; 50,000 per stage) and 90 % of the 1,194 real crops of ../shared/data/plates_train" + STAGE3_DATA,
+        "code": "stages 1-2: edge/vision/train as of commit 5aafd92 (the synthetic plates and the trainer changed since: "
+                "`git checkout 5aafd92 -- edge/vision/train` to reproduce); stage 3: training/plates as of the commit that "
+                "added training/plates/glyphs.py (make train-plates-green)",
         "command": "python -m training.plates.recognizer --real ../shared/data/plates_train --out /tmp/stage1/plate_rec.onnx "
                    "--synthetic 50000 --steps 15000 --green 0.35 --seed 17 && python -m training.plates.recognizer --real "
                    "../shared/data/plates_train --out models/plate_rec.onnx --init /tmp/stage1/plate_rec.pt --lr 5e-4 "
-                   "--synthetic 50000 --steps 8000 --green 0.4 --seed 23",
+                   "--synthetic 50000 --steps 8000 --green 0.4 --seed 23" + STAGE3_COMMAND["plate_rec"],
         "seed": 17,
     },
     "plate_rec_large": {
@@ -50,12 +68,13 @@ MODELS = {
         "input": "image: float32 N x 3 x 32 x 128, BGR 0-255, the rectified plate",
         "output": "logp: N x 32 x (1 + len(edge.vision.plate_format.CHARSET)) log-probabilities; class 0 = blank",
         "training_data": "synthetic plates (training/plates/synth.py: 40 % green new-energy, mostly blue, some yellow, "
-                         "white, black; 50,000 per stage) and 90 % of the 1,194 real crops of ../shared/data/plates_train",
+                         "white, black; 50,000 per stage) and 90 % of the 1,194 real crops of ../shared/data/plates_train" + STAGE3_DATA,
         "command": "python -m training.plates.recognizer --real ../shared/data/plates_train --size large --out /tmp/large1/plate_rec_large.onnx "
                    "--synthetic 50000 --steps 9000 --green 0.4 --seed 101 && python -m training.plates.recognizer --real "
                    "../shared/data/plates_train --size large --out models/plate_rec_large.onnx --init /tmp/large1/plate_rec_large.pt "
-                   "--lr 5e-4 --synthetic 50000 --steps 5000 --green 0.4 --seed 103",
-        "code": "edge/vision/train as of the commit that added this file (`git log --diff-filter=A -- models/plate_rec_large.onnx`)",
+                   "--lr 5e-4 --synthetic 50000 --steps 5000 --green 0.4 --seed 103" + STAGE3_COMMAND["plate_rec_large"],
+        "code": "stages 1-2: edge/vision/train as of the commit that added this file (`git log --diff-filter=A -- "
+                "models/plate_rec_large.onnx`); stage 3: training/plates as of the commit that added training/plates/glyphs.py",
         "seed": 101,
     },
     "plate_prov": {
@@ -64,9 +83,9 @@ MODELS = {
         "input": "image: float32 N x 3 x 32 x 44, BGR 0-255, the left 44 columns of the rectified 128x32 plate",
         "output": "logits: N x 31, in the order of edge.vision.plate_format.PROVINCES",
         "training_data": "synthetic plates (training/plates/synth.py, 40 % green, 100,000) and 90 % of the 1,194 real crops "
-                         "of ../shared/data/plates_train, real ones drawn with weight 1/sqrt(crops of their province)",
+                         "of ../shared/data/plates_train, real ones drawn with weight 1/sqrt(crops of their province)" + STAGE3_DATA,
         "command": "python -m training.plates.province --real ../shared/data/plates_train --out models/plate_prov.onnx "
-                   "--synthetic 100000 --steps 16000 --seed 43",
+                   "--synthetic 100000 --steps 16000 --seed 43" + STAGE3_COMMAND["plate_prov"],
         "seed": 43,
     },
 }
@@ -76,7 +95,22 @@ def _toml_value(v) -> str:
     return json.dumps(v, ensure_ascii=False) if not isinstance(v, bool) else str(v).lower()
 
 
+def _other_sections(text: str) -> list[str]:
+    """The sections of an existing manifest that this script does not write (the face cohort's,
+    written by training.faces.cohort), verbatim."""
+    kept: list[str] = []
+    keep = False
+    for line in text.splitlines():
+        if line.startswith("["):
+            keep = line.strip("[]").split(".")[0] not in MODELS
+        if keep:
+            kept.append(line)
+    return kept
+
+
 def main() -> None:
+    path_toml = MODELS_DIR / "manifest.toml"
+    others = _other_sections(path_toml.read_text(encoding="utf-8")) if path_toml.exists() else []
     lines = ["# Model files and how they were made. A file whose sha256 differs is refused (edge/vision/models.py).",
              "# Regenerate with `python -m training.plates.manifest` after training (make train-plates).", ""]
     for name, meta in MODELS.items():
@@ -95,8 +129,8 @@ def main() -> None:
                 lines.append(f"[{name}.{k}]")
                 lines += [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items()]
         lines.append("")
-    (MODELS_DIR / "manifest.toml").write_text("\n".join(lines), encoding="utf-8")
-    print(f"wrote {MODELS_DIR / 'manifest.toml'}")
+    path_toml.write_text("\n".join(lines + others) + ("\n" if others else ""), encoding="utf-8")
+    print(f"wrote {path_toml}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,6 +28,7 @@ from torch import nn
 
 from edge.vision.plate_format import PROVINCES
 from training.plates.data import REC_H, REC_W, held_out, jitter, real_crops, synth_set
+from training.plates.onnx_init import freeze_norms, load_onnx, with_history
 from training.plates.recognizer import block, to_tensor
 
 LEFT = 44  # columns of the 128x32 rectified plate the classifier sees (a loose crop's province included)
@@ -59,10 +61,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seed", type=int, default=41)
     ap.add_argument("--green", type=float, default=0.4)
+    ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (one-cycle)")
+    ap.add_argument("--init", type=Path, help="fine-tune the ONNX model this script exported (BatchNorm frozen)")
+    ap.add_argument("--glyphs", type=Path, help="real glyphs for green plates from this folder's crops; default: --real")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     torch.set_num_threads(2)
+    os.environ["DOOR_EDGE_GLYPHS"] = str(args.glyphs or args.real)  # read by the synthesis processes
 
     val_real, train_real = held_out(real_crops(args.real))  # the recogniser's held-out tenth, held out here too
     counts = Counter(t[0] for t, _ in train_real)
@@ -74,8 +80,10 @@ def main() -> None:
     print(f"{len(train_real)} real, {len(synth)} synthetic in {time.time() - t0:.0f} s", flush=True)
 
     model = ProvinceNet()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=args.steps, pct_start=0.1)
+    if args.init is not None:
+        load_onnx(model, args.init)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)
     xent = nn.CrossEntropyLoss(label_smoothing=0.05)
     for step in range(1, args.steps + 1):
         n_real = args.batch * 3 // 8
@@ -84,6 +92,8 @@ def main() -> None:
         x = to_tensor([img[:, :LEFT] for _, img in batch])
         y = torch.tensor([PROVINCES.index(t[0]) for t, _ in batch])
         model.train()
+        if args.init is not None:
+            freeze_norms(model)
         loss = xent(model(x), y)
         opt.zero_grad()
         loss.backward()
@@ -98,8 +108,9 @@ def main() -> None:
                       output_names=["logits"], dynamic_axes={"image": {0: "n"}, "logits": {0: "n"}}, opset_version=17, dynamo=False)
     summary = {"out": str(args.out), "held_out_real_province": evaluate(model, val_real),
                "held_out_synthetic_province": evaluate(model, val_synth), "seed": args.seed, "steps": args.steps,
-               "synthetic": args.synthetic}
-    args.out.with_suffix(".train.json").write_text(json.dumps(summary))
+               "synthetic": args.synthetic, "green": args.green, "lr": args.lr, "init": str(args.init) if args.init else None}
+    summary = with_history(summary, args.init)
+    args.out.with_suffix(".train.json").write_text(json.dumps(summary, ensure_ascii=False))
     print(json.dumps(summary))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from torch import nn
 
 from edge.vision.plate_format import CHARSET, PROVINCES
 from training.plates.data import REC_H, REC_W, held_out, jitter, real_crops, synth_set
+from training.plates.onnx_init import freeze_norms, load_onnx, with_history
 
 
 def block(cin: int, cout: int) -> list[nn.Module]:
@@ -88,13 +90,17 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--green", type=float, default=0.3, help="share of green new-energy plates among the synthetic ones")
     ap.add_argument("--size", choices=sorted(WIDTHS), default="small", help="the network's width (WIDTHS)")
-    ap.add_argument("--init", type=Path, help="start from these weights (a .pt this script saved): fine-tuning")
+    ap.add_argument("--init", type=Path, help="start from these weights (a .pt this script saved, or an .onnx it "
+                    "exported; then BatchNorm stays frozen): fine-tuning")
+    ap.add_argument("--glyphs", type=Path, help="draw green plates in real glyphs cut from this folder's crops "
+                    "(training.plates.glyphs); default: --real")
     ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (one-cycle)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     random.seed(args.seed)
     torch.set_num_threads(2)
+    os.environ["DOOR_EDGE_GLYPHS"] = str(args.glyphs or args.real)  # read by the synthesis processes
 
     val_real, train_real = held_out(real_crops(args.real))
     n_val = len(val_real)
@@ -103,7 +109,10 @@ def main() -> None:
     print(f"{len(train_real)} real crops for training, {n_val} held out; {len(synth)} synthetic in {time.time() - t0:.0f} s", flush=True)
 
     model = Recogniser(size=args.size)
-    if args.init is not None:
+    frozen = args.init is not None and args.init.suffix == ".onnx"
+    if frozen:
+        load_onnx(model, args.init)
+    elif args.init is not None:
         missing, _ = model.load_state_dict(torch.load(args.init), strict=False)
         assert all(k.startswith("province.") for k in missing), missing
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -120,6 +129,8 @@ def main() -> None:
         targets = torch.tensor([k for t, _ in batch for k in encode(t)], dtype=torch.long)
         lengths = torch.tensor([len(t) for t, _ in batch], dtype=torch.long)
         model.train()
+        if frozen:
+            freeze_norms(model)
         logp, prov = model(x, with_province=True)
         logp = logp.permute(1, 0, 2)  # T, N, C
         loss = ctc(logp, targets, torch.full((len(batch),), logp.shape[0], dtype=torch.long), lengths)
@@ -139,8 +150,10 @@ def main() -> None:
     torch.onnx.export(model, to_tensor([np.zeros((REC_H, REC_W, 3), np.uint8)]), str(args.out), input_names=["image"],
                       output_names=["logp"], dynamic_axes={"image": {0: "n"}, "logp": {0: "n"}}, opset_version=17, dynamo=False)
     summary = {"out": str(args.out), "held_out_real_exact": evaluate(model, val_real), "seed": args.seed,
-                      "steps": args.steps, "synthetic": args.synthetic, "size": args.size}
-    args.out.with_suffix(".train.json").write_text(json.dumps(summary))
+               "steps": args.steps, "synthetic": args.synthetic, "size": args.size, "green": args.green,
+               "lr": args.lr, "init": str(args.init) if args.init else None}
+    summary = with_history(summary, args.init)
+    args.out.with_suffix(".train.json").write_text(json.dumps(summary, ensure_ascii=False))
     print(json.dumps(summary))
 
 

@@ -89,20 +89,58 @@ class Plate:
     image: np.ndarray  # BGR, the flat plate at 1 px/mm
 
 
+# new-energy plates (GA 36-2018), BGR: a white band along the top, then a gradient from pale green to
+# a saturated green at the bottom (small vehicles); large ones are yellow under the province and the
+# letter and green after. Read off photographs of real plates; jittered per plate.
+NE_TOP, NE_PALE, NE_DEEP, NE_YELLOW = (250, 252, 250), (205, 245, 185), (110, 215, 25), (20, 190, 240)
+
+
+def _new_energy_face(w: int, h: int, two_tone: bool, split: int, rng: random.Random) -> np.ndarray:
+    band = rng.uniform(0.08, 0.16)  # the white band's share of the height
+    t = np.clip((np.linspace(0, 1, h, dtype=np.float32) - band) / (1 - band), 0, 1)[:, None, None]
+    t = t ** rng.uniform(0.7, 1.4)
+    pale, deep = np.array(NE_PALE, np.float32), np.array(NE_DEEP, np.float32)
+    img = pale * (1 - t) + deep * t
+    img[: int(band * h)] = NE_TOP
+    img = img.repeat(w, axis=1)
+    if two_tone:
+        img[:, :split] = NE_YELLOW
+    return img.astype(np.uint8)
+
+
+def _logo(img: np.ndarray, centre: tuple[int, int], rng: random.Random) -> None:
+    """The new-energy mark where other plates have a dot: a white disc, a dark ring, coloured bars."""
+    r = rng.randint(12, 15)
+    cv2.circle(img, centre, r, (245, 245, 245), -1)
+    for k, colour in enumerate(((60, 60, 220), (40, 180, 250), (60, 190, 60), (200, 120, 40))):
+        y = centre[1] - r // 2 + k * r // 4
+        cv2.line(img, (centre[0] - r + 3, y), (centre[0], y), colour, 2)
+    cv2.circle(img, centre, r, (40, 40, 40), 2)
+
+
+def _reflection(img: np.ndarray, rng: random.Random) -> None:
+    """A specular band across the plate (sun or headlights on the film)."""
+    h, w = img.shape[:2]
+    x0, slope, width = rng.uniform(-0.2 * w, w), rng.uniform(-1.5, 1.5), rng.uniform(0.05, 0.25) * w
+    xs = np.arange(w, dtype=np.float32)[None, :] - (x0 + slope * np.arange(h, dtype=np.float32)[:, None])
+    gain = np.exp(-((xs / width) ** 2)) * rng.uniform(0.3, 0.8)
+    img[:] = np.clip(img + (255 - img.astype(np.float32)) * gain[..., None], 0, 255).astype(np.uint8)
+
+
 def render(text: str, colour: str, rng: random.Random) -> Plate:
-    """The flat plate, face-on, GA 36 layout."""
+    """The flat plate, face-on, GA 36 layout. Green plates are drawn in real plate glyphs where the
+    bank has them (`training.plates.glyphs`), fonts elsewhere."""
+    from training.plates.glyphs import real_glyph
+
     cjk, latin = rng.choice(_fonts(FONTS_CJK)), rng.choice(_fonts(FONTS_LATIN))
-    if len(text) == 8:
-        w, h, cw, gap, dot_gap, x = 480, 140, 43, 9, 31, 15
+    if len(text) == 8:  # 15 + 8 x 43 + 6 x 9 + 52 + 15 = 480: the mark sits in the 52 mm gap
+        w, h, cw, gap, dot_gap, x = 480, 140, 43, 9, 52, 15
     else:
         w, h, cw, gap, dot_gap, x = 440, 140, 45, 12, 34, 15
-    if colour == "green":
-        top, bottom = np.array((150, 235, 150), np.float32), np.array((235, 245, 235), np.float32)  # green to white (small car)
-        if rng.random() < 0.3:
-            top = bottom = np.array((60, 200, 100), np.float32)  # large vehicles: solid green... with yellow in reality; close enough
-        t = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
-        img = (top * (1 - t) + bottom * t).repeat(w, axis=1).astype(np.uint8)
-        ink = (20, 20, 20)
+    green = colour == "green"
+    if green:
+        img = _new_energy_face(w, h, text[-1] in "DF", x + 2 * cw + gap + dot_gap // 2, rng)
+        ink = (rng.randint(10, 40),) * 3
     else:
         bg, ink = COLOURS[colour]
         if colour == "blue":  # from deep navy to the bright cyan-blue of a new, sunlit plate
@@ -115,20 +153,28 @@ def render(text: str, colour: str, rng: random.Random) -> Plate:
     ch_h = 90
     y = (h - ch_h) // 2
     weight = rng.choice([cv2.erode, cv2.dilate, None, None])  # stroke weight differs between fonts and plates
+    real = green and rng.random() < 0.7
     for i, ch in enumerate(text):
-        font = cjk if ch in PROVINCES or not ch.isascii() else latin
-        g = glyph(ch, font, (cw, ch_h))
-        if weight is not None:
-            g = weight(g, np.ones((3, 3), np.uint8))
+        g = real_glyph(ch, (cw, ch_h), rng) if real else None
+        if g is None:
+            g = glyph(ch, cjk if ch in PROVINCES or not ch.isascii() else latin, (cw, ch_h))
+            if weight is not None:
+                g = weight(g, np.ones((3, 3), np.uint8))
         g = g.astype(np.float32) / 255
         cell = img[y:y + ch_h, x:x + cw].astype(np.float32)
         img[y:y + ch_h, x:x + cw] = (cell * (1 - g[..., None]) + np.array(ink, np.float32) * g[..., None]).astype(np.uint8)
         x += cw + (dot_gap if i == 1 else gap)
         if i == 1:
-            cv2.circle(img, (x - dot_gap // 2 - gap // 2 + 3, h // 2), 5, rim, -1)
+            centre = (x - dot_gap // 2 - gap // 2 + 3, h // 2)
+            if green:
+                _logo(img, centre, rng)
+            else:
+                cv2.circle(img, centre, 5, rim, -1)
     for rx in (w // 4, 3 * w // 4):  # rivets
         if rng.random() < 0.7:
             cv2.circle(img, (rx, 14), 5, tuple(int(c * 0.8) for c in img[14, rx]), -1)
+    if green and rng.random() < 0.3:
+        _reflection(img, rng)
     return Plate(text, colour, img)
 
 
