@@ -13,22 +13,6 @@ import json
 
 from edge.vision.models import MODELS_DIR
 
-# stage 3 (make train-plates-green): every plate model fine-tuned from its shipped ONNX file
-STAGE3_DATA = (" Then fine-tuned from its ONNX file (stage 3, BatchNorm frozen) on synthetic plates of which half are "
-               "green new-energy ones drawn as real ones look, 70 % of those lettered in glyphs cut from the real crops "
-               "(training/plates/glyphs.py), with the real crops as before.")
-_PT = "../shared/data/plates_train"
-STAGE3_COMMAND = {
-    "plate_det": f" && python -m training.plates.detector --real {_PT} --backgrounds ../shared/data/faces --init models/plate_det.onnx "
-                 "--out models/plate_det.onnx --lr 5e-4 --scenes 3000 --steps 1000 --green 0.5 --seed 13",
-    "plate_rec": f" && python -m training.plates.recognizer --real {_PT} --init models/plate_rec.onnx --out models/plate_rec.onnx "
-                 "--lr 4e-4 --synthetic 30000 --steps 6000 --green 0.5 --seed 31",
-    "plate_rec_large": f" && python -m training.plates.recognizer --real {_PT} --size large --init models/plate_rec_large.onnx "
-                       "--out models/plate_rec_large.onnx --lr 4e-4 --synthetic 30000 --steps 2500 --green 0.5 --seed 109",
-    "plate_prov": f" && python -m training.plates.province --real {_PT} --init models/plate_prov.onnx --out models/plate_prov.onnx "
-                  "--lr 5e-4 --synthetic 30000 --steps 3000 --green 0.5 --seed 47",
-}
-
 MODELS = {
     "plate_det": {
         "file": "plate_det.onnx",
@@ -38,11 +22,11 @@ MODELS = {
         "threshold": 0.5,
         "training_data": "composite scenes: ../shared/data/faces photos and generated clutter as backgrounds, car-front-like "
                          "negatives (grilles, headlights, badges, plate-shaped boards without characters); synthetic plates "
-                         "(training/plates/synth.py, all colours) and the real crops of ../shared/data/plates_train pasted in perspective" + STAGE3_DATA,
-        "code": "stages 1-2: edge/vision/train as of commit 5aafd92 (the synthetic plates changed since: `git checkout 5aafd92 -- "
-                "edge/vision/train` to reproduce); stage 3: training/plates as of the commit that added training/plates/glyphs.py",
+                         "(training/plates/synth.py, all colours) and the real crops of ../shared/data/plates_train pasted in perspective",
+        "code": "edge/vision/train as of commit 5aafd92 (the synthetic plates changed since: `git checkout 5aafd92 -- "
+                "edge/vision/train` to reproduce)",
         "command": "python -m training.plates.detector --real ../shared/data/plates_train --backgrounds ../shared/data/faces "
-                   "--out models/plate_det.onnx --scenes 8000 --steps 4000 --seed 11" + STAGE3_COMMAND["plate_det"],
+                   "--out models/plate_det.onnx --scenes 8000 --steps 4000 --seed 11",
         "seed": 11,
     },
     "plate_rec": {
@@ -52,14 +36,13 @@ MODELS = {
         "output": "logp: N x 32 x (1 + len(edge.vision.plate_format.CHARSET)) log-probabilities; class 0 = blank",
         "min_p": 0.3,  # a best reading below this is unreadable: on the dev crops every right reading but 1 % had p >= 0.49
         "training_data": "synthetic plates (training/plates/synth.py: 35-40 % green new-energy, mostly blue, some yellow, "
-                         "white, black; 50,000 per stage) and 90 % of the 1,194 real crops of ../shared/data/plates_train" + STAGE3_DATA,
-        "code": "stages 1-2: edge/vision/train as of commit 5aafd92 (the synthetic plates and the trainer changed since: "
-                "`git checkout 5aafd92 -- edge/vision/train` to reproduce); stage 3: training/plates as of the commit that "
-                "added training/plates/glyphs.py (make train-plates-green)",
+                         "white, black; 50,000 per stage) and 90 % of the 1,194 real crops of ../shared/data/plates_train",
+        "code": "edge/vision/train as of commit 5aafd92 (the synthetic plates and the trainer changed since: "
+                "`git checkout 5aafd92 -- edge/vision/train` to reproduce)",
         "command": "python -m training.plates.recognizer --real ../shared/data/plates_train --out /tmp/stage1/plate_rec.onnx "
                    "--synthetic 50000 --steps 15000 --green 0.35 --seed 17 && python -m training.plates.recognizer --real "
                    "../shared/data/plates_train --out models/plate_rec.onnx --init /tmp/stage1/plate_rec.pt --lr 5e-4 "
-                   "--synthetic 50000 --steps 8000 --green 0.4 --seed 23" + STAGE3_COMMAND["plate_rec"],
+                   "--synthetic 50000 --steps 8000 --green 0.4 --seed 23",
         "seed": 17,
     },
     "plate_rec_large": {
@@ -68,13 +51,12 @@ MODELS = {
         "input": "image: float32 N x 3 x 32 x 128, BGR 0-255, the rectified plate",
         "output": "logp: N x 32 x (1 + len(edge.vision.plate_format.CHARSET)) log-probabilities; class 0 = blank",
         "training_data": "synthetic plates (training/plates/synth.py: 40 % green new-energy, mostly blue, some yellow, "
-                         "white, black; 50,000 per stage) and 90 % of the 1,194 real crops of ../shared/data/plates_train" + STAGE3_DATA,
+                         "white, black; 50,000 per stage) and 90 % of the 1,194 real crops of ../shared/data/plates_train",
         "command": "python -m training.plates.recognizer --real ../shared/data/plates_train --size large --out /tmp/large1/plate_rec_large.onnx "
                    "--synthetic 50000 --steps 9000 --green 0.4 --seed 101 && python -m training.plates.recognizer --real "
                    "../shared/data/plates_train --size large --out models/plate_rec_large.onnx --init /tmp/large1/plate_rec_large.pt "
-                   "--lr 5e-4 --synthetic 50000 --steps 5000 --green 0.4 --seed 103" + STAGE3_COMMAND["plate_rec_large"],
-        "code": "stages 1-2: edge/vision/train as of the commit that added this file (`git log --diff-filter=A -- "
-                "models/plate_rec_large.onnx`); stage 3: training/plates as of the commit that added training/plates/glyphs.py",
+                   "--lr 5e-4 --synthetic 50000 --steps 5000 --green 0.4 --seed 103",
+        "code": "edge/vision/train as of the commit that added this file (`git log --diff-filter=A -- models/plate_rec_large.onnx`)",
         "seed": 101,
     },
     "plate_prov": {
@@ -83,16 +65,22 @@ MODELS = {
         "input": "image: float32 N x 3 x 32 x 44, BGR 0-255, the left 44 columns of the rectified 128x32 plate",
         "output": "logits: N x 31, in the order of edge.vision.plate_format.PROVINCES",
         "training_data": "synthetic plates (training/plates/synth.py, 40 % green, 100,000) and 90 % of the 1,194 real crops "
-                         "of ../shared/data/plates_train, real ones drawn with weight 1/sqrt(crops of their province)" + STAGE3_DATA,
+                         "of ../shared/data/plates_train, real ones drawn with weight 1/sqrt(crops of their province)",
         "command": "python -m training.plates.province --real ../shared/data/plates_train --out models/plate_prov.onnx "
-                   "--synthetic 100000 --steps 16000 --seed 43" + STAGE3_COMMAND["plate_prov"],
+                   "--synthetic 100000 --steps 16000 --seed 43",
         "seed": 43,
     },
 }
 
 
 def _toml_value(v) -> str:
-    return json.dumps(v, ensure_ascii=False) if not isinstance(v, bool) else str(v).lower()
+    """A TOML value: strings and numbers as JSON writes them, booleans lower-case, a table inline
+    (a fine-tuned model's `from`: the summary of the model it started from)."""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    return json.dumps(v, ensure_ascii=False)
 
 
 def _other_sections(text: str) -> list[str]:
