@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import random
 import sys
 import time
@@ -54,9 +53,10 @@ def _rows(data: Path) -> list[dict]:
 def green_set(data: Path, n: int = GREEN_N, seed: int = GREEN_SEED) -> list[tuple[str, np.ndarray]]:
     """Synthetic green plates lettered with glyphs cut from the crops of the judged folder (never
     from the training crops: training.plates.glyphs), fonts where it has none."""
+    from training.plates.glyphs import use
     from training.plates.synth import sample
 
-    os.environ["DOOR_EDGE_GLYPHS"] = str(data)
+    use(data)
     rng = random.Random(seed)
     return [(t, aged) for t, _flat, aged in (sample(rng, "green") for _ in range(n))]
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import time
 from multiprocessing import get_context
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.plates import glyphs
 from training.plates.data import real_crops
 from training.plates.onnx_init import freeze_norms, load_onnx, with_history
 
@@ -190,7 +190,7 @@ def main() -> None:
                     help="that share of the synthetic plates pasted green (0: synth.sample's own mix)")
     ap.add_argument("--glyphs", type=Path, help="real glyphs for green plates from this folder's crops; default: --real")
     args = ap.parse_args()
-    os.environ["DOOR_EDGE_GLYPHS"] = str(args.glyphs or args.real)  # read by the synthesis processes
+    glyphs.use(args.glyphs or args.real)  # green plates in real glyphs, in the synthesis processes too
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)

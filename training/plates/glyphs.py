@@ -13,7 +13,7 @@ letter. A crop where any check fails gives nothing: a wrong cut would teach the 
 shape. About one crop in twenty-five passes on ../shared/data/plates_train; that is enough for a
 dozen shapes of each letter and digit, and fonts fill the rest (`synth.render`).
 
-The bank is built once per process from the folder in $DOOR_EDGE_GLYPHS and holds ink maps only, no
+The bank is built once per process from the folder in $DOOR_EDGE_GLYPHS (`use`) and holds ink maps only, no
 plate image. Training cuts from ../shared/data/plates_train; `bench plate` draws its green set from
 the glyphs of the crops it is judging (../shared/data/plates), so the bench's green plates are not
 lettered with the shapes the recogniser trained on. Nothing here ships.
@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 FACE_H = 64  # the levelled plate face's height in pixels
+ENV = "DOOR_EDGE_GLYPHS"  # the folder whose crops the bank is cut from (`use`)
 
 
 def _plate_face(img: np.ndarray) -> np.ndarray | None:
@@ -148,7 +149,7 @@ def build(folder: Path) -> dict[str, list[np.ndarray]]:
 def bank() -> dict[str, list[np.ndarray]]:
     """The bank of the folder in $DOOR_EDGE_GLYPHS, or empty when it is unset (fonts only). An
     environment variable, so that the processes `data.synth_set` spawns draw from the same bank."""
-    folder = os.environ.get("DOOR_EDGE_GLYPHS")
+    folder = os.environ.get(ENV)
     return _bank_of(folder) if folder else {}
 
 
@@ -158,19 +159,18 @@ def _bank_of(folder: str) -> dict[str, list[np.ndarray]]:
 
 
 def real_glyph(ch: str, cell: tuple[int, int], rng: random.Random) -> np.ndarray | None:
-    """A real glyph of ch stretched to cell (w, h) as synth.glyph does, or None if the bank has none."""
+    """A real glyph of ch fitted to cell (w, h) as a font's is (synth.fit_cell), or None if the bank has none."""
+    from training.plates.synth import fit_cell
+
     shapes = bank().get(ch)
     if not shapes:
         return None
-    g = shapes[rng.randrange(len(shapes))]
-    w, h = cell
-    if ch == "1":
-        nw = max(4, min(w, round(g.shape[1] * h / g.shape[0])))
-        out = np.zeros((h, w), np.uint8)
-        x0 = (w - nw) // 2
-        out[:, x0:x0 + nw] = cv2.resize(g, (nw, h), interpolation=cv2.INTER_AREA)
-        return out
-    return cv2.resize(g, (w, h), interpolation=cv2.INTER_AREA)
+    return fit_cell(shapes[rng.randrange(len(shapes))], ch, cell)
+
+
+def use(folder: Path) -> None:
+    """Draw real glyphs from folder's crops, in this process and in those it spawns."""
+    os.environ[ENV] = str(folder)
 
 
 if __name__ == "__main__":

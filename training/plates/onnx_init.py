@@ -9,6 +9,7 @@ mode; `freeze_norms` keeps the BatchNorms in eval mode while the rest trains, so
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -64,8 +65,6 @@ def freeze_norms(model: nn.Module) -> None:
 def with_history(summary: dict, init: Path | None) -> dict:
     """A trainer's summary with the summary of the model it started from (`from`), read from the
     .train.json beside `init`, so that a fine-tuned model's manifest entry tells its whole making."""
-    import json
-
     side = init.with_suffix(".train.json") if init is not None else None
     if side is not None and side.exists():
         summary = dict(summary, **{"from": json.loads(side.read_text())})

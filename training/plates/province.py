@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from torch import nn
 
 from edge.vision.plate_format import PROVINCES
+from training.plates import glyphs
 from training.plates.data import REC_H, REC_W, held_out, jitter, real_crops, synth_set
 from training.plates.onnx_init import freeze_norms, load_onnx, with_history
 from training.plates.recognizer import block, to_tensor
@@ -68,7 +68,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     torch.set_num_threads(2)
-    os.environ["DOOR_EDGE_GLYPHS"] = str(args.glyphs or args.real)  # read by the synthesis processes
+    glyphs.use(args.glyphs or args.real)  # green plates in real glyphs, in the synthesis processes too
 
     val_real, train_real = held_out(real_crops(args.real))  # the recogniser's held-out tenth, held out here too
     counts = Counter(t[0] for t, _ in train_real)

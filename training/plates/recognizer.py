@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from edge.vision.plate_format import CHARSET, PROVINCES
+from training.plates import glyphs
 from training.plates.data import REC_H, REC_W, held_out, jitter, real_crops, synth_set
 from training.plates.onnx_init import freeze_norms, load_onnx, with_history
 
@@ -100,7 +100,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     random.seed(args.seed)
     torch.set_num_threads(2)
-    os.environ["DOOR_EDGE_GLYPHS"] = str(args.glyphs or args.real)  # read by the synthesis processes
+    glyphs.use(args.glyphs or args.real)  # green plates in real glyphs, in the synthesis processes too
 
     val_real, train_real = held_out(real_crops(args.real))
     n_val = len(val_real)

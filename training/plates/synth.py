@@ -56,16 +56,21 @@ def glyph(ch: str, font: tuple[str, int], cell: tuple[int, int]) -> np.ndarray:
     ImageDraw.Draw(img).text((20, 10), ch, font=f, fill=255)
     a = np.array(img)
     ys, xs = np.nonzero(a > 40)
-    a = a[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1]
+    return fit_cell(a[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1], ch, cell)
+
+
+def fit_cell(ink: np.ndarray, ch: str, cell: tuple[int, int]) -> np.ndarray:
+    """A character's ink, cropped to its strokes, stretched to fill a cell (w, h) as plate fonts
+    do; a 1 (or any narrow glyph) keeps its width, centred."""
     w, h = cell
-    if ch == "1" or a.shape[1] / a.shape[0] < 0.25:  # narrow glyphs keep their width
-        nw = max(4, round(a.shape[1] * h / a.shape[0]))
+    if ch == "1" or ink.shape[1] / ink.shape[0] < 0.25:
+        nw = max(4, round(ink.shape[1] * h / ink.shape[0]))
         out = np.zeros((h, w), np.uint8)
-        g = cv2.resize(a, (min(nw, w), h), interpolation=cv2.INTER_AREA)
+        g = cv2.resize(ink, (min(nw, w), h), interpolation=cv2.INTER_AREA)
         x0 = (w - g.shape[1]) // 2
         out[:, x0:x0 + g.shape[1]] = g
         return out
-    return cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA)
+    return cv2.resize(ink, (w, h), interpolation=cv2.INTER_AREA)
 
 
 def random_plate(rng: random.Random, kind: str) -> str:
@@ -130,7 +135,7 @@ def _reflection(img: np.ndarray, rng: random.Random) -> None:
 def render(text: str, colour: str, rng: random.Random) -> Plate:
     """The flat plate, face-on, GA 36 layout. Green plates are drawn in real plate glyphs where the
     bank has them (`training.plates.glyphs`), fonts elsewhere."""
-    from training.plates.glyphs import real_glyph
+    from training.plates.glyphs import real_glyph  # glyphs imports this module
 
     cjk, latin = rng.choice(_fonts(FONTS_CJK)), rng.choice(_fonts(FONTS_LATIN))
     if len(text) == 8:  # 15 + 8 x 43 + 6 x 9 + 52 + 15 = 480: the mark sits in the 52 mm gap
