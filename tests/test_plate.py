@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from edge.vision.models import MODELS_DIR, ModelError, checked
-from edge.vision.plate import Candidate, PlateRead, PlateReader, _vote, beam_search, readings, with_province
-from edge.vision.plate_cues import colour_corners, colour_outline, deslant, order_quad, proposals, proposals_in, tighten
+from edge.vision.plate import PLATE_MODELS, Candidate, PlateRead, PlateReader, _run_split, _vote, beam_search, readings, with_province
+from edge.vision.plate_cues import colour_corners, colour_outline, deslant, new_energy, order_quad, proposals, proposals_in, tighten
 from edge.vision.plate_format import CHARSET, PROVINCES, could_be, is_valid, normalise
 from rigs import scene
 from rigs.rig import Rig, wait_until
@@ -187,6 +187,42 @@ def test_a_two_tone_new_energy_plate_is_outlined_whole():
     outline = colour_outline(img, (plate - centre) * np.float32([1.2, 1.4]) + centre)
     assert outline is not None
     assert outline[:, 0].min() <= plate[0, 0] + 8 and outline[:, 0].max() >= plate[1, 0] - 8
+
+
+def _green_plate() -> np.ndarray:
+    """A small car's new-energy plate as GA 36 draws it (BGR, 128x32 like a rectified crop): a white
+    band along the top over a gradient from pale to deep green, dark characters."""
+    img = np.zeros((32, 128, 3), np.uint8)
+    pale, deep = np.array([200, 245, 215], np.float32), np.array([70, 190, 40], np.float32)
+    for y in range(32):
+        img[y] = (245, 245, 245) if y < 6 else (pale + (deep - pale) * (y - 6) / 25).astype(np.uint8)
+    for i, ch in enumerate("AD12345"):
+        cv2.putText(img, ch, (6 + i * 16 + (6 if i > 0 else 0), 26), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (30, 30, 30), 2)
+    return img
+
+
+def test_a_new_energy_plate_is_told_from_a_blue_one_by_its_colour(reader):
+    """The colour picks the reader: a green plate, the pale two-tone kind too, goes to the green
+    one; the real blue plate, and a blue plate on a green car, to the other."""
+    blue = reader.rectify(cv2.cvtColor(rgb(KNOWN), cv2.COLOR_RGB2BGR), np.float32([[231, 438], [361, 448], [360, 494], [230, 484]]))
+    two_tone, quad = _two_tone_plate()
+    on_green_car = cv2.copyMakeBorder(blue[4:28, 8:120], 4, 4, 8, 8, cv2.BORDER_CONSTANT, value=(60, 160, 40))
+    crops = np.stack([_green_plate(), reader.rectify(two_tone, quad), blue, on_green_car])
+    assert new_energy(crops).tolist() == [True, True, False, False]
+
+
+def test_green_plates_are_read_by_the_green_models_and_blue_ones_by_the_others(reader):
+    """A batch of crops in which some are green: each row's output is its own reader's, in the
+    batch's order (a swapped row would give a blue plate a green reading)."""
+    blue = reader.rectify(cv2.cvtColor(rgb(KNOWN), cv2.COLOR_RGB2BGR), np.float32([[231, 438], [361, 448], [360, 494], [230, 484]]))
+    x = np.stack([blue, _green_plate(), blue]).astype(np.float32).transpose(0, 3, 1, 2)
+    green = np.array([False, True, False])
+    out = _run_split(x, green, reader._green, reader._rec)
+    assert np.allclose(out[1], reader._green.run(None, {"image": x[1:2]})[0][0])
+    assert np.allclose(out[[0, 2]], reader._rec.run(None, {"image": x[[0, 2]]})[0])
+    assert not np.allclose(out[1], reader._rec.run(None, {"image": x[1:2]})[0][0])  # the two readers differ
+    (best, *_), = reader.recognise([blue])
+    assert best.text == KNOWN_PLATE
 
 
 def test_real_glyphs_are_cut_from_a_blue_plate():
@@ -425,7 +461,7 @@ def test_diag_checks_the_models_and_outlines_the_plate_without_its_text(tmp_path
         res = subprocess.run([sys.executable, "-m", "edge", "diag", "--config", str(rig.config_path), "--json"],
                              capture_output=True, text=True, cwd=REPO, timeout=120)
         checks = {c["name"]: c for c in json.loads(res.stdout)["checks"]}
-        assert all(checks[f"model {m}"]["status"] == "ok" for m in ("plate_det", "plate_rec", "plate_rec_large", "plate_prov"))
+        assert all(checks[f"model {m}"]["status"] == "ok" for m in PLATE_MODELS)
         snap = checks["snapshot gate-cam"]
         assert snap["status"] == "ok" and "1 readable" in snap["detail"]
         (png,) = (rig.root / "state" / "diag").glob("snapshot-gate-cam-*.png")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.vision.plate import PLATE_MODELS
 from tests.conftest import REPO
 
 RUNTIME_TOP = {"edge", "drivers", "protocol", "central"}
@@ -67,7 +68,7 @@ def test_the_wheel_holds_the_runtime_and_its_models_only(wheel):
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == RUNTIME_TOP
     models = {Path(n).name for n in names if n.startswith("edge/models/")}
-    assert {"manifest.toml", "plate_det.onnx", "plate_rec.onnx", "plate_rec_large.onnx", "plate_prov.onnx"} <= models
+    assert {"manifest.toml", "face_cohort.npz", *(f"{m}.onnx" for m in PLATE_MODELS)} <= models
     for part in ("rigs/", "devtools/", "training/", "tests/", "/virtual/", "pki", "bench", "demo", "synth"):
         assert not [n for n in names if part in n], part
 

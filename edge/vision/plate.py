@@ -29,6 +29,9 @@ format check, and a vote across the frames of one vehicle. Pure computation on n
 - Province classifier (`models/plate_prov.onnx`): the province character from the plate's left
   third, mixed into the recogniser's readings (`with_province`): the province is the recogniser's
   commonest error.
+- Green readers (`models/plate_rec_green.onnx`, `models/plate_prov_green.onnx`): the small
+  recogniser and the province classifier fine-tuned towards green new-energy plates. A crop's
+  colour (`plate_cues.new_energy`) says which pair reads it (`_run_split`).
 Why top-k: lookups are by keyed hash, so a gate cannot compare a read with the list "fuzzily"
 after hashing; instead each likely reading is hashed and looked up (edge.access.platevote).
 """
@@ -46,7 +49,7 @@ import cv2
 import numpy as np
 
 from edge.vision.models import MODELS_DIR, checked, session
-from edge.vision.plate_cues import colour_corners, colour_outline, deslant, order_quad, proposals, proposals_in, tighten
+from edge.vision.plate_cues import colour_corners, colour_outline, deslant, new_energy, order_quad, proposals, proposals_in, tighten
 from edge.vision.plate_format import CHARSET, PROVINCES, could_be, is_valid, normalise
 
 DET, STRIDE = 256, 4
@@ -57,7 +60,7 @@ ZOOMS = (0.9,)               # the large recogniser's look at an unsure reading:
 SURE = 0.9                   # a region read at least this probably gets no second look
 PLATE_MASS = 0.5             # readings renormalised over the plate-shaped ones when those hold this much
 EQUALISE_CLIP = 2.0          # CLAHE clip limit of the second pass over a frame where nothing read
-PLATE_MODELS = ("plate_det", "plate_rec", "plate_rec_large", "plate_prov")
+PLATE_MODELS = ("plate_det", "plate_rec", "plate_rec_green", "plate_rec_large", "plate_prov", "plate_prov_green")
 PAD = 114
 
 
@@ -176,7 +179,7 @@ def readings(logp: np.ndarray, province_p: np.ndarray, k: int = 10) -> list[tupl
 
 
 class PlateReader:
-    """Loads the three models (sha256-checked); `read(rgb)` returns the plates in a frame."""
+    """Loads the plate models (`PLATE_MODELS`, sha256-checked); `read(rgb)` returns the plates in a frame."""
 
     def __init__(self, models_dir: Path = MODELS_DIR, *, threads: int = 1, det_threshold: float = 0.5):
         self._det_info = checked("plate_det", models_dir)
@@ -184,7 +187,9 @@ class PlateReader:
         self._det = session(self._det_info, threads)
         self._rec = session(self._rec_info, threads)
         self._large = session(checked("plate_rec_large", models_dir), threads)
+        self._green = session(checked("plate_rec_green", models_dir), threads)
         self._prov = session(checked("plate_prov", models_dir), threads)
+        self._prov_green = session(checked("plate_prov_green", models_dir), threads)
         self.det_threshold = float(self._det_info.meta.get("threshold", det_threshold))
         self.min_p = float(self._rec_info.meta.get("min_p", 0.3))
 
@@ -228,14 +233,16 @@ class PlateReader:
         """Top-k valid readings of plate crops (BGR, any size), by the small recogniser or the `large` one."""
         if not crops:
             return []
-        x = np.stack([cv2.resize(c, (REC_W, REC_H), interpolation=cv2.INTER_AREA) for c in crops]).astype(np.float32).transpose(0, 3, 1, 2)
-        logp = (self._large if large else self._rec).run(None, {"image": x})[0]
+        resized = np.stack([cv2.resize(c, (REC_W, REC_H), interpolation=cv2.INTER_AREA) for c in crops])
+        x = resized.astype(np.float32).transpose(0, 3, 1, 2)
+        green = new_energy(resized)
+        logp = self._large.run(None, {"image": x})[0] if large else _run_split(x, green, self._green, self._rec)
         # only crops whose best path is something like a plate are searched (a grille or a sign is not)
         plate_like = [i for i, lp in enumerate(logp) if 6 <= _greedy_length(lp) <= 9]
         out: list[list[Candidate]] = [[] for _ in crops]
         if not plate_like:
             return out
-        province = _softmax(self._prov.run(None, {"image": np.ascontiguousarray(x[plate_like, :, :, :PROVINCE_COLUMNS])})[0])
+        province = _softmax(_run_split(np.ascontiguousarray(x[plate_like, :, :, :PROVINCE_COLUMNS]), green[plate_like], self._prov_green, self._prov))
         for i, prov in zip(plate_like, province, strict=False):
             cands = [Candidate(t, p) for t, p in readings(logp[i], prov, k * 2) if p >= self.min_p * 0.1]
             # unreadable unless the best reading is confident; the runners-up stay for the lookup (fuzzy tolerance)
@@ -333,6 +340,21 @@ class PlateReader:
             extra = [c for c in r.candidates if c.text not in known]
             same.candidates = sorted(same.candidates + extra, key=lambda c: -c.p)[: max(len(same.candidates), len(r.candidates))]
         return kept + [r for r in reads if not r.candidates]
+
+
+def _run_split(x: np.ndarray, green: np.ndarray, green_model, model) -> np.ndarray:
+    """A model's output for a batch whose `green` rows (new-energy plates) go to `green_model`.
+
+    Why two of each for the first look: a reader trained to read both colours well loses blue
+    accuracy as it gains green (a fine-tune towards green cost 1 % of the blue crops and a scene),
+    and the plate's colour, which says which reader to ask, is plain to see."""
+    if not green.any():
+        return model.run(None, {"image": x})[0]
+    parts = [(mask, m.run(None, {"image": np.ascontiguousarray(x[mask])})[0]) for mask, m in ((green, green_model), (~green, model)) if mask.any()]
+    out = np.empty((len(x), *parts[0][1].shape[1:]), np.float32)
+    for mask, part in parts:
+        out[mask] = part
+    return out
 
 
 def _zoomed(quad: np.ndarray, scales: tuple[float, ...] = ZOOMS) -> list[np.ndarray]:

@@ -13,6 +13,14 @@ import json
 
 from edge.vision.models import MODELS_DIR
 
+# the green readers: fine-tuned from the blue ones (`make train-plates-green`, after `make train-plates`)
+GREEN_REC = ("python -m training.plates.recognizer --real ../shared/data/plates_train --init models/plate_rec.onnx "
+             "--out /tmp/door-edge-green1/plate_rec_green.onnx --lr 4e-4 --synthetic 30000 --steps 6000 --green 0.5 --seed 31 && "
+             "python -m training.plates.recognizer --real ../shared/data/plates_train --init /tmp/door-edge-green1/plate_rec_green.onnx "
+             "--out models/plate_rec_green.onnx --lr 3e-4 --synthetic 30000 --steps 6000 --green 0.8 --seed 37")
+GREEN_PROV = ("python -m training.plates.province --real ../shared/data/plates_train --init models/plate_prov.onnx "
+              "--out models/plate_prov_green.onnx --lr 5e-4 --synthetic 30000 --steps 3000 --green 0.8 --seed 53")
+
 MODELS = {
     "plate_det": {
         "file": "plate_det.onnx",
@@ -45,18 +53,33 @@ MODELS = {
                    "--synthetic 50000 --steps 8000 --green 0.4 --seed 23",
         "seed": 17,
     },
+    "plate_rec_green": {
+        "file": "plate_rec_green.onnx",
+        "task": "plate recognition of green new-energy plates (edge.vision.plate_cues.new_energy picks it): plate_rec "
+                "fine-tuned towards them",
+        "input": "image: float32 N x 3 x 32 x 128, BGR 0-255, the rectified plate",
+        "output": "logp: N x 32 x (1 + len(edge.vision.plate_format.CHARSET)) log-probabilities; class 0 = blank",
+        "training_data": "plate_rec (BatchNorm frozen), then synthetic plates (training/plates/synth.py, green drawn as real ones "
+                         "look, 70 % in glyphs cut from ../shared/data/plates_train) and 90 % of its 1,194 real crops",
+        "command": GREEN_REC,
+        "seed": 31,
+    },
     "plate_rec_large": {
         "file": "plate_rec_large.onnx",
         "task": "plate recognition, the second look at an unsure reading: the same CNN + CTC as plate_rec, 3.5x its work (--size large)",
         "input": "image: float32 N x 3 x 32 x 128, BGR 0-255, the rectified plate",
         "output": "logp: N x 32 x (1 + len(edge.vision.plate_format.CHARSET)) log-probabilities; class 0 = blank",
         "training_data": "synthetic plates (training/plates/synth.py: 40 % green new-energy, mostly blue, some yellow, "
-                         "white, black; 50,000 per stage) and 90 % of the 1,194 real crops of ../shared/data/plates_train",
+                         "white, black; 50,000 per stage) and 90 % of the 1,194 real crops of ../shared/data/plates_train; then "
+                         "fine-tuned on 30,000 synthetic plates, half green drawn as real ones look",
         "command": "python -m training.plates.recognizer --real ../shared/data/plates_train --size large --out /tmp/large1/plate_rec_large.onnx "
                    "--synthetic 50000 --steps 9000 --green 0.4 --seed 101 && python -m training.plates.recognizer --real "
                    "../shared/data/plates_train --size large --out models/plate_rec_large.onnx --init /tmp/large1/plate_rec_large.pt "
-                   "--lr 5e-4 --synthetic 50000 --steps 5000 --green 0.4 --seed 103",
-        "code": "edge/vision/train as of the commit that added this file (`git log --diff-filter=A -- models/plate_rec_large.onnx`)",
+                   "--lr 5e-4 --synthetic 50000 --steps 5000 --green 0.4 --seed 103 && python -m training.plates.recognizer --real "
+                   "../shared/data/plates_train --size large --init models/plate_rec_large.onnx --out models/plate_rec_large.onnx "
+                   "--lr 4e-4 --synthetic 30000 --steps 2500 --green 0.5 --seed 109",
+        "code": "the two stages: edge/vision/train as of the commit that added this file (`git log --diff-filter=A -- "
+                "models/plate_rec_large.onnx`); the green fine-tune (BatchNorm frozen, green drawn as real ones look): training/plates",
         "seed": 101,
     },
     "plate_prov": {
@@ -69,6 +92,16 @@ MODELS = {
         "command": "python -m training.plates.province --real ../shared/data/plates_train --out models/plate_prov.onnx "
                    "--synthetic 100000 --steps 16000 --seed 43",
         "seed": 43,
+    },
+    "plate_prov_green": {
+        "file": "plate_prov_green.onnx",
+        "task": "province character of a green new-energy plate (31 classes): plate_prov fine-tuned towards them",
+        "input": "image: float32 N x 3 x 32 x 44, BGR 0-255, the left 44 columns of the rectified 128x32 plate",
+        "output": "logits: N x 31, in the order of edge.vision.plate_format.PROVINCES",
+        "training_data": "plate_prov (BatchNorm frozen), then synthetic plates (80 % green, drawn as real ones look) and 90 % "
+                         "of the real crops of ../shared/data/plates_train",
+        "command": GREEN_PROV,
+        "seed": 53,
     },
 }
 
