@@ -16,7 +16,7 @@ import pytest
 
 from edge.vision.models import MODELS_DIR, ModelError, checked
 from edge.vision.plate import PLATE_MODELS, Candidate, PlateRead, PlateReader, _run_split, _vote, beam_search, readings, with_province
-from edge.vision.plate_cues import colour_corners, colour_outline, deslant, new_energy, order_quad, proposals, proposals_in, tighten
+from edge.vision.plate_cues import colour_corners, colour_outline, deslant, new_energy, order_quad, proposals, proposals_in, shrunk, tighten
 from edge.vision.plate_format import CHARSET, PROVINCES, could_be, is_valid, normalise
 from rigs import scene
 from rigs.rig import Rig, wait_until
@@ -117,6 +117,17 @@ def test_the_province_classifier_can_overrule_the_province_but_not_the_rest():
 def test_a_real_scene_is_read(reader, name, plate):
     reads = reader.read(rgb(name))
     assert plate in [r.text for r in reads]
+
+
+def test_the_detector_finds_the_plate_as_well_from_the_shrunk_frame_the_cues_share(reader):
+    img = cv2.cvtColor(rgb(KNOWN), cv2.COLOR_RGB2BGR)
+    view = shrunk(img)
+    assert view[1] < 1.0  # the frame is bigger than the cues' view: the shared path is the one taken
+    centre = (295.0, 466.0)  # the middle of the plate's corners as CCPD labels them
+    on_plate = [[s for q, s in reader.detect(img, v) if cv2.pointPolygonTest(q[-1].reshape(-1, 1, 2), centre, False) >= 0]
+                for v in (None, view)]
+    (full,), (shared,) = on_plate  # one region on the plate either way, in frame coordinates ...
+    assert shared > 0.8 and abs(full - shared) < 0.05  # ... and as sure of it
 
 
 def test_classic_cues_find_the_plate_without_the_detector():

@@ -49,7 +49,7 @@ import cv2
 import numpy as np
 
 from edge.vision.models import MODELS_DIR, checked, session
-from edge.vision.plate_cues import colour_corners, colour_outline, deslant, new_energy, order_quad, proposals, proposals_in, tighten
+from edge.vision.plate_cues import colour_corners, colour_outline, deslant, new_energy, order_quad, proposals, proposals_in, shrunk, tighten
 from edge.vision.plate_format import CHARSET, PROVINCES, could_be, is_valid, normalise
 
 DET, STRIDE = 256, 4
@@ -194,10 +194,13 @@ class PlateReader:
         self.min_p = float(self._rec_info.meta.get("min_p", 0.3))
 
     # -- detection ------------------------------------------------------------------------------
-    def _mask(self, bgr: np.ndarray, size: int = DET) -> tuple[np.ndarray, float]:
-        img, s = letterbox(bgr, size)
+    def _mask(self, bgr: np.ndarray, size: int = DET, view: tuple[np.ndarray, float] | None = None) -> tuple[np.ndarray, float]:
+        """The detector's plate probability per cell, and the frame-to-input scale. `view`: the
+        frame already shrunk (`plate_cues.shrunk`, never below `size`), letterboxed from instead."""
+        small, s0 = view if view is not None and max(view[0].shape[:2]) >= size else (bgr, 1.0)
+        img, s = letterbox(small, size)
         logits = self._det.run(None, {"image": img.astype(np.float32).transpose(2, 0, 1)[None]})[0][0, 0]
-        return _sigmoid(logits), s
+        return _sigmoid(logits), s * s0
 
     def _blobs(self, prob: np.ndarray, s: float, min_cells: int = 3) -> list[tuple[np.ndarray, float]]:
         """(minimum-area rectangle corners in the letterboxed image's source coordinates, mean probability)."""
@@ -214,11 +217,11 @@ class PlateReader:
             out.append((cv2.boxPoints(rect) / s, float(prob[labels == i].mean())))
         return out
 
-    def detect(self, bgr: np.ndarray) -> list[tuple[list[np.ndarray], float]]:
+    def detect(self, bgr: np.ndarray, view: tuple[np.ndarray, float] | None = None) -> list[tuple[list[np.ndarray], float]]:
         """Plate regions in the frame, each with its candidate outlines (best guess first): the plate
         colour's own outline inside the region, then the detector's. `read` keeps the one that reads
-        best, and tightens it to its characters when that reading is unsure."""
-        return [(_outlines(bgr, order_quad(quad)), score) for quad, score in self._blobs(*self._mask(bgr))]
+        best, and tightens it to its characters when that reading is unsure. `view`: see `_mask`."""
+        return [(_outlines(bgr, order_quad(quad)), score) for quad, score in self._blobs(*self._mask(bgr, view=view))]
 
     # -- recognition ----------------------------------------------------------------------------
     @staticmethod
@@ -269,9 +272,10 @@ class PlateReader:
         a plate: they find the far and dim plates the detector misses. A frame where nothing reads
         is tried once more equalised (`_read_equalised`)."""
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-        reads = self._read_regions(bgr, self.detect(bgr), k)
+        view = shrunk(bgr)  # one downscale for the detector and the cues
+        reads = self._read_regions(bgr, self.detect(bgr, view), k)
         read_boxes = [r.quad for r in reads if r.candidates]
-        cued = [(_outlines(bgr, q), 0.0) for q in proposals(bgr) if not any(_inside(q.mean(axis=0), b) for b in read_boxes)]
+        cued = [(_outlines(bgr, q), 0.0) for q in proposals(bgr, view=view) if not any(_inside(q.mean(axis=0), b) for b in read_boxes)]
         reads += [r for r in self._read_regions(bgr, cued, k) if r.candidates]
         if not any(r.candidates for r in reads):
             reads += self._read_equalised(bgr, k)

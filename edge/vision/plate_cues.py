@@ -171,12 +171,22 @@ def _corners(c: np.ndarray) -> np.ndarray | None:
     return q if cv2.contourArea(c) >= 0.75 * cv2.contourArea(q.reshape(-1, 1, 2)) else None
 
 
-def proposals(bgr: np.ndarray, limit: int = 8, max_side: int = 640) -> list[np.ndarray]:
+MAX_SIDE = 640  # the frame's long side where the cues look (and the detector's input is taken from)
+
+
+def shrunk(bgr: np.ndarray, max_side: int = MAX_SIDE) -> tuple[np.ndarray, float]:
+    """The frame at most `max_side` pixels on its long side (area-averaged), and its scale.
+    Why once per frame: shrinking a full camera frame is a tenth of a read; the cues and the
+    detector's letterbox both start from this one (`PlateReader.read`)."""
+    s = min(1.0, max_side / max(bgr.shape[:2]))
+    return (cv2.resize(bgr, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1.0 else bgr), s
+
+
+def proposals(bgr: np.ndarray, limit: int = 8, max_side: int = MAX_SIDE, *, view: tuple[np.ndarray, float] | None = None) -> list[np.ndarray]:
     """Up to `limit` plate-shaped places in the whole frame, the most edge-dense first: blobs of a
-    plate colour, and blobs of dense vertical edges (a row of characters) at two closing widths."""
-    H, W = bgr.shape[:2]
-    s = min(1.0, max_side / max(H, W))
-    img = cv2.resize(bgr, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1.0 else bgr
+    plate colour, and blobs of dense vertical edges (a row of characters) at two closing widths.
+    `view`: the frame already `shrunk` to `max_side`."""
+    img, s = view if view is not None else shrunk(bgr, max_side)
     h, w = img.shape[:2]
     gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
     edges = cv2.convertScaleAbs(cv2.Sobel(cv2.GaussianBlur(gray, (3, 3), 0), cv2.CV_16S, 1, 0, ksize=3))
