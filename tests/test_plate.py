@@ -16,7 +16,7 @@ import pytest
 
 from edge.vision.models import MODELS_DIR, ModelError, checked
 from edge.vision.plate import PLATE_MODELS, Candidate, PlateRead, PlateReader, _run_split, _vote, beam_search, readings, with_province
-from edge.vision.plate_cues import colour_corners, colour_outline, deslant, new_energy, order_quad, proposals, proposals_in, shrunk, tighten
+from edge.vision.plate_cues import BlobMemo, colour_corners, colour_outline, deslant, new_energy, order_quad, proposals, proposals_in, shrunk, tighten
 from edge.vision.plate_format import CHARSET, PROVINCES, could_be, is_valid, normalise
 from rigs import scene
 from rigs.rig import Rig, wait_until
@@ -270,6 +270,12 @@ def test_a_car_seen_from_the_side_is_read(reader):
     corners = colour_corners(seen, region)
     assert corners is not None and np.abs(corners - order_quad(skewed)).max() < 8
     assert KNOWN_PLATE in [r.text for r in reader.read(cv2.cvtColor(seen, cv2.COLOR_BGR2RGB))]
+    # the second look finds the corners in the blobs the first look found (BlobMemo), with the same answer
+    memo = BlobMemo()
+    first = colour_outline(seen, region, memo)
+    assert np.array_equal(colour_corners(seen, region, memo), corners)
+    assert np.array_equal(colour_outline(seen, region, memo), first)
+    assert colour_corners(seen, region + 200, memo) is None  # another region is searched anew: nothing there
 
 
 def test_an_outline_is_sheared_until_the_characters_stand_upright(reader):

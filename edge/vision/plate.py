@@ -49,7 +49,7 @@ import cv2
 import numpy as np
 
 from edge.vision.models import MODELS_DIR, checked, session
-from edge.vision.plate_cues import colour_corners, colour_outline, deslant, new_energy, order_quad, proposals, proposals_in, shrunk, tighten
+from edge.vision.plate_cues import BlobMemo, colour_corners, colour_outline, deslant, new_energy, order_quad, proposals, proposals_in, shrunk, tighten
 from edge.vision.plate_format import CHARSET, PROVINCES, could_be, is_valid, normalise
 
 DET, STRIDE = 256, 4
@@ -217,11 +217,13 @@ class PlateReader:
             out.append((cv2.boxPoints(rect) / s, float(prob[labels == i].mean())))
         return out
 
-    def detect(self, bgr: np.ndarray, view: tuple[np.ndarray, float] | None = None) -> list[tuple[list[np.ndarray], float]]:
+    def detect(self, bgr: np.ndarray, view: tuple[np.ndarray, float] | None = None,
+               memo: BlobMemo | None = None) -> list[tuple[list[np.ndarray], float]]:
         """Plate regions in the frame, each with its candidate outlines (best guess first): the plate
         colour's own outline inside the region, then the detector's. `read` keeps the one that reads
-        best, and tightens it to its characters when that reading is unsure. `view`: see `_mask`."""
-        return [(_outlines(bgr, order_quad(quad)), score) for quad, score in self._blobs(*self._mask(bgr, view=view))]
+        best, and tightens it to its characters when that reading is unsure. `view`: see `_mask`;
+        `memo`: the frame's colour blobs, kept for the second look (`_read_regions`)."""
+        return [(_outlines(bgr, order_quad(quad), memo), score) for quad, score in self._blobs(*self._mask(bgr, view=view))]
 
     # -- recognition ----------------------------------------------------------------------------
     @staticmethod
@@ -263,7 +265,8 @@ class PlateReader:
         m = max(4, round(w * margin))
         padded = cv2.copyMakeBorder(bgr, m, m, m, m, cv2.BORDER_CONSTANT, value=(PAD, PAD, PAD))
         quad = np.array([[m, m], [m + w, m], [m + w, m + h], [m, m + h]], np.float32)
-        return self._read_regions(padded, [(_outlines(padded, quad), 0.0)], k, known=True)[0].candidates
+        memo = BlobMemo()
+        return self._read_regions(padded, [(_outlines(padded, quad, memo), 0.0)], k, known=True, memo=memo)[0].candidates
 
     def read(self, rgb: np.ndarray, k: int = 5) -> list[PlateRead]:
         """Every plate region, read through each of its candidate outlines, which vote on the
@@ -272,11 +275,11 @@ class PlateReader:
         a plate: they find the far and dim plates the detector misses. A frame where nothing reads
         is tried once more equalised (`_read_equalised`)."""
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-        view = shrunk(bgr)  # one downscale for the detector and the cues
-        reads = self._read_regions(bgr, self.detect(bgr, view), k)
+        view, memo = shrunk(bgr), BlobMemo()  # one downscale for the detector and the cues; each region's colour blobs once
+        reads = self._read_regions(bgr, self.detect(bgr, view, memo), k, memo=memo)
         read_boxes = [r.quad for r in reads if r.candidates]
-        cued = [(_outlines(bgr, q), 0.0) for q in proposals(bgr, view=view) if not any(_inside(q.mean(axis=0), b) for b in read_boxes)]
-        reads += [r for r in self._read_regions(bgr, cued, k) if r.candidates]
+        cued = [(_outlines(bgr, q, memo), 0.0) for q in proposals(bgr, view=view) if not any(_inside(q.mean(axis=0), b) for b in read_boxes)]
+        reads += [r for r in self._read_regions(bgr, cued, k, memo=memo) if r.candidates]
         if not any(r.candidates for r in reads):
             reads += self._read_equalised(bgr, k)
         return self._dedupe(reads)
@@ -293,7 +296,7 @@ class PlateReader:
         return [r for r in self._read_regions(lit, regions, k, looks=1) if r.candidates]
 
     def _read_regions(self, bgr: np.ndarray, regions: list[tuple[list[np.ndarray], float]], k: int, looks: int = 2,
-                      known: bool = False) -> list[PlateRead]:
+                      known: bool = False, memo: BlobMemo | None = None) -> list[PlateRead]:
         """Each region's reading, voted over its outlines (`_vote`). A region not read with
         confidence gets a second look through the winning outline tightened to its characters
         (`tighten`): a loose outline shrinks the characters below what the recogniser knows, or cuts
@@ -306,7 +309,8 @@ class PlateReader:
         where the small one is unsure, a stronger reader with a slightly tighter framing is the look
         that most often settles it. `looks=1`: no second look. `known`: the
         region is a plate (a crop handed in), so it is deslanted even if nothing read; a detector's
-        or cue's region must read first (most are not plates, and each look costs a recognition)."""
+        or cue's region must read first (most are not plates, and each look costs a recognition).
+        `memo`: the frame's colour blobs the outlines came from (the corners are found in them)."""
         options: list[list[tuple[np.ndarray, list[Candidate]]]] = [[] for _ in regions]
         self._look(bgr, [(i, q) for i, (outlines, _) in enumerate(regions) for q in outlines], options, k)
         if looks > 1:
@@ -314,7 +318,7 @@ class PlateReader:
             unsure = [(i, q) for i, (q, c) in enumerate(votes) if _p(c) < SURE]
             again = [(i, t) for i, q in unsure if (t := tighten(bgr, q)) is not None]
             again += [(i, p) for i, _ in unsure for p in proposals_in(bgr, regions[i][0][-1])]
-            again += [(i, c) for i, _ in unsure if (c := colour_corners(bgr, regions[i][0][-1])) is not None]
+            again += [(i, c) for i, _ in unsure if (c := colour_corners(bgr, regions[i][0][-1], memo)) is not None]
             read = [(i, q) for i, q in unsure if votes[i][1] or known]  # unsure, but something like a plate
             again += [(i, d) for i, q in read if (d := deslant(bgr, q)) is not None]
             self._look(bgr, again, options, k)
@@ -368,9 +372,9 @@ def _zoomed(quad: np.ndarray, scales: tuple[float, ...] = ZOOMS) -> list[np.ndar
     return [c + (q - c) * s for s in scales]
 
 
-def _outlines(bgr: np.ndarray, quad: np.ndarray) -> list[np.ndarray]:
+def _outlines(bgr: np.ndarray, quad: np.ndarray, memo: BlobMemo | None = None) -> list[np.ndarray]:
     """A region's outlines to read: the plate colour's own inside it (if any), then the region's."""
-    colour = colour_outline(bgr, quad)
+    colour = colour_outline(bgr, quad, memo)
     return [colour, quad] if colour is not None else [quad]
 
 

@@ -10,7 +10,7 @@ whether a plate is there (a proposal that does not read as a plate is dropped, n
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -101,16 +101,48 @@ def _colour_blobs(hsv: np.ndarray):
                 yield s_min, c
 
 
-def _best_blob(bgr: np.ndarray, quad: np.ndarray, judge: Callable[[np.ndarray, int], tuple[np.ndarray, float] | None]) -> np.ndarray | None:
+class BlobMemo:
+    """The plate-colour blobs of one frame's regions, each found once and only as far as asked.
+    Why: a region is outlined by its colour on the first look (`colour_outline`) and, when its
+    reading is unsure, searched again for the colour's corners (`colour_corners`) in the very same
+    blobs; finding them twice was a tenth of a read. One memo per frame: the key is the region's
+    corners only."""
+
+    def __init__(self) -> None:
+        self._regions: dict[bytes, tuple[tuple[np.ndarray, float, np.ndarray] | None, list, Iterator]] = {}
+
+    def blobs(self, bgr: np.ndarray, quad: np.ndarray) -> tuple[tuple[np.ndarray, float, np.ndarray] | None, Iterator]:
+        """(`_colour_region` of the quad, its `_colour_blobs`): those found before, then the rest."""
+        key = np.asarray(quad, np.float32).tobytes()
+        if key not in self._regions:
+            found = _colour_region(bgr, quad)
+            self._regions[key] = (found, [], _colour_blobs(found[0]) if found is not None else iter(()))
+        found, seen, rest = self._regions[key]
+
+        def replay() -> Iterator:
+            i = 0
+            while True:
+                if i == len(seen):
+                    nxt = next(rest, None)
+                    if nxt is None:
+                        return
+                    seen.append(nxt)
+                yield seen[i]
+                i += 1
+        return found, replay()
+
+
+def _best_blob(bgr: np.ndarray, quad: np.ndarray, judge: Callable[[np.ndarray, int], tuple[np.ndarray, float] | None],
+               memo: BlobMemo | None = None) -> np.ndarray | None:
     """The outline of the plate-coloured blob in a region that `judge(contour, region width)`
     scores highest (it returns (outline, score), or None for a blob that is no plate), at the
     strictest saturation floor where any blob qualifies; in frame coordinates, or None."""
-    found = _colour_region(bgr, quad)
+    found, blobs = (memo or BlobMemo()).blobs(bgr, quad)
     if found is None:
         return None
     hsv, scale, origin = found
     best, best_score, level = None, 0.0, None
-    for s_min, c in _colour_blobs(hsv):
+    for s_min, c in blobs:
         if best is not None and s_min != level:
             break  # the strictest floor that found a plate wins
         judged = judge(c, hsv.shape[1])
@@ -137,17 +169,17 @@ def _as_corners(c: np.ndarray, rw: int) -> tuple[np.ndarray, float] | None:
     return q, area
 
 
-def colour_outline(bgr: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
+def colour_outline(bgr: np.ndarray, quad: np.ndarray, memo: BlobMemo | None = None) -> np.ndarray | None:
     """The plate's own outline inside a region: the best blob of a plate colour (blue, yellow,
     new-energy green) with a plate's proportions, characters closed over. None if none."""
-    return _best_blob(bgr, quad, _as_rectangle)
+    return _best_blob(bgr, quad, _as_rectangle, memo)
 
 
-def colour_corners(bgr: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
+def colour_corners(bgr: np.ndarray, quad: np.ndarray, memo: BlobMemo | None = None) -> np.ndarray | None:
     """The four corners of the biggest plate-coloured blob in a region that is a plate seen at a
     strong angle (`_corners`): a yawed plate is a parallelogram, and the rectangle around it
     (`colour_outline`) rectifies it slanted or is not plate-shaped at all. None if none."""
-    return _best_blob(bgr, quad, _as_corners)
+    return _best_blob(bgr, quad, _as_corners, memo)
 
 
 def _corners(c: np.ndarray) -> np.ndarray | None:
