@@ -44,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -51,6 +52,9 @@ import numpy as np
 from edge.vision.models import MODELS_DIR, checked, session
 from edge.vision.plate_cues import BlobMemo, colour_corners, colour_outline, deslant, new_energy, order_quad, proposals, proposals_in, shrunk, tighten
 from edge.vision.plate_format import CHARSET, PROVINCES, could_be, is_valid, normalise
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 DET, STRIDE = 256, 4
 REC_H, REC_W = 32, 128
@@ -350,7 +354,7 @@ class PlateReader:
         return kept + [r for r in reads if not r.candidates]
 
 
-def _run_split(x: np.ndarray, green: np.ndarray, green_model, model) -> np.ndarray:
+def _run_split(x: np.ndarray, green: np.ndarray, green_model: ort.InferenceSession, model: ort.InferenceSession) -> np.ndarray:
     """A model's output for a batch whose `green` rows (new-energy plates) go to `green_model`.
 
     Why two of each for the first look: a reader trained to read both colours well loses blue
