@@ -177,3 +177,24 @@ def test_an_altered_cohort_file_is_refused(tmp_path):
     (tmp_path / "face_cohort.npz").write_bytes(bytes(data))
     with pytest.raises(ModelError, match="does not match the manifest"):
         Cohort.load(tmp_path)
+
+
+def test_the_projection_tried_whitens_the_spread_of_one_persons_photos():
+    """training.faces.cohort's figures for the projection (why none ships) are only worth reading
+    if wccn does what it says: after it, one person's photos spread alike in every direction."""
+    from training.faces.cohort import wccn
+
+    rng = np.random.default_rng(3)
+    spread = np.array([0.2, 0.1, 0.05, 0.02, 0.01, 0.01, 0.005, 0.005])
+    centres = rng.normal(size=(300, 8))
+    x = np.repeat(centres, 3, axis=0) + rng.normal(size=(900, 8)) * spread
+    ids = np.repeat(np.arange(300).astype(str), 3)
+    mean, w = wccn(x, ids, shrink=0.0)
+    y = (x - mean) @ w
+
+    def within(v: np.ndarray) -> np.ndarray:
+        d = np.vstack([g - g.mean(axis=0) for g in v.reshape(300, 3, 8)])
+        return d.T @ d / (300 * 2)
+
+    assert np.linalg.cond(within(x)) > 1000
+    assert np.allclose(within(y), np.eye(8), atol=0.15)

@@ -42,9 +42,32 @@ def top_stats(x: np.ndarray, cohort: np.ndarray, k: int) -> tuple[np.ndarray, np
     return top.mean(axis=1), top.std(axis=1) + 1e-6
 
 
+def wccn(x: np.ndarray, ids: np.ndarray, shrink: float) -> tuple[np.ndarray, np.ndarray]:
+    """Within-class covariance normalisation learnt from unit-length rows `x` of people `ids`:
+    (mean, W) such that `(x - mean) @ W` has the within-person spread whitened. `shrink` pulls
+    the covariance towards a multiple of the identity (LFW has two or three photos a person: the
+    estimate is noisy). Tried, not shipped: see `split_half`."""
+    mean = x.mean(axis=0)
+    xc = x - mean
+    by: dict[str, list[int]] = defaultdict(list)
+    for i, p in enumerate(ids):
+        by[p].append(i)
+    groups = [xc[ix] - xc[ix].mean(axis=0) for ix in by.values() if len(ix) >= 2]
+    within = sum(g.T @ g for g in groups) / sum(len(g) - 1 for g in groups)
+    d = x.shape[1]
+    cov = (1 - shrink) * within + shrink * np.trace(within) / d * np.eye(d)
+    w, v = np.linalg.eigh(cov)
+    return mean, v @ np.diag(w ** -0.5) @ v.T
+
+
 def split_half(emb: np.ndarray, ids: np.ndarray, seed: int = 0) -> dict[str, float]:
     """Cohort from half of the people, judged on the other half: one photo of each enrolled, the
-    others as probes, single-photo people as strangers. True accepts at 1 % false accepts."""
+    others as probes, single-photo people as strangers. True accepts at 1 % false accepts.
+
+    Also judged: the embeddings projected by `wccn` learnt on the cohort half (the "projection"
+    the issue asked for). It lowered the figure at every shrinkage (0.80 -> 0.60-0.70 on
+    faces_train): the dlib embedding is already trained to make one person's photos close, and
+    two or three photos a person teach a projection the noise of that half, so none ships."""
     rng = np.random.default_rng(seed)
     people = np.unique(ids)
     rng.shuffle(people)
@@ -66,6 +89,11 @@ def split_half(emb: np.ndarray, ids: np.ndarray, seed: int = 0) -> dict[str, flo
         for frac in (0.25, 0.5, 1.0):
             k = max(1, int(len(fit) * frac))
             scores[f"asnorm_k{frac}"] = asnorm(x[probes] @ x[t].T, top_stats(x[probes], x[fit], k), top_stats(x[t], x[fit], k))
+        for shrink in (0.2, 0.5, 0.8):
+            mean, w = wccn(x[fit], ids[fit], shrink)
+            y = unit((x - mean) @ w)
+            k = len(fit) // 2
+            scores[f"wccn{shrink}_asnorm_k0.5"] = asnorm(y[probes] @ y[t].T, top_stats(y[probes], y[fit], k), top_stats(y[t], y[fit], k))
         for name, s in scores.items():
             g = []
             imp = []
