@@ -64,8 +64,8 @@ def split_half(emb: np.ndarray, ids: np.ndarray, seed: int = 0) -> dict[str, flo
     """Cohort from half of the people, judged on the other half: one photo of each enrolled, the
     others as probes, single-photo people as strangers. True accepts at 1 % false accepts.
 
-    Also judged: the embeddings projected by `wccn` learnt on the cohort half (the "projection"
-    the issue asked for). It lowered the figure at every shrinkage (0.80 -> 0.60-0.70 on
+    Also judged: the embeddings projected by `wccn` learnt on the cohort half (the projection that
+    issue 21 asked to try). It lowered the figure at every shrinkage (0.80 -> 0.60-0.70 on
     faces_train): the dlib embedding is already trained to make one person's photos close, and
     two or three photos a person teach a projection the noise of that half, so none ships."""
     rng = np.random.default_rng(seed)
