@@ -85,15 +85,16 @@ def split_half(emb: np.ndarray, ids: np.ndarray, seed: int = 0) -> dict[str, flo
         genuine = [(k, i) for k, p in enumerate(enrolled) for i in by[p][1:]]
         strangers = [ix[0] for ix in by.values() if len(ix) == 1]
         probes = np.array([i for _, i in genuine] + strangers)
+
+        def normed(v: np.ndarray, k: int) -> np.ndarray:
+            return asnorm(v[probes] @ v[t].T, top_stats(v[probes], v[fit], k), top_stats(v[t], v[fit], k))
+
         scores = {"distance": -np.linalg.norm(emb[probes][:, None] - emb[t][None], axis=2)}
         for frac in (0.25, 0.5, 1.0):
-            k = max(1, int(len(fit) * frac))
-            scores[f"asnorm_k{frac}"] = asnorm(x[probes] @ x[t].T, top_stats(x[probes], x[fit], k), top_stats(x[t], x[fit], k))
+            scores[f"asnorm_k{frac}"] = normed(x, max(1, int(len(fit) * frac)))
         for shrink in (0.2, 0.5, 0.8):
             mean, w = wccn(x[fit], ids[fit], shrink)
-            y = unit((x - mean) @ w)
-            k = len(fit) // 2
-            scores[f"wccn{shrink}_asnorm_k0.5"] = asnorm(y[probes] @ y[t].T, top_stats(y[probes], y[fit], k), top_stats(y[t], y[fit], k))
+            scores[f"wccn{shrink}_asnorm_k0.5"] = normed(unit((x - mean) @ w), len(fit) // 2)
         for name, s in scores.items():
             g = []
             imp = []
