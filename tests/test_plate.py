@@ -278,6 +278,23 @@ def test_a_car_seen_from_the_side_is_read(reader):
     assert colour_corners(seen, region + 200, memo) is None  # another region is searched anew: nothing there
 
 
+@pytest.mark.parametrize("lean", [50, -50])
+def test_a_plate_leaning_steeply_is_read_along_its_length(reader, lean):
+    """A handheld photo or a camera mounted askew: the known car turned so that its plate leans 50
+    degrees either way. The plate's colour blob is proposed although it leans past what any other
+    plate-shaped thing may (plate_cues.UPRIGHT), and its outline starts at its long top side: read
+    from the image's top-left corner instead, it would be read standing on its end."""
+    img = cv2.cvtColor(rgb(KNOWN), cv2.COLOR_RGB2BGR)
+    plate = np.float32([[231, 438], [361, 448], [360, 494], [230, 484]])  # CCPD's corners
+    h, w = img.shape[:2]
+    turn = cv2.getRotationMatrix2D(tuple(map(float, plate.mean(axis=0))), lean, 1.0)  # counter-clockwise for lean > 0
+    turned = cv2.warpAffine(img, turn, (w, h), borderMode=cv2.BORDER_REPLICATE)
+    quad = order_quad(cv2.transform(plate[None], turn)[0][[2, 3, 0, 1]])  # handed over starting anywhere
+    assert np.abs(quad - cv2.transform(plate[None], turn)[0]).max() < 1  # ... ordered from the plate's own top-left
+    reads = reader.read(cv2.cvtColor(turned, cv2.COLOR_BGR2RGB))
+    assert KNOWN_PLATE in [r.text for r in reads]
+
+
 def test_an_outline_is_sheared_until_the_characters_stand_upright(reader):
     """Seen from above and aside, a plate's outline can be a rectangle while its characters lean
     (italic). deslant finds the lean from the characters alone and leans the outline with them."""

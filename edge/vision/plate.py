@@ -13,7 +13,8 @@ format check, and a vote across the frames of one vehicle. Pure computation on n
   composites only, and alone it often marks a whole car front: the colour outline, the second look
   and the vote across outlines are what make its regions usable.
 - Cues (`edge.vision.plate_cues`): plate-coloured and edge-dense places the detector missed (night,
-  grey cars from above, big yellow plates); they count only when they read as a plate. A frame
+  grey cars from above, big yellow plates, a plate leaning steeply in a handheld photo or from a
+  camera mounted askew); they count only when they read as a plate. A frame
   where nothing reads gets the cues once more on its locally equalised copy (dusk, haze, glare).
 - One reading per plate: overlapping regions keep the most probable reading, the others' strings
   join its runners-up.

@@ -15,17 +15,31 @@ from collections.abc import Callable, Iterator
 import cv2
 import numpy as np
 
+# how far a plate's long side may lean from level: 35 degrees for any plate-shaped thing (a taller
+# lean is a post, a sign or a lamp); 60 for a blob of a plate's own colour, whose colour says more
+# than its lean (a handheld photo, a camera mounted askew, a plate hung crooked). Steep colour blobs
+# are proposed beside the upright ones, not instead of them (`proposals`: STEEP_LIMIT).
+UPRIGHT, STEEP, STEEP_LIMIT = 35.0, 60.0, 2
 # plate backgrounds in HSV (OpenCV hue 0-180): hue from, hue to, least value, and how much below the
 # asked-for saturation floor the colour may go (new-energy green is pale): blue, yellow, green
 PLATE_HUES = [(100, 128, 50, 0), (15, 34, 90, 0), (35, 85, 110, 70)]
 
 
 def order_quad(pts: np.ndarray) -> np.ndarray:
-    """Corners as top-left, top-right, bottom-right, bottom-left."""
+    """Corners as top-left, top-right, bottom-right, bottom-left. An elongated quad (one pair of
+    opposite sides half again as long as the other) starts at the long side that runs rightwards
+    clockwise, its top: a plate leaning past 45 degrees would otherwise be read standing on its end.
+    Others start at the corner nearest the image's top-left (the same corner up to 45 degrees)."""
     pts = np.asarray(pts, np.float32)
     c = pts.mean(axis=0)
     ang = np.arctan2(pts[:, 1] - c[1], pts[:, 0] - c[0])
-    pts = pts[np.argsort(ang)]  # from the left, clockwise in image coordinates: tl first after a roll
+    pts = pts[np.argsort(ang)]  # clockwise in image coordinates
+    side = np.linalg.norm(np.roll(pts, -1, axis=0) - pts, axis=1)  # side i runs from corner i to corner i + 1
+    even, odd = side[0] + side[2], side[1] + side[3]
+    if max(even, odd) >= 1.5 * min(even, odd):
+        tops = [i for i in ((0, 2) if even > odd else (1, 3)) if pts[(i + 1) % 4, 0] > pts[i, 0]]
+        if tops:
+            return np.roll(pts, -tops[0], axis=0)
     tl = int(np.argmin(pts.sum(axis=1)))
     return np.roll(pts, -tl, axis=0)
 
@@ -51,8 +65,10 @@ def new_energy(crops: np.ndarray, s_min: int = 60, least: float = 0.1) -> np.nda
     return (green >= least) & (green > blue)
 
 
-def _plate_shaped(c: np.ndarray, max_long: float, aspect: tuple[float, float], fill_min: float) -> tuple | None:
-    """The contour's minimum-area rectangle if it has a plate's proportions and fills it, else None."""
+def _plate_shaped(c: np.ndarray, max_long: float, aspect: tuple[float, float], fill_min: float,
+                  max_tilt: float = UPRIGHT) -> tuple | None:
+    """The contour's minimum-area rectangle and its tilt in degrees, ((cx, cy), (w, h), angle, area,
+    tilt), if it has a plate's proportions, fills it and leans no more than max_tilt; else None."""
     area = cv2.contourArea(c)
     if area < 60:
         return None
@@ -60,11 +76,11 @@ def _plate_shaped(c: np.ndarray, max_long: float, aspect: tuple[float, float], f
     long_, short = max(w, h), min(w, h)
     tilt = a if w >= h else a - 90  # the long side's angle from horizontal
     tilt = (tilt + 90) % 180 - 90
-    if abs(tilt) > 35:  # plates stand upright: a tall thing is a post, a sign or a lamp
+    if abs(tilt) > max_tilt:
         return None
     if short < 5 or long_ > max_long or not aspect[0] <= long_ / short <= aspect[1] or area / max(1.0, w * h) < fill_min:
         return None
-    return (cx, cy), (w, h), a, area
+    return (cx, cy), (w, h), a, area, tilt
 
 
 def _colour_region(bgr: np.ndarray, quad: np.ndarray) -> tuple[np.ndarray, float, np.ndarray] | None:
@@ -154,10 +170,10 @@ def _best_blob(bgr: np.ndarray, quad: np.ndarray, judge: Callable[[np.ndarray, i
 def _as_rectangle(c: np.ndarray, rw: int) -> tuple[np.ndarray, float] | None:
     """A blob with a plate's proportions as its minimum-area rectangle, scored by size, fill and
     closeness to a plate's 3.2 : 1 (from 1.6 : 1: a plate seen from the side)."""
-    shape = _plate_shaped(c, 0.95 * rw, (1.6, 5.5), 0.6)
+    shape = _plate_shaped(c, 0.95 * rw, (1.6, 5.5), 0.6, STEEP)
     if shape is None or min(shape[1]) < 6 or shape[3] < 80:
         return None
-    (cx, cy), (w, h), a, area = shape
+    (cx, cy), (w, h), a, area, _tilt = shape
     return cv2.boxPoints(((cx, cy), (w, h), a)), area * (area / (w * h)) / (1 + abs(np.log(max(w, h) / min(w, h) / 3.2)))
 
 
@@ -184,7 +200,7 @@ def colour_corners(bgr: np.ndarray, quad: np.ndarray, memo: BlobMemo | None = No
 
 def _corners(c: np.ndarray) -> np.ndarray | None:
     """The blob's four corners (its convex hull simplified to a quadrilateral) if they make a plate
-    seen at an angle: top edge within 35 degrees of level, wider than tall, filled by the blob."""
+    seen at an angle: top edge within STEEP degrees of level, wider than tall, filled by the blob."""
     hull = cv2.convexHull(c)
     peri = cv2.arcLength(hull, True)
     for eps in (0.02, 0.04, 0.06, 0.08):
@@ -198,7 +214,7 @@ def _corners(c: np.ndarray) -> np.ndarray | None:
     wide = (np.linalg.norm(tr - tl) + np.linalg.norm(br - bl)) / 2
     tall = (np.linalg.norm(bl - tl) + np.linalg.norm(br - tr)) / 2
     tilt = np.degrees(np.arctan2(tr[1] - tl[1], tr[0] - tl[0]))
-    if abs(tilt) > 35 or tall < 6 or not 1.1 <= wide / tall <= 6.0:
+    if abs(tilt) > STEEP or tall < 6 or not 1.1 <= wide / tall <= 6.0:
         return None
     return q if cv2.contourArea(c) >= 0.75 * cv2.contourArea(q.reshape(-1, 1, 2)) else None
 
@@ -217,38 +233,44 @@ def shrunk(bgr: np.ndarray, max_side: int = MAX_SIDE) -> tuple[np.ndarray, float
 
 def proposals(bgr: np.ndarray, limit: int = 8, max_side: int = MAX_SIDE, *, view: tuple[np.ndarray, float] | None = None) -> list[np.ndarray]:
     """Up to `limit` plate-shaped places in the whole frame, the most edge-dense first: blobs of a
-    plate colour, and blobs of dense vertical edges (a row of characters) at two closing widths.
+    plate colour, and blobs of dense vertical edges (a row of characters) at two closing widths;
+    then up to STEEP_LIMIT colour blobs leaning more than UPRIGHT, the most edge-dense first. Why
+    apart: ranked together, a steep blob (a blue sign aslant, a roof edge) would take the place of
+    an upright plate, and upright plates are what a gate camera mostly sees.
     `view`: the frame already `shrunk` to `max_side`."""
     img, s = view if view is not None else shrunk(bgr, max_side)
     h, w = img.shape[:2]
     gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
     edges = cv2.convertScaleAbs(cv2.Sobel(cv2.GaussianBlur(gray, (3, 3), 0), cv2.CV_16S, 1, 0, ksize=3))
-    found: list[tuple[np.ndarray, float]] = []
+    upright: list[tuple[np.ndarray, float]] = []
+    steep: list[tuple[np.ndarray, float]] = []
 
-    def keep(c: np.ndarray, aspect: tuple[float, float], fill_min: float, grow: tuple[float, float], min_edges: float) -> None:
-        shape = _plate_shaped(c, 0.5 * w, aspect, fill_min)
+    def keep(c: np.ndarray, aspect: tuple[float, float], fill_min: float, grow: tuple[float, float], min_edges: float,
+             max_tilt: float = UPRIGHT) -> None:
+        shape = _plate_shaped(c, 0.5 * w, aspect, fill_min, max_tilt)
         if shape is None or shape[3] > 0.1 * h * w:
             return
-        (cx, cy), (rw, rh), a, _ = shape
+        (cx, cy), (rw, rh), a, _, tilt = shape
         x, y, bw, bh = cv2.boundingRect(c)
         density = float(edges[y:y + bh, x:x + bw].mean())
         if density >= min_edges:
-            found.append((cv2.boxPoints(((cx, cy), (rw * grow[0], rh * grow[1]), a)) / s, density))
+            (upright if abs(tilt) <= UPRIGHT else steep).append((cv2.boxPoints(((cx, cy), (rw * grow[0], rh * grow[1]), a)) / s, density))
 
     hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
     k = cv2.getStructuringElement(cv2.MORPH_RECT, (max(3, w // 80), max(3, h // 120)))
     for lo, hi in _ranges(80):
         m = cv2.morphologyEx(cv2.inRange(hsv, lo, hi), cv2.MORPH_CLOSE, k)
         for c in cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]:
-            keep(c, (1.8, 6.0), 0.5, (1.0, 1.0), 15.0)
+            keep(c, (1.8, 6.0), 0.5, (1.0, 1.0), 15.0, STEEP)
     _, strong = cv2.threshold(edges, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     for kw in (w // 50, w // 30):
         m = cv2.morphologyEx(strong, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (max(3, kw), max(3, kw // 5))))
         m = cv2.morphologyEx(m, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (max(3, kw // 2), max(3, kw // 6))))
         for c in cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]:
             keep(c, (2.0, 6.0), 0.55, (1.1, 1.2), 0.0)  # edge blobs: the characters; grow to the plate's rim
-    found.sort(key=lambda f: -f[1])
-    return [order_quad(q) for q, _ in found[:limit]]
+    upright.sort(key=lambda f: -f[1])
+    steep.sort(key=lambda f: -f[1])
+    return [order_quad(q) for q, _ in upright[:limit] + steep[:STEEP_LIMIT]]
 
 
 def proposals_in(bgr: np.ndarray, quad: np.ndarray, limit: int = 3) -> list[np.ndarray]:
