@@ -17,9 +17,13 @@ import numpy as np
 
 # how far a plate's long side may lean from level: 35 degrees for any plate-shaped thing (a taller
 # lean is a post, a sign or a lamp); 60 for a blob of a plate's own colour, whose colour says more
-# than its lean (a handheld photo, a camera mounted askew, a plate hung crooked). Steep colour blobs
-# are proposed beside the upright ones, not instead of them (`proposals`: STEEP_LIMIT).
-UPRIGHT, STEEP, STEEP_LIMIT = 35.0, 60.0, 2
+# than its lean (a handheld photo, a camera mounted askew, a plate hung crooked)
+UPRIGHT, STEEP = 35.0, 60.0
+# a row of characters is at most 6 times as long as high, unless the closing that joins them has
+# run on into the rim, the dot or a bumper edge beside it: then up to LONG_EDGES. Steep colour blobs
+# and such long rows are less like a plate than the rest, and are proposed beside the plate-like
+# places, not instead of them: EXTRA of them at most (`proposals`)
+LONG_EDGES, EXTRA = 10.0, 2
 # plate backgrounds in HSV (OpenCV hue 0-180): hue from, hue to, least value, and how much below the
 # asked-for saturation floor the colour may go (new-energy green is pale): blue, yellow, green
 PLATE_HUES = [(100, 128, 50, 0), (15, 34, 90, 0), (35, 85, 110, 70)]
@@ -234,16 +238,17 @@ def shrunk(bgr: np.ndarray, max_side: int = MAX_SIDE) -> tuple[np.ndarray, float
 def proposals(bgr: np.ndarray, limit: int = 8, max_side: int = MAX_SIDE, *, view: tuple[np.ndarray, float] | None = None) -> list[np.ndarray]:
     """Up to `limit` plate-shaped places in the whole frame, the most edge-dense first: blobs of a
     plate colour, and blobs of dense vertical edges (a row of characters) at two closing widths;
-    then up to STEEP_LIMIT colour blobs leaning more than UPRIGHT, the most edge-dense first. Why
-    apart: ranked together, a steep blob (a blue sign aslant, a roof edge) would take the place of
-    an upright plate, and upright plates are what a gate camera mostly sees.
+    then up to EXTRA places less like a plate, the most edge-dense first: colour blobs leaning more
+    than UPRIGHT, rows of edges longer than 6 : 1. Why apart: ranked together, a steep blob (a blue
+    sign aslant) or a long row of edges (a grille) would take the place of a plate-like place, and
+    upright, plate-proportioned plates are what a gate camera mostly sees.
     `view`: the frame already `shrunk` to `max_side`."""
     img, s = view if view is not None else shrunk(bgr, max_side)
     h, w = img.shape[:2]
     gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
     edges = cv2.convertScaleAbs(cv2.Sobel(cv2.GaussianBlur(gray, (3, 3), 0), cv2.CV_16S, 1, 0, ksize=3))
-    upright: list[tuple[np.ndarray, float]] = []
-    steep: list[tuple[np.ndarray, float]] = []
+    plate_like: list[tuple[np.ndarray, float]] = []
+    extra: list[tuple[np.ndarray, float]] = []
 
     def keep(c: np.ndarray, aspect: tuple[float, float], fill_min: float, grow: tuple[float, float], min_edges: float,
              max_tilt: float = UPRIGHT) -> None:
@@ -254,7 +259,8 @@ def proposals(bgr: np.ndarray, limit: int = 8, max_side: int = MAX_SIDE, *, view
         x, y, bw, bh = cv2.boundingRect(c)
         density = float(edges[y:y + bh, x:x + bw].mean())
         if density >= min_edges:
-            (upright if abs(tilt) <= UPRIGHT else steep).append((cv2.boxPoints(((cx, cy), (rw * grow[0], rh * grow[1]), a)) / s, density))
+            like = abs(tilt) <= UPRIGHT and max(rw, rh) <= 6.0 * min(rw, rh)
+            (plate_like if like else extra).append((cv2.boxPoints(((cx, cy), (rw * grow[0], rh * grow[1]), a)) / s, density))
 
     hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
     k = cv2.getStructuringElement(cv2.MORPH_RECT, (max(3, w // 80), max(3, h // 120)))
@@ -267,10 +273,10 @@ def proposals(bgr: np.ndarray, limit: int = 8, max_side: int = MAX_SIDE, *, view
         m = cv2.morphologyEx(strong, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (max(3, kw), max(3, kw // 5))))
         m = cv2.morphologyEx(m, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (max(3, kw // 2), max(3, kw // 6))))
         for c in cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]:
-            keep(c, (2.0, 6.0), 0.55, (1.1, 1.2), 0.0)  # edge blobs: the characters; grow to the plate's rim
-    upright.sort(key=lambda f: -f[1])
-    steep.sort(key=lambda f: -f[1])
-    return [order_quad(q) for q, _ in upright[:limit] + steep[:STEEP_LIMIT]]
+            keep(c, (2.0, LONG_EDGES), 0.55, (1.1, 1.2), 0.0)  # edge blobs: the characters; grow to the plate's rim
+    plate_like.sort(key=lambda f: -f[1])
+    extra.sort(key=lambda f: -f[1])
+    return [order_quad(q) for q, _ in plate_like[:limit] + extra[:EXTRA]]
 
 
 def proposals_in(bgr: np.ndarray, quad: np.ndarray, limit: int = 3) -> list[np.ndarray]:
