@@ -19,11 +19,11 @@ import numpy as np
 # lean is a post, a sign or a lamp); 60 for a blob of a plate's own colour, whose colour says more
 # than its lean (a handheld photo, a camera mounted askew, a plate hung crooked)
 UPRIGHT, STEEP = 35.0, 60.0
-# a row of characters is at most 6 times as long as high, unless the closing that joins them has
+# a row of characters is at most ROW times as long as high, unless the closing that joins them has
 # run on into the rim, the dot or a bumper edge beside it: then up to LONG_EDGES. Steep colour blobs
 # and such long rows are less like a plate than the rest, and are proposed beside the plate-like
 # places, not instead of them: EXTRA of them at most (`proposals`)
-LONG_EDGES, EXTRA = 10.0, 2
+ROW, LONG_EDGES, EXTRA = 6.0, 10.0, 2
 # plate backgrounds in HSV (OpenCV hue 0-180): hue from, hue to, least value, and how much below the
 # asked-for saturation floor the colour may go (new-energy green is pale): blue, yellow, green
 PLATE_HUES = [(100, 128, 50, 0), (15, 34, 90, 0), (35, 85, 110, 70)]
@@ -239,7 +239,7 @@ def proposals(bgr: np.ndarray, limit: int = 8, max_side: int = MAX_SIDE, *, view
     """Up to `limit` plate-shaped places in the whole frame, the most edge-dense first: blobs of a
     plate colour, and blobs of dense vertical edges (a row of characters) at two closing widths;
     then up to EXTRA places less like a plate, the most edge-dense first: colour blobs leaning more
-    than UPRIGHT, rows of edges longer than 6 : 1. Why apart: ranked together, a steep blob (a blue
+    than UPRIGHT, rows of edges longer than ROW : 1. Why apart: ranked together, a steep blob (a blue
     sign aslant) or a long row of edges (a grille) would take the place of a plate-like place, and
     upright, plate-proportioned plates are what a gate camera mostly sees.
     `view`: the frame already `shrunk` to `max_side`."""
@@ -259,7 +259,7 @@ def proposals(bgr: np.ndarray, limit: int = 8, max_side: int = MAX_SIDE, *, view
         x, y, bw, bh = cv2.boundingRect(c)
         density = float(edges[y:y + bh, x:x + bw].mean())
         if density >= min_edges:
-            like = abs(tilt) <= UPRIGHT and max(rw, rh) <= 6.0 * min(rw, rh)
+            like = abs(tilt) <= UPRIGHT and max(rw, rh) <= ROW * min(rw, rh)
             (plate_like if like else extra).append((cv2.boxPoints(((cx, cy), (rw * grow[0], rh * grow[1]), a)) / s, density))
 
     hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
