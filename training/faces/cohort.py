@@ -42,6 +42,15 @@ def top_stats(x: np.ndarray, cohort: np.ndarray, k: int) -> tuple[np.ndarray, np
     return top.mean(axis=1), top.std(axis=1) + 1e-6
 
 
+def by_person(ids: np.ndarray, keep: set | None = None) -> dict[str, list[int]]:
+    """Row indices of each person in `ids` (only the people in `keep`, if given), in row order."""
+    by: dict[str, list[int]] = defaultdict(list)
+    for i, p in enumerate(ids):
+        if keep is None or p in keep:
+            by[p].append(i)
+    return by
+
+
 def wccn(x: np.ndarray, ids: np.ndarray, shrink: float) -> tuple[np.ndarray, np.ndarray]:
     """Within-class covariance normalisation learnt from unit-length rows `x` of people `ids`:
     (mean, W) such that `(x - mean) @ W` has the within-person spread whitened. `shrink` pulls
@@ -49,10 +58,7 @@ def wccn(x: np.ndarray, ids: np.ndarray, shrink: float) -> tuple[np.ndarray, np.
     estimate is noisy). Tried, not shipped: see `split_half`."""
     mean = x.mean(axis=0)
     xc = x - mean
-    by: dict[str, list[int]] = defaultdict(list)
-    for i, p in enumerate(ids):
-        by[p].append(i)
-    groups = [xc[ix] - xc[ix].mean(axis=0) for ix in by.values() if len(ix) >= 2]
+    groups = [xc[ix] - xc[ix].mean(axis=0) for ix in by_person(ids).values() if len(ix) >= 2]
     within = sum(g.T @ g for g in groups) / sum(len(g) - 1 for g in groups)
     d = x.shape[1]
     cov = (1 - shrink) * within + shrink * np.trace(within) / d * np.eye(d)
@@ -76,10 +82,7 @@ def split_half(emb: np.ndarray, ids: np.ndarray, seed: int = 0) -> dict[str, flo
     for half in (0, 1):
         judged = set(people[half::2])
         fit = np.array([i for i, p in enumerate(ids) if p not in judged])
-        by: dict[str, list[int]] = defaultdict(list)
-        for i, p in enumerate(ids):
-            if p in judged:
-                by[p].append(i)
+        by = by_person(ids, judged)
         enrolled = [p for p, ix in by.items() if len(ix) >= 2]
         t = np.array([by[p][0] for p in enrolled])
         genuine = [(k, i) for k, p in enumerate(enrolled) for i in by[p][1:]]
