@@ -18,7 +18,7 @@ DEV_STAMP := $(VENV)/.dev-installed
 PLATES_TRAIN ?= ../shared/data/plates_train
 BACKGROUNDS ?= ../shared/data/faces
 
-.PHONY: install dev setup apt-runtime apt-dev fonts demo test lint check-wheel lock bench bench-deps train-deps train-plates train-plates-green clean
+.PHONY: install dev setup apt-runtime apt-dev fonts demo test lint check-wheel lock bench bench-deps train-deps train-plates train-plates-green train-plates-night clean
 
 define apt_install
 	@missing=""; for p in $(1); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; done; \
@@ -105,11 +105,12 @@ train-plates: train-deps
 	  --scenes 8000 --steps 4000 --seed 11
 	$(VENV)/bin/python -m training.plates.province --real $(PLATES_TRAIN) --out models/plate_prov.onnx --synthetic 100000 --steps 16000 --seed 43
 	$(MAKE) train-plates-green
+	$(MAKE) train-plates-night
 
 # The green readers and the large recogniser's second look, fine-tuned from the models above (their
 # ONNX files, BatchNorm frozen) on green new-energy plates drawn as real ones look, in glyphs cut from
 # the real training crops (training/plates/glyphs.py). Green crops go to plate_rec_green and
-# plate_prov_green (edge.vision.plate_cues.new_energy); the others keep plate_rec and plate_prov,
+# plate_prov_green (edge.vision.plate_cues.palette); the others keep plate_rec and plate_prov,
 # whose blue reads a green fine-tune would cost. Run after train-plates: it starts from its models.
 train-plates-green: train-deps
 	$(VENV)/bin/python -m training.plates.recognizer --real $(PLATES_TRAIN) --init models/plate_rec.onnx \
@@ -120,6 +121,18 @@ train-plates-green: train-deps
 	  --lr 5e-4 --synthetic 30000 --steps 3000 --green 0.8 --seed 53
 	$(VENV)/bin/python -m training.plates.recognizer --real $(PLATES_TRAIN) --size large --init models/plate_rec_large.onnx \
 	  --out models/plate_rec_large.onnx --lr 4e-4 --synthetic 30000 --steps 2500 --green 0.5 --seed 109
+	$(VENV)/bin/python -m training.plates.manifest
+
+# The plain readers, for plates seen without colour (an infrared camera at night): plate_rec and
+# plate_prov fine-tuned (BatchNorm frozen) on batches of which a share is made colourless
+# (training.plates.data.colourless). Crops with no plate colour go to them (edge.vision.plate_cues.
+# palette); the others keep their readers, whose colour reads this fine-tune cost (a percent of the
+# dev crops). Run after train-plates-green: it starts from plate_rec and plate_prov, as they ship.
+train-plates-night: train-deps
+	$(VENV)/bin/python -m training.plates.recognizer --real $(PLATES_TRAIN) --init models/plate_rec.onnx --out models/plate_rec_night.onnx \
+	  --lr 5e-4 --synthetic 30000 --steps 3000 --green 0.4 --colourless 0.6 --seed 139
+	$(VENV)/bin/python -m training.plates.province --real $(PLATES_TRAIN) --init models/plate_prov.onnx --out models/plate_prov_night.onnx \
+	  --lr 5e-4 --synthetic 30000 --steps 3000 --green 0.4 --colourless 0.6 --seed 137
 	$(VENV)/bin/python -m training.plates.manifest
 
 clean:

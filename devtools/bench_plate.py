@@ -12,6 +12,10 @@
 - folds: scenes and crops split five ways by plate string; each fold's rate, the mean and the worst.
 - green_real_exact: the real green new-energy plates among the crops and scenes (8-character
   labels), each read as its kind is; null when the data has none.
+- colourless: the crops and the scenes again in grey (all three channels alike), as a camera without
+  colour sees them (an infrared camera at night, a colour camera in the dark), read the same way;
+  their exact rates and the scenes' folds. Grey is not infrared (a plate's paint reflects infrared
+  differently from how bright it looks), so it says how the readers do without colour, not at night.
 - peer: hyperlpr2 (MIT; Caffe models run by OpenCV's dnn, needs OpenCV 4.x), its recogniser
   (`segmentation_free_recognition`) on the crops and its pipeline (`plate_recognition`) on the
   scenes, timed the same way. Installed by `make bench` (pip --no-deps: it asks for the GUI OpenCV).
@@ -97,6 +101,9 @@ def bench_plate(data: Path, *, green_n: int = GREEN_N) -> dict:
         print(f"bench plate: no green synthetic set ({exc}); `make bench` installs Pillow and the fonts", file=sys.stderr)
         green_exact = None
 
+    plain_crop = [c[0].text == label if (c := reader.read_crop(_grey(img))) else False for label, img in crops]
+    plain_scene = [label in {r.text for r in reader.read(cv2.cvtColor(_grey(img), cv2.COLOR_BGR2RGB))} for label, img in scenes]
+
     real_green = [hit for (label, _), hit in zip(crops, ours_crop, strict=True) if len(label) == 8]
     real_green += [hit for (label, _), hit in zip(scenes, ours_scene, strict=True) if len(label) == 8]
     out = {"bench": "plate", "crops": len(crops), "crop_exact": _rate(ours_crop),
@@ -105,7 +112,8 @@ def bench_plate(data: Path, *, green_n: int = GREEN_N) -> dict:
            "frame_ms": {"p50": _pct(frame_ms, 50), "p99": _pct(frame_ms, 99)},
            "peer": "hyperlpr2", "peer_crop_exact": None, "peer_scene_exact": None, "peer_frame_ms": {"p50": None},
            "green_real_exact": _rate(real_green), "green_real": len(real_green),
-           "folds": {"k": FOLDS, "scene_exact": _folds(scenes, ours_scene), "crop_exact": _folds(crops, ours_crop)}}
+           "folds": {"k": FOLDS, "scene_exact": _folds(scenes, ours_scene), "crop_exact": _folds(crops, ours_crop)},
+           "colourless": {"crop_exact": _rate(plain_crop), "scene_exact": _rate(plain_scene), "scene_folds": _folds(scenes, plain_scene)}}
     if peer is not None:
         peer_crop = [peer.segmentation_free_recognition(img)[0] == label for label, img in crops]
         out.update(peer_crop_exact=_rate(peer_crop), peer_scene_exact=_rate(peer_scene),
@@ -114,6 +122,10 @@ def bench_plate(data: Path, *, green_n: int = GREEN_N) -> dict:
 
 
 FOLDS = 5
+
+
+def _grey(bgr: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
 
 
 def _folds(items: list[tuple[str, np.ndarray]], hits: list[bool]) -> dict:

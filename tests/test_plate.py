@@ -16,7 +16,22 @@ import pytest
 
 from edge.vision.models import MODELS_DIR, ModelError, checked
 from edge.vision.plate import PLATE_MODELS, Candidate, PlateRead, PlateReader, _run_split, _vote, beam_search, readings, with_province
-from edge.vision.plate_cues import EXTRA, BlobMemo, colour_corners, colour_outline, deslant, new_energy, order_quad, proposals, proposals_in, shrunk, tighten
+from edge.vision.plate_cues import (
+    COLOUR,
+    EXTRA,
+    GREEN,
+    PLAIN,
+    BlobMemo,
+    colour_corners,
+    colour_outline,
+    deslant,
+    order_quad,
+    palette,
+    proposals,
+    proposals_in,
+    shrunk,
+    tighten,
+)
 from edge.vision.plate_format import CHARSET, PROVINCES, could_be, is_valid, normalise
 from rigs import scene
 from rigs.rig import Rig, wait_until
@@ -212,28 +227,46 @@ def _green_plate() -> np.ndarray:
     return img
 
 
-def test_a_new_energy_plate_is_told_from_a_blue_one_by_its_colour(reader):
-    """The colour picks the reader: a green plate, the pale two-tone kind too, goes to the green
-    one; the real blue plate, and a blue plate on a green car, to the other."""
+def _mono(bgr: np.ndarray, weights: tuple[float, float, float]) -> np.ndarray:
+    """The frame as a camera without colour sees it: one mix of its channels in all three."""
+    m = np.clip(bgr.astype(np.float32) @ np.float32(weights), 0, 255).astype(np.uint8)
+    return cv2.merge([m, m, m])
+
+
+def test_the_colour_of_a_plate_picks_its_reader(reader):
+    """A green plate, the pale two-tone kind too, goes to the green readers; the real blue plate,
+    and a blue plate on a green car, to the colour ones; the blue plate seen without colour (an
+    infrared camera at night) to the plain one."""
     blue = reader.rectify(cv2.cvtColor(rgb(KNOWN), cv2.COLOR_RGB2BGR), np.float32([[231, 438], [361, 448], [360, 494], [230, 484]]))
     two_tone, quad = _two_tone_plate()
     on_green_car = cv2.copyMakeBorder(blue[4:28, 8:120], 4, 4, 8, 8, cv2.BORDER_CONSTANT, value=(60, 160, 40))
-    crops = np.stack([_green_plate(), reader.rectify(two_tone, quad), blue, on_green_car])
-    assert new_energy(crops).tolist() == [True, True, False, False]
+    crops = np.stack([_green_plate(), reader.rectify(two_tone, quad), blue, on_green_car, _mono(blue, (0.11, 0.59, 0.3))])
+    assert palette(crops).tolist() == [GREEN, GREEN, COLOUR, COLOUR, PLAIN]
 
 
-def test_green_plates_are_read_by_the_green_models_and_blue_ones_by_the_others(reader):
-    """A batch of crops in which some are green: each row's output is its own reader's, in the
+def test_each_crop_is_read_by_the_reader_of_its_colour(reader):
+    """A batch of crops of all three palettes: each row's output is its own reader's, in the
     batch's order (a swapped row would give a blue plate a green reading)."""
     blue = reader.rectify(cv2.cvtColor(rgb(KNOWN), cv2.COLOR_RGB2BGR), np.float32([[231, 438], [361, 448], [360, 494], [230, 484]]))
-    x = np.stack([blue, _green_plate(), blue]).astype(np.float32).transpose(0, 3, 1, 2)
-    green = np.array([False, True, False])
-    out = _run_split(x, green, reader._green, reader._rec)
-    assert np.allclose(out[1], reader._green.run(None, {"image": x[1:2]})[0][0])
-    assert np.allclose(out[[0, 2]], reader._rec.run(None, {"image": x[[0, 2]]})[0])
-    assert not np.allclose(out[1], reader._rec.run(None, {"image": x[1:2]})[0][0])  # the two readers differ
+    x = np.stack([blue, _green_plate(), _mono(blue, (0.11, 0.59, 0.3)), blue]).astype(np.float32).transpose(0, 3, 1, 2)
+    which = np.array([COLOUR, GREEN, PLAIN, COLOUR])
+    models = (reader._rec, reader._green, reader._night)
+    out = _run_split(x, which, models)
+    for rows, model in (([0, 3], reader._rec), ([1], reader._green), ([2], reader._night)):
+        assert np.allclose(out[rows], model.run(None, {"image": x[rows]})[0])
+    for row in (1, 2):  # the readers differ
+        assert not np.allclose(out[row], reader._rec.run(None, {"image": x[row:row + 1]})[0][0])
     (best, *_), = reader.recognise([blue])
     assert best.text == KNOWN_PLATE
+
+
+@pytest.mark.parametrize("weights", [(0.11, 0.59, 0.3), (0.0, 0.0, 1.0), (0.33, 0.33, 0.34)], ids=["grey", "red", "even"])
+def test_a_car_seen_without_colour_is_read(reader, weights):
+    """At night a gate camera switches to infrared: no colour, and the plate only lighter or
+    darker than its characters, by how its paint reflects. The known car's frame as such a camera
+    sees it (its channels mixed three ways) is read as the car. The colour readers misread it."""
+    frame = _mono(cv2.cvtColor(rgb(KNOWN), cv2.COLOR_RGB2BGR), weights)
+    assert KNOWN_PLATE in {r.text for r in reader.read(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))}
 
 
 def test_real_glyphs_are_cut_from_a_blue_plate():
@@ -530,6 +563,7 @@ def test_the_plate_bench_line_is_json_when_a_set_is_empty(tmp_path, kinds):
     line = json.dumps(result, allow_nan=False)  # raises on NaN
     empty = "crop_exact" if kinds == ("scene",) else "scene_exact"
     assert json.loads(line)[empty] is None and result["crops" if empty == "crop_exact" else "scenes"] == 0
+    assert result["colourless"][empty] is None
     assert result["green_real"] == 0 and result["green_real_exact"] is None  # no 8-character plate in the set
 
 
@@ -542,3 +576,4 @@ def test_the_plate_bench_counts_real_green_plates(tmp_path):
     result = bench_plate(tmp_path, green_n=2)
     assert result["green_real"] == 1 and result["green_real_exact"] == 0.0  # the photo's plate is blue
     assert result["scene_exact"] == 0.5
+    assert result["colourless"]["scene_exact"] == 0.5  # the known car in grey is read too

@@ -31,8 +31,10 @@ format check, and a vote across the frames of one vehicle. Pure computation on n
   third, mixed into the recogniser's readings (`with_province`): the province is the recogniser's
   commonest error.
 - Green readers (`models/plate_rec_green.onnx`, `models/plate_prov_green.onnx`): the small
-  recogniser and the province classifier fine-tuned towards green new-energy plates. A crop's
-  colour (`plate_cues.new_energy`) says which pair reads it (`_run_split`).
+  recogniser and the province classifier fine-tuned towards green new-energy plates; plain
+  readers (`models/plate_rec_night.onnx`, `models/plate_prov_night.onnx`): the two fine-tuned on
+  plates seen without colour, as an infrared camera sees them at night. A crop's colour
+  (`plate_cues.palette`) says which pair reads it (`_run_split`).
 Why top-k: lookups are by keyed hash, so a gate cannot compare a read with the list "fuzzily"
 after hashing; instead each likely reading is hashed and looked up (edge.access.platevote).
 """
@@ -51,7 +53,7 @@ import cv2
 import numpy as np
 
 from edge.vision.models import MODELS_DIR, checked, session
-from edge.vision.plate_cues import BlobMemo, colour_corners, colour_outline, deslant, new_energy, order_quad, proposals, proposals_in, shrunk, tighten
+from edge.vision.plate_cues import BlobMemo, colour_corners, colour_outline, deslant, order_quad, palette, proposals, proposals_in, shrunk, tighten
 from edge.vision.plate_format import CHARSET, PROVINCES, could_be, is_valid, normalise
 
 if TYPE_CHECKING:
@@ -65,7 +67,8 @@ ZOOMS = (0.9,)               # the large recogniser's look at an unsure reading:
 SURE = 0.9                   # a region read at least this probably gets no second look
 PLATE_MASS = 0.5             # readings renormalised over the plate-shaped ones when those hold this much
 EQUALISE_CLIP = 2.0          # CLAHE clip limit of the second pass over a frame where nothing read
-PLATE_MODELS = ("plate_det", "plate_rec", "plate_rec_green", "plate_rec_large", "plate_prov", "plate_prov_green")
+PLATE_MODELS = ("plate_det", "plate_rec", "plate_rec_green", "plate_rec_night", "plate_rec_large", "plate_prov", "plate_prov_green",
+                "plate_prov_night")
 PAD = 114
 
 
@@ -193,8 +196,13 @@ class PlateReader:
         self._rec = session(self._rec_info, threads)
         self._large = session(checked("plate_rec_large", models_dir), threads)
         self._green = session(checked("plate_rec_green", models_dir), threads)
+        self._night = session(checked("plate_rec_night", models_dir), threads)
         self._prov = session(checked("plate_prov", models_dir), threads)
         self._prov_green = session(checked("plate_prov_green", models_dir), threads)
+        self._prov_night = session(checked("plate_prov_night", models_dir), threads)
+        # the readers of each palette (plate_cues.palette: COLOUR, GREEN, PLAIN), recogniser and province
+        self._readers = (self._rec, self._green, self._night)
+        self._provinces = (self._prov, self._prov_green, self._prov_night)
         self.det_threshold = float(self._det_info.meta.get("threshold", det_threshold))
         self.min_p = float(self._rec_info.meta.get("min_p", 0.3))
 
@@ -245,14 +253,14 @@ class PlateReader:
             return []
         resized = np.stack([cv2.resize(c, (REC_W, REC_H), interpolation=cv2.INTER_AREA) for c in crops])
         x = resized.astype(np.float32).transpose(0, 3, 1, 2)
-        green = new_energy(resized)
-        logp = self._large.run(None, {"image": x})[0] if large else _run_split(x, green, self._green, self._rec)
+        which = palette(resized)
+        logp = self._large.run(None, {"image": x})[0] if large else _run_split(x, which, self._readers)
         # only crops whose best path is something like a plate are searched (a grille or a sign is not)
         plate_like = [i for i, lp in enumerate(logp) if 6 <= _greedy_length(lp) <= 9]
         out: list[list[Candidate]] = [[] for _ in crops]
         if not plate_like:
             return out
-        province = _softmax(_run_split(np.ascontiguousarray(x[plate_like, :, :, :PROVINCE_COLUMNS]), green[plate_like], self._prov_green, self._prov))
+        province = _softmax(_run_split(np.ascontiguousarray(x[plate_like, :, :, :PROVINCE_COLUMNS]), which[plate_like], self._provinces))
         for i, prov in zip(plate_like, province, strict=False):
             cands = [Candidate(t, p) for t, p in readings(logp[i], prov, k * 2) if p >= self.min_p * 0.1]
             # unreadable unless the best reading is confident; the runners-up stay for the lookup (fuzzy tolerance)
@@ -355,15 +363,18 @@ class PlateReader:
         return kept + [r for r in reads if not r.candidates]
 
 
-def _run_split(x: np.ndarray, green: np.ndarray, green_model: ort.InferenceSession, model: ort.InferenceSession) -> np.ndarray:
-    """A model's output for a batch whose `green` rows (new-energy plates) go to `green_model`.
+def _run_split(x: np.ndarray, which: np.ndarray, models: tuple[ort.InferenceSession, ...]) -> np.ndarray:
+    """A model's output for a batch whose rows go to the model of their palette (`which`, indexes
+    into `models`: plate_cues.palette), in the batch's order.
 
-    Why two of each for the first look: a reader trained to read both colours well loses blue
-    accuracy as it gains green (a fine-tune towards green cost 1 % of the blue crops and a scene),
-    and the plate's colour, which says which reader to ask, is plain to see."""
-    if not green.any():
-        return model.run(None, {"image": x})[0]
-    parts = [(mask, m.run(None, {"image": np.ascontiguousarray(x[mask])})[0]) for mask, m in ((green, green_model), (~green, model)) if mask.any()]
+    Why a reader per palette for the first look: a reader trained to read both colours well loses
+    blue accuracy as it gains green (a fine-tune towards green cost 1 % of the blue crops and a
+    scene), and one taught colourless plates lost as much; the crop's colour, which says which
+    reader to ask, is plain to see."""
+    used = [(k, which == k) for k in np.unique(which).tolist()]
+    if len(used) == 1:
+        return models[used[0][0]].run(None, {"image": x})[0]
+    parts = [(mask, models[k].run(None, {"image": np.ascontiguousarray(x[mask])})[0]) for k, mask in used]
     out = np.empty((len(x), *parts[0][1].shape[1:]), np.float32)
     for mask, part in parts:
         out[mask] = part

@@ -53,20 +53,28 @@ def _ranges(s_min: int) -> list[tuple[tuple[int, int, int], tuple[int, int, int]
     return [((lo, max(40, s_min - paler), v), (hi, 255, 255)) for lo, hi, v, paler in PLATE_HUES]
 
 
-def new_energy(crops: np.ndarray, s_min: int = 60, least: float = 0.1) -> np.ndarray:
-    """Which rectified plate crops (N x 32 x 128 x 3, BGR) are green new-energy plates: at least
-    `least` of the crop new-energy green, and more of it green than blue (a blue plate's cyan cast,
-    or a green car showing around it, is less green than its blue). Picks the reader of each crop.
-    Every other pixel of the whole batch as one image: one colour conversion for all of them."""
+# which reader a rectified crop goes to (`palette`)
+COLOUR, GREEN, PLAIN = 0, 1, 2
+
+
+def palette(crops: np.ndarray, s_min: int = 60, least: float = 0.1) -> np.ndarray:
+    """Which reader each rectified plate crop (N x 32 x 128 x 3, BGR) goes to: GREEN for a green
+    new-energy plate (at least `least` of the crop new-energy green, and more of it green than
+    blue: a blue plate's cyan cast, or a green car showing around it, is less green than its blue);
+    PLAIN where no plate colour covers `least` of it (an infrared camera at night, a colour camera
+    in the dark, a white or black plate); COLOUR for the rest. Every other pixel of the whole batch
+    as one image: one colour conversion for all of them."""
     n = len(crops)
     if not n:
-        return np.zeros(0, bool)
+        return np.zeros(0, np.int8)
     small = np.ascontiguousarray(crops[:, ::2, ::2])
     h, w = small.shape[1:3]
     hsv = cv2.cvtColor(small.reshape(n * h, w, 3), cv2.COLOR_BGR2HSV)
-    (b_lo, b_hi), _, (g_lo, g_hi) = _ranges(s_min)
-    blue, green = ((cv2.inRange(hsv, lo, hi).reshape(n, h * w) > 0).mean(axis=1) for lo, hi in ((b_lo, b_hi), (g_lo, g_hi)))
-    return (green >= least) & (green > blue)
+    blue, yellow, green = ((cv2.inRange(hsv, lo, hi).reshape(n, h * w) > 0).mean(axis=1) for lo, hi in _ranges(s_min))
+    out = np.full(n, COLOUR, np.int8)
+    out[np.maximum(np.maximum(blue, yellow), green) < least] = PLAIN
+    out[(green >= least) & (green > blue)] = GREEN
+    return out
 
 
 def _plate_shaped(c: np.ndarray, max_long: float, aspect: tuple[float, float], fill_min: float,

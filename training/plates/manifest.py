@@ -20,6 +20,11 @@ GREEN_REC = ("python -m training.plates.recognizer --real ../shared/data/plates_
              "--out models/plate_rec_green.onnx --lr 3e-4 --synthetic 30000 --steps 6000 --green 0.8 --seed 37")
 GREEN_PROV = ("python -m training.plates.province --real ../shared/data/plates_train --init models/plate_prov.onnx "
               "--out models/plate_prov_green.onnx --lr 5e-4 --synthetic 30000 --steps 3000 --green 0.8 --seed 53")
+# the plain readers: fine-tuned from the colour ones on batches partly made colourless (`make train-plates-night`)
+NIGHT_REC = ("python -m training.plates.recognizer --real ../shared/data/plates_train --init models/plate_rec.onnx "
+             "--out models/plate_rec_night.onnx --lr 5e-4 --synthetic 30000 --steps 3000 --green 0.4 --colourless 0.6 --seed 139")
+NIGHT_PROV = ("python -m training.plates.province --real ../shared/data/plates_train --init models/plate_prov.onnx "
+              "--out models/plate_prov_night.onnx --lr 5e-4 --synthetic 30000 --steps 3000 --green 0.4 --colourless 0.6 --seed 137")
 
 MODELS = {
     "plate_det": {
@@ -64,6 +69,18 @@ MODELS = {
         "command": GREEN_REC,
         "seed": 31,
     },
+    "plate_rec_night": {
+        "file": "plate_rec_night.onnx",
+        "task": "plate recognition of plates seen without colour (edge.vision.plate_cues.palette picks it: an infrared "
+                "camera at night, a colour camera in the dark, a white or black plate): plate_rec fine-tuned towards them",
+        "input": "image: float32 N x 3 x 32 x 128, BGR 0-255, the rectified plate",
+        "output": "logp: N x 32 x (1 + len(edge.vision.plate_format.CHARSET)) log-probabilities; class 0 = blank",
+        "training_data": "plate_rec (BatchNorm frozen), then synthetic plates (training/plates/synth.py, 40 % green) and 90 % "
+                         "of the 1,194 real crops of ../shared/data/plates_train, 60 % of each batch made colourless "
+                         "(training.plates.data.colourless: a random mix of the three channels)",
+        "command": NIGHT_REC,
+        "seed": 139,
+    },
     "plate_rec_large": {
         "file": "plate_rec_large.onnx",
         "task": "plate recognition, the second look at an unsure reading: the same CNN + CTC as plate_rec, 3.5x its work (--size large)",
@@ -102,6 +119,16 @@ MODELS = {
                          "of the real crops of ../shared/data/plates_train",
         "command": GREEN_PROV,
         "seed": 53,
+    },
+    "plate_prov_night": {
+        "file": "plate_prov_night.onnx",
+        "task": "province character of a plate seen without colour (31 classes): plate_prov fine-tuned towards them",
+        "input": "image: float32 N x 3 x 32 x 44, BGR 0-255, the left 44 columns of the rectified 128x32 plate",
+        "output": "logits: N x 31, in the order of edge.vision.plate_format.PROVINCES",
+        "training_data": "plate_prov (BatchNorm frozen), then synthetic plates (40 % green) and 90 % of the real crops of "
+                         "../shared/data/plates_train, 60 % of each batch made colourless (training.plates.data.colourless)",
+        "command": NIGHT_PROV,
+        "seed": 137,
     },
 }
 

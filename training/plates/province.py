@@ -27,7 +27,7 @@ from torch import nn
 
 from edge.vision.plate_format import PROVINCES
 from training.plates import glyphs
-from training.plates.data import REC_H, REC_W, held_out, jitter, real_crops, synth_set
+from training.plates.data import REC_H, REC_W, colourless, held_out, jitter, real_crops, synth_set
 from training.plates.onnx_init import freeze_norms, load_onnx, with_history
 from training.plates.recognizer import block, to_tensor
 
@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (one-cycle)")
     ap.add_argument("--init", type=Path, help="fine-tune the ONNX model this script exported (BatchNorm frozen)")
     ap.add_argument("--glyphs", type=Path, help="real glyphs for green plates from this folder's crops; default: --real")
+    ap.add_argument("--colourless", type=float, default=0.0, help="share of each batch made colourless (data.colourless)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -89,6 +90,7 @@ def main() -> None:
         n_real = args.batch * 3 // 8
         batch = [(t, jitter(img, rng)) for t, img in (train_real[i] for i in rng.choice(len(train_real), n_real, p=weights))]
         batch += [synth[i] for i in rng.integers(0, len(synth), args.batch - n_real)]
+        batch = colourless(batch, rng, args.colourless)
         x = to_tensor([img[:, :LEFT] for _, img in batch])
         y = torch.tensor([PROVINCES.index(t[0]) for t, _ in batch])
         model.train()
@@ -108,7 +110,8 @@ def main() -> None:
                       output_names=["logits"], dynamic_axes={"image": {0: "n"}, "logits": {0: "n"}}, opset_version=17, dynamo=False)
     summary = {"out": str(args.out), "held_out_real_province": evaluate(model, val_real),
                "held_out_synthetic_province": evaluate(model, val_synth), "seed": args.seed, "steps": args.steps,
-               "synthetic": args.synthetic, "green": args.green, "lr": args.lr, "init": str(args.init) if args.init else None}
+               "synthetic": args.synthetic, "green": args.green, "lr": args.lr, "colourless": args.colourless,
+               "init": str(args.init) if args.init else None}
     summary = with_history(summary, args.init)
     args.out.with_suffix(".train.json").write_text(json.dumps(summary, ensure_ascii=False))
     print(json.dumps(summary))

@@ -21,7 +21,7 @@ from torch import nn
 
 from edge.vision.plate_format import CHARSET, PROVINCES
 from training.plates import glyphs
-from training.plates.data import REC_H, REC_W, held_out, jitter, real_crops, synth_set
+from training.plates.data import REC_H, REC_W, colourless, held_out, jitter, real_crops, synth_set
 from training.plates.onnx_init import freeze_norms, load_onnx, with_history
 
 
@@ -95,6 +95,8 @@ def main() -> None:
     ap.add_argument("--glyphs", type=Path, help="draw green plates in real glyphs cut from this folder's crops "
                     "(training.plates.glyphs); default: --real")
     ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (one-cycle)")
+    ap.add_argument("--colourless", type=float, default=0.0, help="share of each batch made colourless (data.colourless: "
+                    "an infrared camera at night)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -125,6 +127,7 @@ def main() -> None:
         batch = [train_real[i] for i in rng.integers(0, len(train_real), n_real)]
         batch = [(t, jitter(img, rng)) for t, img in batch]
         batch += [synth[i] for i in rng.integers(0, len(synth), args.batch - n_real)]
+        batch = colourless(batch, rng, args.colourless)
         x = to_tensor([img for _, img in batch])
         targets = torch.tensor([k for t, _ in batch for k in encode(t)], dtype=torch.long)
         lengths = torch.tensor([len(t) for t, _ in batch], dtype=torch.long)
@@ -149,9 +152,10 @@ def main() -> None:
     torch.save(model.state_dict(), args.out.with_suffix(".pt"))  # for fine-tuning; not shipped (models/*.pt is ignored)
     torch.onnx.export(model, to_tensor([np.zeros((REC_H, REC_W, 3), np.uint8)]), str(args.out), input_names=["image"],
                       output_names=["logp"], dynamic_axes={"image": {0: "n"}, "logp": {0: "n"}}, opset_version=17, dynamo=False)
-    summary = {"out": str(args.out), "held_out_real_exact": evaluate(model, val_real), "seed": args.seed,
+    summary = {"out": str(args.out), "held_out_real_exact": evaluate(model, val_real),
+               "held_out_colourless_exact": evaluate(model, colourless(val_real, np.random.default_rng(0), 1.0)), "seed": args.seed,
                "steps": args.steps, "synthetic": args.synthetic, "size": args.size, "green": args.green,
-               "lr": args.lr, "init": str(args.init) if args.init else None}
+               "lr": args.lr, "colourless": args.colourless, "init": str(args.init) if args.init else None}
     summary = with_history(summary, args.init)
     args.out.with_suffix(".train.json").write_text(json.dumps(summary, ensure_ascii=False))
     print(json.dumps(summary))
