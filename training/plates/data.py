@@ -84,7 +84,11 @@ def colourless(batch: list[tuple[str, np.ndarray]], rng: np.random.Generator, sh
     colour (a blue plate is only lighter or darker than its characters, by how the paint reflects
     infrared), and a colour camera in low light loses most of it; a reader that learnt only
     colour plates misread 1 in 8 of the dev crops greyed. A random mix, not a fixed grey: how
-    bright each paint is in infrared differs from its brightness to the eye."""
+    bright each paint is in infrared differs from its brightness to the eye. At share 0 the
+    batch is returned as it is, drawing nothing from `rng`: the models trained before this
+    existed are made again by their commands, draw for draw."""
+    if share <= 0:
+        return batch
     out = []
     for text, img in batch:
         if rng.random() < share:
