@@ -269,6 +269,20 @@ def test_a_car_seen_without_colour_is_read(reader, weights):
     assert KNOWN_PLATE in {r.text for r in reader.read(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))}
 
 
+def test_training_batches_are_made_colourless_in_the_share_asked():
+    """training.plates.data.colourless: at share 1 every crop loses its colour (its three channels
+    alike) and keeps its label; at share 0 the batch is as it was and the generator untouched (the
+    models trained before it are made again draw for draw)."""
+    from training.plates.data import colourless
+
+    crops = [(f"P{i}", np.random.default_rng(i).integers(0, 256, (32, 128, 3), dtype=np.uint8)) for i in range(20)]
+    grey = colourless(crops, np.random.default_rng(1), 1.0)
+    assert [t for t, _ in grey] == [t for t, _ in crops]
+    assert all((img[..., 0] == img[..., 1]).all() and (img[..., 1] == img[..., 2]).all() for _, img in grey)
+    rng = np.random.default_rng(2)
+    assert colourless(crops, rng, 0.0) is crops and rng.random() == np.random.default_rng(2).random()
+
+
 def test_real_glyphs_are_cut_from_a_blue_plate():
     """training.plates.glyphs: a blue plate's seven characters, each cut where it stands, the 1
     narrow, the letters as wide as they are drawn; a plate that is not one gives nothing."""
