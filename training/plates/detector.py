@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from training.plates import glyphs
-from training.plates.data import real_crops
+from training.plates.data import colourless, real_crops
 from training.plates.onnx_init import freeze_norms, load_onnx, with_history
 
 DET = 256     # detector input (square, letterboxed)
@@ -189,6 +189,7 @@ def main() -> None:
     ap.add_argument("--green", type=float, default=0.0,
                     help="that share of the synthetic plates pasted green (0: synth.sample's own mix)")
     ap.add_argument("--glyphs", type=Path, help="real glyphs for green plates from this folder's crops; default: --real")
+    ap.add_argument("--colourless", type=float, default=0.0, help="share of each batch's scenes made colourless (data.colourless)")
     args = ap.parse_args()
     glyphs.use(args.glyphs or args.real)  # green plates in real glyphs, in the synthesis processes too
     torch.manual_seed(args.seed)
@@ -209,7 +210,7 @@ def main() -> None:
     bce = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(4.0))
     for step in range(1, args.steps + 1):
         idx = rng.integers(0, len(train), args.batch)
-        imgs = np.stack([train[i][0] for i in idx])
+        imgs = np.stack([img for _, img in colourless([(j, train[j][0]) for j in idx], rng, args.colourless)])
         masks = np.stack([train[i][1] for i in idx])
         if rng.random() < 0.5:  # mirror: plates are not symmetric, but the detector need not care
             imgs, masks = imgs[:, :, ::-1], masks[:, :, ::-1]
@@ -233,7 +234,7 @@ def main() -> None:
     torch.onnx.export(model, torch.zeros(1, 3, DET, DET), str(args.out), input_names=["image"], output_names=["logits"],
                       dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}, "logits": {0: "n", 2: "h4", 3: "w4"}}, opset_version=17, dynamo=False)
     summary = {"out": str(args.out), "held_out_iou": iou(model, val), "seed": args.seed, "steps": args.steps, "scenes": args.scenes,
-               "green": args.green, "lr": args.lr, "init": str(args.init) if args.init else None}
+               "green": args.green, "lr": args.lr, "colourless": args.colourless, "init": str(args.init) if args.init else None}
     summary = with_history(summary, args.init)
     args.out.with_suffix(".train.json").write_text(json.dumps(summary, ensure_ascii=False))
     print(json.dumps(summary))
