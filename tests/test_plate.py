@@ -264,7 +264,8 @@ def test_each_crop_is_read_by_the_reader_of_its_colour(reader):
 def test_a_car_seen_without_colour_is_read(reader, weights):
     """At night a gate camera switches to infrared: no colour, and the plate only lighter or
     darker than its characters, by how its paint reflects. The known car's frame as such a camera
-    sees it (its channels mixed three ways) is read as the car. The colour readers misread it."""
+    sees it (its channels mixed three ways) is read as the car; the colour readers alone read the
+    red one as 冀AYL375."""
     frame = _mono(cv2.cvtColor(rgb(KNOWN), cv2.COLOR_RGB2BGR), weights)
     assert KNOWN_PLATE in {r.text for r in reader.read(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))}
 
