@@ -35,6 +35,7 @@ from edge.vision.plate_cues import (
 from edge.vision.plate_format import CHARSET, PROVINCES, could_be, is_valid, normalise
 from rigs import scene
 from rigs.rig import Rig, wait_until
+from training.plates.data import colourless, mono
 
 from .conftest import REPO, AppThread, after_start
 
@@ -227,12 +228,6 @@ def _green_plate() -> np.ndarray:
     return img
 
 
-def _mono(bgr: np.ndarray, weights: tuple[float, float, float]) -> np.ndarray:
-    """The frame as a camera without colour sees it: one mix of its channels in all three."""
-    m = np.clip(bgr.astype(np.float32) @ np.float32(weights), 0, 255).astype(np.uint8)
-    return cv2.merge([m, m, m])
-
-
 def test_the_colour_of_a_plate_picks_its_reader(reader):
     """A green plate, the pale two-tone kind too, goes to the green readers; the real blue plate,
     and a blue plate on a green car, to the colour ones; the blue plate seen without colour (an
@@ -240,7 +235,7 @@ def test_the_colour_of_a_plate_picks_its_reader(reader):
     blue = reader.rectify(cv2.cvtColor(rgb(KNOWN), cv2.COLOR_RGB2BGR), np.float32([[231, 438], [361, 448], [360, 494], [230, 484]]))
     two_tone, quad = _two_tone_plate()
     on_green_car = cv2.copyMakeBorder(blue[4:28, 8:120], 4, 4, 8, 8, cv2.BORDER_CONSTANT, value=(60, 160, 40))
-    crops = np.stack([_green_plate(), reader.rectify(two_tone, quad), blue, on_green_car, _mono(blue, (0.11, 0.59, 0.3))])
+    crops = np.stack([_green_plate(), reader.rectify(two_tone, quad), blue, on_green_car, mono(blue, (0.11, 0.59, 0.3))])
     assert palette(crops).tolist() == [GREEN, GREEN, COLOUR, COLOUR, PLAIN]
 
 
@@ -248,7 +243,7 @@ def test_each_crop_is_read_by_the_reader_of_its_colour(reader):
     """A batch of crops of all three palettes: each row's output is its own reader's, in the
     batch's order (a swapped row would give a blue plate a green reading)."""
     blue = reader.rectify(cv2.cvtColor(rgb(KNOWN), cv2.COLOR_RGB2BGR), np.float32([[231, 438], [361, 448], [360, 494], [230, 484]]))
-    x = np.stack([blue, _green_plate(), _mono(blue, (0.11, 0.59, 0.3)), blue]).astype(np.float32).transpose(0, 3, 1, 2)
+    x = np.stack([blue, _green_plate(), mono(blue, (0.11, 0.59, 0.3)), blue]).astype(np.float32).transpose(0, 3, 1, 2)
     which = np.array([COLOUR, GREEN, PLAIN, COLOUR])
     models = (reader._rec, reader._green, reader._night)
     out = _run_split(x, which, models)
@@ -266,7 +261,7 @@ def test_a_car_seen_without_colour_is_read(reader, weights):
     darker than its characters, by how its paint reflects. The known car's frame as such a camera
     sees it (its channels mixed three ways) is read as the car; the colour readers alone read the
     red one as 冀AYL375."""
-    frame = _mono(cv2.cvtColor(rgb(KNOWN), cv2.COLOR_RGB2BGR), weights)
+    frame = mono(cv2.cvtColor(rgb(KNOWN), cv2.COLOR_RGB2BGR), weights)
     assert KNOWN_PLATE in {r.text for r in reader.read(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))}
 
 
@@ -274,8 +269,6 @@ def test_training_batches_are_made_colourless_in_the_share_asked():
     """training.plates.data.colourless: at share 1 every crop loses its colour (its three channels
     alike) and keeps its label; at share 0 the batch is as it was and the generator untouched (the
     models trained before it are made again draw for draw)."""
-    from training.plates.data import colourless
-
     crops = [(f"P{i}", np.random.default_rng(i).integers(0, 256, (32, 128, 3), dtype=np.uint8)) for i in range(20)]
     grey = colourless(crops, np.random.default_rng(1), 1.0)
     assert [t for t, _ in grey] == [t for t, _ in crops]

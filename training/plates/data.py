@@ -8,6 +8,7 @@ import csv
 import random
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -78,9 +79,18 @@ def jitter(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(f, 0, 255).astype(np.uint8)
 
 
-def colourless(batch: list[tuple[str, np.ndarray]], rng: np.random.Generator, share: float) -> list[tuple[str, np.ndarray]]:
-    """The batch with about `share` of its crops made colourless: one random mix of the three
-    channels, the same in all three. Why: at night a gate camera switches to infrared and sees no
+T = TypeVar("T")
+
+
+def mono(bgr: np.ndarray, weights: np.ndarray | tuple[float, float, float]) -> np.ndarray:
+    """The image as a camera without colour sees it: one mix of its three channels, in all three."""
+    m = np.clip(bgr.astype(np.float32) @ np.asarray(weights, np.float32), 0, 255).astype(np.uint8)
+    return cv2.merge([m, m, m])
+
+
+def colourless(batch: list[tuple[T, np.ndarray]], rng: np.random.Generator, share: float) -> list[tuple[T, np.ndarray]]:
+    """The batch (label, image) with about `share` of its images made colourless (`mono`, one
+    random mix of the three channels). Why: at night a gate camera switches to infrared and sees no
     colour (a blue plate is only lighter or darker than its characters, by how the paint reflects
     infrared), and a colour camera in low light loses most of it; a reader that learnt only
     colour plates misread 1 in 8 of the dev crops greyed. A random mix, not a fixed grey: how
@@ -89,11 +99,4 @@ def colourless(batch: list[tuple[str, np.ndarray]], rng: np.random.Generator, sh
     existed are made again by their commands, draw for draw."""
     if share <= 0:
         return batch
-    out = []
-    for text, img in batch:
-        if rng.random() < share:
-            mono = np.clip(img.astype(np.float32) @ rng.dirichlet((1.0, 1.0, 1.0)).astype(np.float32), 0, 255).astype(np.uint8)
-            out.append((text, cv2.merge([mono, mono, mono])))
-        else:
-            out.append((text, img))
-    return out
+    return [(label, mono(img, rng.dirichlet((1.0, 1.0, 1.0))) if rng.random() < share else img) for label, img in batch]
