@@ -12,7 +12,9 @@ import os
 import socket
 import struct
 import threading
+import weakref
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 VPCD_PORTS = (35963, 35964)  # "Virtual PCD 00 00", "Virtual PCD 00 01"
 
@@ -62,6 +64,19 @@ class CardProfile:
 class VirtualCard:
     """Put a card on a vpcd reader (`insert`) and take it off (`remove`)."""
 
+    # every card lying on a reader now: a test that fails before taking its card away would leave
+    # it there for every later test (vpcd serves one card per reader), so the tests' teardown takes
+    # them all off (`remove_all`)
+    _on_readers: ClassVar[weakref.WeakSet[VirtualCard]] = weakref.WeakSet()
+
+    @classmethod
+    def remove_all(cls) -> int:
+        """Take every card still on a reader off it; returns how many there were."""
+        left = list(cls._on_readers)
+        for card in left:
+            card.remove()
+        return len(left)
+
     def __init__(self, profile: CardProfile, *, port: int = VPCD_PORTS[0], host: str = "127.0.0.1"):
         self.profile = profile
         self.port = port
@@ -78,8 +93,10 @@ class VirtualCard:
         self._sock = sock
         self._thread = threading.Thread(target=self._serve, args=(sock,), name="vcard", daemon=True)
         self._thread.start()
+        VirtualCard._on_readers.add(self)
 
     def remove(self) -> None:
+        VirtualCard._on_readers.discard(self)
         sock, self._sock = self._sock, None
         if sock is not None:
             try:

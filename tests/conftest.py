@@ -18,6 +18,7 @@ from rigs.broker import Mosquitto
 from rigs.pcscd import Pcscd
 from rigs.rig import Rig, wait_until
 from rigs.site import Site
+from rigs.vcard import VirtualCard
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,6 +29,15 @@ def after_start(timeline: list) -> list:
     while i < len(timeline) and not timeline[i].on:
         i += 1
     return timeline[i:]
+
+
+@pytest.fixture(autouse=True)
+def no_card_left_on_a_reader():
+    """Take off every virtual card a test left on a reader, passed or failed: vpcd serves one card
+    per reader, so a card left there (a test that failed before its `remove`) would be read at the
+    start of every later daemon and keep every later card off that reader."""
+    yield
+    VirtualCard.remove_all()
 
 
 @pytest.fixture(scope="session")

@@ -158,25 +158,38 @@ def test_every_vital_part_that_stalls_stops_the_watchdog(synced_factory, tmp_pat
         for name, (obj, attr, trigger) in cases.items():
             release = threading.Event()
             restore = stall(obj, attr, release)
-            card = trigger() if trigger is not None else None
-            wait_until(lambda: name in parts.heartbeats.stale(), 15, f"{name} seen stalled")
-            before = notify.pings
-            time.sleep(3.2)  # two ping intervals with no ping: systemd would restart us after WatchdogSec
-            assert notify.pings == before, f"pings went on while {name} was stalled"
-            restore()
-            release.set()
-            if card is not None and hasattr(card, "remove"):
-                card.remove()
+            card = None
+            try:
+                card = trigger() if trigger is not None else None
+                wait_until(lambda: name in parts.heartbeats.stale(), 15, f"{name} seen stalled")
+                # from the watchdog's first withheld ping on, the last ping it did send is a whole
+                # interval old and delivered: counting from the stall alone raced a ping in flight
+                withheld = app.app.watchdog["withheld"]
+                wait_until(lambda: app.app.watchdog["withheld"] > withheld, 5, f"the watchdog to see {name} stalled")
+                before = notify.pings
+                time.sleep(3.2)  # two ping intervals with no ping: systemd would restart us after WatchdogSec
+                assert notify.pings == before, f"pings went on while {name} was stalled"
+            finally:  # a failed case must not leave a part blocked or a card on the reader for the next test
+                restore()
+                release.set()
+                if card is not None and hasattr(card, "remove"):
+                    card.remove()
             wait_until(lambda: not parts.heartbeats.stale(), 15, f"{name} beating again")
             wait_until(lambda: notify.pings > before, 10, f"pings again after {name}")
         assert set(app.app.watchdog["stalled"]) == set(cases)
-        # the loop itself: nothing on it can ping
+        # the loop itself: nothing on it can ping. Counted from when the loop is blocked and every
+        # ping it sent before has reached the socket
         release = threading.Event()
-        app.loop.call_soon_threadsafe(release.wait, 4.0)
-        before = notify.pings
-        time.sleep(3.5)
-        assert notify.pings == before
-        release.set()
+        blocked = threading.Event()
+        app.loop.call_soon_threadsafe(lambda: (blocked.set(), release.wait(10.0)))
+        try:
+            wait_until(blocked.is_set, 5, "the loop blocked")
+            wait_until(lambda: notify.pings == app.app.watchdog["pings"], 2, "the pings sent before delivered")
+            before = notify.pings
+            time.sleep(3.2)
+            assert notify.pings == before
+        finally:
+            release.set()
         wait_until(lambda: notify.pings > before, 10, "pings after the loop came back")
     finally:
         app.stop()
