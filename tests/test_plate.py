@@ -146,6 +146,21 @@ def test_the_detector_finds_the_plate_as_well_from_the_shrunk_frame_the_cues_sha
     assert shared > 0.8 and abs(full - shared) < 0.05  # ... and as sure of it
 
 
+def test_a_farther_plate_is_not_read_once_the_nearest_is_read_but_alone_it_is(reader):
+    """The gate acts on the widest plate read (the car at the barrier), so once the detector's
+    regions read one with confidence the cues' narrower places are not read: they were a third of
+    a frame's time. The farther car (the stranger's front at half size, which only the cues find)
+    is read as soon as no nearer plate is: here with the near plate painted over."""
+    near = rgb(KNOWN)
+    far = cv2.resize(rgb(STRANGER)[380:680, 160:560], None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    both = near.copy()
+    both[40:40 + far.shape[0], 20:20 + far.shape[1]] = far
+    assert [r.text for r in reader.read(both) if r.candidates] == [KNOWN_PLATE]
+    hidden = both.copy()
+    hidden[430:505, 220:380] = both[430:505, 200:210].mean(axis=(0, 1)).astype(np.uint8)
+    assert [r.text for r in reader.read(hidden) if r.candidates] == [STRANGER_PLATE]
+
+
 def test_classic_cues_find_the_plate_without_the_detector():
     img = cv2.cvtColor(rgb(KNOWN), cv2.COLOR_RGB2BGR)
     centre = (295.0, 466.0)  # the middle of the plate's corners as CCPD labels them

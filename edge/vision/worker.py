@@ -146,7 +146,7 @@ def _serve(conn, shm_name: str, slots: int, people: list[str], templates: np.nda
                     else:
                         reads = plates.read(frame)  # type: ignore[union-attr]
                         # the gate acts on the first: a readable plate before any unreadable region, then the largest
-                        reads.sort(key=lambda r: (not r.candidates, -float(np.ptp(r.quad[:, 0]))))
+                        reads.sort(key=lambda r: (not r.candidates, -r.width))
                         view.read(frame, now, reads)
                     result.plates = reads
                 except bad_frame as exc:
