@@ -79,6 +79,30 @@ def test_a_still_photo_held_up_is_not_alive_and_a_changing_face_is(pipeline):
     assert liveness_score(moments) > LIVENESS_MIN
 
 
+def test_a_door_embeds_only_the_nearest_of_two_faces(pipeline):
+    """A photo or a queue puts a second, smaller face in the frame: the door decides on the nearest
+    one, so only it is embedded (each embedding is the dearest step of a frame)."""
+    frame = np.full((480, 640, 3), 90, np.uint8)
+    frame[100:350, 60:310] = cv2.resize(rgb("Emma_Watson_0004"), (250, 250), interpolation=cv2.INTER_CUBIC)
+    frame[150:300, 420:570] = cv2.resize(rgb("Nan_Wang_0004"), (150, 150), interpolation=cv2.INTER_AREA)
+    every = pipeline.analyse(frame)
+    assert len(every) == 2 and all(f.embedding is not None for f in every)
+    real, calls = pipeline._encoder, []
+
+    class Counting:
+        def compute_face_descriptor(self, chip):
+            calls.append(chip.shape)
+            return real.compute_face_descriptor(chip)
+
+    pipeline._encoder = Counting()
+    try:
+        (one,) = pipeline.analyse(frame, nearest_only=True)
+    finally:
+        pipeline._encoder = real
+    assert one.box == every[0].box and one.box[0] < 320  # Emma Watson's, the larger
+    assert np.allclose(one.embedding, every[0].embedding) and len(calls) == 1
+
+
 def test_a_decision_needs_the_same_answer_on_consecutive_frames():
     d = Decider(frames=3)
     assert [d.feed(a) for a in ["P", "unknown_face", "P", "P", "P"]] == [None, None, None, None, "P"]

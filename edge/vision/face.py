@@ -134,9 +134,14 @@ class FacePipeline:
         return found
 
     def analyse(self, rgb: np.ndarray, *, embed: bool = True, template: bool = False,
-                roi: tuple[int, int, int, int] | None = None) -> list[Face]:
+                roi: tuple[int, int, int, int] | None = None, nearest_only: bool = False) -> list[Face]:
+        """The faces in the frame, the nearest (largest) first. `nearest_only`: that one alone, for a
+        door that decides on the nearest face: a photo or a queue puts a second face in the frame
+        (two of the bench's slowest walk-ups), and each face costs an embedding, the dearest step
+        (~100 ms here), that nothing reads."""
         faces = []
-        for rect in self.detect(rgb, roi):
+        rects = sorted(self.detect(rgb, roi), key=lambda r: -(r.right() - r.left()))
+        for rect in rects[:1] if nearest_only else rects:
             shape = self._shape(rgb, rect)
             pts = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
             chip = dlib.get_face_chip(rgb, shape, size=150)
@@ -145,7 +150,6 @@ class FacePipeline:
             if embed and q.ok:
                 face.embedding = self._template(chip) if template else np.asarray(self._encoder.compute_face_descriptor(chip), dtype=np.float32)
             faces.append(face)
-        faces.sort(key=lambda f: -(f.box[2] - f.box[0]))  # the nearest (largest) first
         return faces
 
     def _template(self, chip: np.ndarray) -> np.ndarray:

@@ -156,7 +156,7 @@ def _serve(conn, shm_name: str, slots: int, people: list[str], templates: np.nda
                 conn.send(ResultMsg(result))
                 continue
             try:
-                faces = pipeline.analyse(frame, roi=boxes.get(camera))  # type: ignore[union-attr]
+                faces = pipeline.analyse(frame, roi=boxes.get(camera), nearest_only=True)  # type: ignore[union-attr]
             except bad_frame as exc:
                 faces = []
                 result.answer = FaceAnswer(FaceStatus.ERROR, detail=exc.__class__.__name__)
