@@ -292,25 +292,45 @@ def test_training_batches_are_made_colourless_in_the_share_asked():
     assert colourless(crops, rng, 0.0) is crops and rng.random() == np.random.default_rng(2).random()
 
 
-def test_real_glyphs_are_cut_from_a_blue_plate():
-    """training.plates.glyphs: a blue plate's seven characters, each cut where it stands, the 1
-    narrow, the letters as wide as they are drawn; a plate that is not one gives nothing."""
-    from training.plates.glyphs import cut
-
+def _blue_crop(province_bars: tuple[int, ...] = (56,)) -> np.ndarray:
+    """A small blue plate crop reading 京A81234: the province a boxy glyph with bars across at these
+    heights (of 110), the rest drawn in a font."""
     img = np.full((110, 440, 3), (170, 70, 15), np.uint8)
     cv2.rectangle(img, (4, 4), (435, 105), (245, 245, 245), 3)
-    cv2.rectangle(img, (18, 22), (56, 90), (245, 245, 245), 6)   # the province: a boxy glyph
-    cv2.line(img, (18, 56), (56, 56), (245, 245, 245), 6)
+    cv2.rectangle(img, (18, 22), (56, 90), (245, 245, 245), 6)
+    for y in province_bars:
+        cv2.line(img, (18, y), (56, y), (245, 245, 245), 6)
     x = 72
     for i, ch in enumerate("A81234"):
         cv2.putText(img, ch, (x, 90), cv2.FONT_HERSHEY_SIMPLEX, 2.6, (245, 245, 245), 7)
         x += 54 + (22 if i == 0 else 0)
     crop = cv2.resize(img, (168, 42), interpolation=cv2.INTER_AREA)
-    glyphs = cut("京A81234", cv2.copyMakeBorder(crop, 6, 6, 8, 8, cv2.BORDER_CONSTANT, value=(90, 90, 90)))
+    return cv2.copyMakeBorder(crop, 6, 6, 8, 8, cv2.BORDER_CONSTANT, value=(90, 90, 90))
+
+
+def test_real_glyphs_are_cut_from_a_blue_plate():
+    """training.plates.glyphs: a blue plate's seven characters, each cut where it stands, the 1
+    narrow, the letters as wide as they are drawn; a plate that is not one gives nothing."""
+    from training.plates.glyphs import cut
+
+    glyphs = cut("京A81234", _blue_crop())
     assert glyphs is not None and [c for c, _ in glyphs] == list("京A81234")
     widths = {c: g.shape[1] / g.shape[0] for c, g in glyphs}
     assert widths["1"] < 0.5 * widths["8"] and widths["京"] > 0.4
     assert cut("京A81234", np.full((42, 168, 3), (170, 70, 15), np.uint8)) is None  # a blue board, no characters
+
+
+def test_a_province_whose_strokes_ran_together_is_left_out_of_the_glyph_bank_alone():
+    """A province with its bars packed closer than the crop resolves is a blob once cut: drawn on a
+    synthetic plate it would be a dark patch labelled 京. It is left out; the six sharp characters
+    of the same crop are kept (the cut itself was right). As many bars a little farther apart, which
+    the crop still tells apart, are kept."""
+    from training.plates.glyphs import cut
+
+    blurred = cut("京A81234", _blue_crop(province_bars=(30, 38, 46, 54, 62)))
+    assert blurred is not None and [c for c, _ in blurred] == list("A81234")
+    apart = cut("京A81234", _blue_crop(province_bars=(32, 42, 52, 62, 72)))
+    assert apart is not None and [c for c, _ in apart] == list("京A81234")
 
 
 def test_a_car_seen_from_the_side_is_read(reader):

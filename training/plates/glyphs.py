@@ -10,8 +10,10 @@ How: the plate's blue face is found (hue), turned level and cut to its rim; the 
 thresholded, the rim's long lines are taken out, and connected components give the six characters
 right of the dot (height and even pitch checked); the province is the ink one pitch left of the
 letter. A crop where any check fails gives nothing: a wrong cut would teach the recogniser a wrong
-shape. About one crop in twenty-five passes on ../shared/data/plates_train; that is enough for a
-dozen shapes of each letter and digit, and fonts fill the rest (`synth.render`).
+shape. A glyph whose strokes ran together (`_solid`: blurred, most often a province) is left out
+alone: drawn on a plate it would be a dark blob under a character's label. About one crop in
+twenty-five passes on ../shared/data/plates_train; that is enough for a dozen shapes of each letter
+and digit, and fonts fill the rest (`synth.render`).
 
 The bank is built once per process from the folder in $DOOR_EDGE_GLYPHS (`use`) and holds ink maps only, no
 plate image. Training cuts from ../shared/data/plates_train; `bench plate` draws its green set from
@@ -31,6 +33,7 @@ import numpy as np
 
 FACE_H = 64  # the levelled plate face's height in pixels
 ENV = "DOOR_EDGE_GLYPHS"  # the folder whose crops the bank is cut from (`use`)
+SOLID_MAX = 0.2  # the most of a glyph's ink that may be thicker than a sixth of its height (`_solid`)
 
 
 def _plate_face(img: np.ndarray) -> np.ndarray | None:
@@ -76,6 +79,19 @@ def _boxes(mask: np.ndarray) -> list[list[int]]:
     return merged
 
 
+def _solid(glyph: np.ndarray) -> float:
+    """The share of a glyph's ink (0-255) left after eroding it by a disc a sixth of its height
+    across. A plate's strokes are about a tenth of its height thick, so a clean cut keeps almost
+    none; a blurred one, where the strokes ran together, keeps a solid core. Such a cut drawn on a
+    synthetic plate is a dark blob labelled with a character (most often a province: its strokes
+    are the closest together), which teaches a reader to guess and makes a test plate unreadable."""
+    k = max(3, round(glyph.shape[0] / 6)) | 1
+    # padded with background: erode would take the outside for ink, and keep every stroke on the box's edge
+    ink = cv2.copyMakeBorder((glyph > 127).astype(np.uint8), k, k, k, k, cv2.BORDER_CONSTANT, value=0)
+    core = cv2.erode(ink, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return float(core.sum()) / max(1, int(ink.sum()))
+
+
 def _clean(glyph: np.ndarray) -> np.ndarray | None:
     """The glyph's ink stretched to 0-255, or None when it has too little contrast or is mostly
     background or mostly ink (a blurred or misplaced cut)."""
@@ -90,8 +106,8 @@ def _clean(glyph: np.ndarray) -> np.ndarray | None:
 
 
 def cut(text: str, crop: np.ndarray) -> list[tuple[str, np.ndarray]] | None:
-    """(character, ink map) for each of a 7-character blue plate's characters, or None when the crop
-    does not give all seven cleanly."""
+    """(character, ink map) for each of a 7-character blue plate's characters but the blurred ones
+    (`_solid`), or None when the crop does not give all seven cleanly."""
     face = _plate_face(crop)
     if face is None or len(text) != 7:
         return None
@@ -132,7 +148,8 @@ def cut(text: str, crop: np.ndarray) -> list[tuple[str, np.ndarray]] | None:
     glyph = _clean(ink[y0:y1, x0:x1])
     if glyph is None:
         return None
-    return [(text[0], glyph), *out]
+    # the cut is right; a glyph whose strokes ran together is left out alone (its neighbours may be sharp)
+    return [(ch, g) for ch, g in [(text[0], glyph), *out] if _solid(g) <= SOLID_MAX]
 
 
 def build(folder: Path) -> dict[str, list[np.ndarray]]:
