@@ -13,10 +13,12 @@ every single-image identity, and every genuine probe against a gallery without i
   importing the package (its model loader needs `pkg_resources`).
 - Stream: each probe pasted on a 640x480 background and moved a few pixels per frame for 30 frames
   (one walk-up per probe; liveness off: these frames are a still photo by construction). Ours
-  decides on 3 consecutive agreeing frames, tracks the face in a region around its last box, and
-  stops embedding once a walk-up is decided; the baseline runs its whole pipeline on every frame
-  and opens on the first frame whose nearest known face is within 0.6. `decision_ms` adds up the
-  processing time from a walk-up's first frame to its decision.
+  decides as the daemon does: the vision worker's answer for the nearest face of each frame
+  (`answer_for`) through the walk-up rule (`edge.access.walkup` at its default settings: the same
+  answer on 3 consecutive frames, a low-quality frame breaking the run); it tracks the face in a
+  region around its last box, and stops embedding once a walk-up is decided; the baseline runs its
+  whole pipeline on every frame and opens on the first frame whose nearest known face is within
+  0.6. `decision_ms` adds up the processing time from a walk-up's first frame to its decision.
 - Folds (`far_at_tar95`, `tar_at_far001`, `folds`): the stills judged fold by fold, five folds by
   person; see `kfold`.
 - Video (`video`, when ../video/short_hamilton_clip.mp4 is beside DIR): devtools.bench_face_video.
@@ -34,10 +36,13 @@ import dlib
 import numpy as np
 
 from devtools.bench_face_video import video_check
+from edge.access.walkup import UNKNOWN, FaceAnswer, WalkUp
+from edge.config import FaceSection
 from edge.vision.enrol import read_rgb
-from edge.vision.face import MODEL_FILES, Decider, FacePipeline, Gallery, model_dir
+from edge.vision.face import MODEL_FILES, Face, FacePipeline, Gallery, answer_for, model_dir
 
 FRAMES = 30
+FRAME_S = 0.1  # the walk-ups' clock: a gateway camera sends about 10 frames a second
 STOCK_TOLERANCE = 0.6
 
 
@@ -99,6 +104,23 @@ def walk_up(img: np.ndarray, frames: int = FRAMES) -> list[np.ndarray]:
         bg[y:y + h, x:x + w] = img[: 480 - y, : 640 - x]
         out.append(bg)
     return out
+
+
+def _walk_up_rule() -> WalkUp:
+    """The daemon's walk-up rule (edge.access.walkup) at its default settings, liveness off: a bench
+    walk-up is a still photo moved about, so it would never pass."""
+    return WalkUp(FaceSection(liveness=False), liveness=lambda chips: 0.0)
+
+
+def _decision(rule: WalkUp, n: int, face: Face | None, gallery: Gallery) -> str | None:
+    """Frame n of a walk-up through the daemon's rule, with the worker's answer for its nearest face
+    (`answer_for`): the resident decided on, UNKNOWN, or None while undecided (a face the walk-up
+    never found usable is no decision here)."""
+    answer: FaceAnswer | None = answer_for(face, gallery)[0] if face is not None else None
+    verdict = rule.observe(n * FRAME_S, answer)
+    if verdict is None or verdict.reason not in ("match", UNKNOWN):
+        return None
+    return verdict.person or UNKNOWN
 
 
 def bench_face(data: Path) -> dict:
@@ -169,30 +191,26 @@ def bench_face(data: Path) -> dict:
         frames = walk_up(images[f])
         # ours, timed once; the decision is then taken against the full gallery and, for a genuine
         # probe, also against the gallery without its own identity (the impostor case)
-        answers: list[tuple[str, np.ndarray | None]] = []
-        decider, decided_at, box, elapsed = Decider(3), None, None, 0.0
+        seen: list[Face | None] = []
+        rule, decision, decided_at, box, elapsed = _walk_up_rule(), None, None, None, 0.0
         for n, frame in enumerate(frames):
             t0 = time.perf_counter()
             faces = ours.analyse(frame, embed=decided_at is None, roi=box, nearest_only=True)  # as the vision worker
-            if faces:
-                box = faces[0].box
-                e = faces[0].embedding
-                answer = "low_quality" if not faces[0].quality.ok else (gallery.search(e).person or "unknown_face") if e is not None else ""
-                answers.append((answer, e))
-                if decided_at is None and answer and decider.feed(answer) is not None and answer != "low_quality":
-                    decided_at = n
+            seen.append(faces[0] if faces else None)
+            box = faces[0].box if faces else box
+            if decided_at is None:
+                decision = _decision(rule, n, faces[0] if faces else None, gallery)
+                decided_at = n if decision else None
             dt = (time.perf_counter() - t0) * 1000
             frame_ms.append(dt)
             elapsed += dt
             if decided_at == n:
                 decision_ms.append(elapsed)
-        decision = decider.last if decided_at is not None else None
         cases = [(truth, decision)]
-        if truth is not None:  # the same walk-up against a gallery without this person
-            d2 = Decider(3)
-            dec2 = None
-            for _, e in answers:
-                if e is not None and (dec2 := d2.feed(without[truth].search(e).person or "unknown_face")):
+        if truth is not None:  # the same walk-up against a gallery without this person (its frames up to the decision)
+            rule2, dec2 = _walk_up_rule(), None
+            for n, face in enumerate(seen):
+                if (dec2 := _decision(rule2, n, face, without[truth])) or (face is not None and face.quality.ok and face.embedding is None):
                     break
             cases.append((None, dec2))
         for want, got in cases:

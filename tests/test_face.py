@@ -10,10 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.access.walkup import FaceAnswer, FaceStatus
 from edge.privacy import Tokenizer, generate_key, load_key
 from edge.store.faces import FaceStore, TemplateKeyError
 from edge.vision.enrol import EnrolError, templates_from
-from edge.vision.face import LIVENESS_MIN, Decider, FacePipeline, Gallery, liveness_score
+from edge.vision.face import LIVENESS_MIN, FacePipeline, Gallery, answer_for, liveness_score
 from rigs import scene
 
 DATA = Path(__file__).parent / "data" / "faces"
@@ -103,9 +104,20 @@ def test_a_door_embeds_only_the_nearest_of_two_faces(pipeline):
     assert np.allclose(one.embedding, every[0].embedding) and len(calls) == 1
 
 
-def test_a_decision_needs_the_same_answer_on_consecutive_frames():
-    d = Decider(frames=3)
-    assert [d.feed(a) for a in ["P", "unknown_face", "P", "P", "P"]] == [None, None, None, None, "P"]
+def test_a_frame_answers_the_walk_up_with_a_resident_a_stranger_or_low_quality(pipeline, gallery):
+    """answer_for, what the vision worker and the bench tell the walk-up: the resident's id, a
+    stranger as UNKNOWN, a face cut off by the frame's edge as LOW_QUALITY (not a stranger: the
+    walk-up waits for a usable frame), and nothing for a face the worker did not embed."""
+    img = rgb("Emma_Watson_0004")
+    (whole,) = pipeline.analyse(img)
+    answer, m = answer_for(whole, gallery)
+    assert answer == FaceAnswer.match("Emma_Watson") and m is not None and m.person == "Emma_Watson"
+    (stranger,) = pipeline.analyse(rgb("Ken_Loach_0001"))
+    assert answer_for(stranger, gallery)[0] == FaceAnswer(FaceStatus.UNKNOWN)
+    cut = pipeline.analyse(np.ascontiguousarray(img[:, whole.box[0] + (whole.box[2] - whole.box[0]) // 3:]))
+    assert answer_for(cut[0], gallery) == (FaceAnswer(FaceStatus.LOW_QUALITY), None)
+    (unembedded,) = pipeline.analyse(img, embed=False)
+    assert answer_for(unembedded, gallery) == (None, None)
 
 
 def test_enrolment_refuses_photos_without_one_usable_face(pipeline):

@@ -1,5 +1,5 @@
 """Faces: detection, 5-point alignment, 128-d embeddings, quality gates, open-set 1:N search,
-a multi-frame decision and a liveness check. Pure computation on numpy frames (RGB, uint8).
+one frame's answer and a liveness check (the decision over frames is edge.access.walkup's). Pure computation on numpy frames (RGB, uint8).
 
 Models: dlib's HOG detector, the 5-point landmark model and the ResNet embedding model shipped by
 `face_recognition_models`, run through `dlib-bin` wheels. The weight files are located with
@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import dlib
 import numpy as np
 
+from edge.access.walkup import FaceAnswer, FaceStatus
 from edge.errors import SetupError
 
 MODEL_FILES = {"shape5": "shape_predictor_5_face_landmarks.dat", "encoder": "dlib_face_recognition_resnet_model_v1.dat"}
@@ -268,30 +269,19 @@ class Gallery:
         return Match(person if ok else None, d, person, second, score)
 
 
-# -- decisions over frames -------------------------------------------------------------------------
-@dataclass
-class Decider:
-    """The same answer on `frames` consecutive frames makes a decision (one per walk-up)."""
-
-    frames: int = 3
-    _last: str | None = None
-    _run: int = 0
-    history: list[str] = field(default_factory=list)
-
-    def feed(self, answer: str) -> str | None:
-        """`answer`: a person id, "unknown_face" or "low_quality". Returns the decision when made."""
-        self._run = self._run + 1 if answer == self._last else 1
-        self._last = answer
-        self.history.append(answer)
-        return answer if self._run >= self.frames else None
-
-    @property
-    def last(self) -> str | None:
-        return self._last
-
-    def reset(self) -> None:
-        self._last, self._run = None, 0
-        self.history.clear()
+# -- one frame's answer ----------------------------------------------------------------------------
+def answer_for(face: Face, gallery: Gallery) -> tuple[FaceAnswer | None, Match | None]:
+    """What a frame's nearest face tells the walk-up (`edge.access.walkup`, which decides over
+    frames), and the gallery's match behind it: LOW_QUALITY for a face the quality gate refused, a
+    resident or UNKNOWN for an embedded one; no answer for a face that was not embedded (a decided
+    walk-up stops embedding). The vision worker and `bench face` both ask here, so the bench's
+    walk-ups are decided on the daemon's own answers."""
+    if not face.quality.ok:
+        return FaceAnswer(FaceStatus.LOW_QUALITY), None
+    if face.embedding is None:
+        return None, None
+    m = gallery.search(face.embedding)
+    return (FaceAnswer.match(m.person) if m.person else FaceAnswer(FaceStatus.UNKNOWN)), m
 
 
 def liveness_score(chips: list[np.ndarray]) -> float:

@@ -96,7 +96,7 @@ def _serve(conn, shm_name: str, slots: int, people: list[str], templates: np.nda
     needs them. `qr`: the cameras whose frames are also searched for visitor passes."""
     import cv2
 
-    from edge.vision.face import FacePipeline, Gallery
+    from edge.vision.face import FacePipeline, Gallery, answer_for
     from edge.vision.passes import PassReader
 
     tasks = tasks or {}
@@ -165,12 +165,9 @@ def _serve(conn, shm_name: str, slots: int, people: list[str], templates: np.nda
                 f = faces[0]
                 boxes[camera] = result.box = f.box
                 result.chip = f.chip
-                if not f.quality.ok:
-                    result.answer = FaceAnswer(FaceStatus.LOW_QUALITY)
-                elif f.embedding is not None:
-                    m = gallery.search(f.embedding)
-                    answer = FaceAnswer.match(m.person) if m.person else FaceAnswer(FaceStatus.UNKNOWN)
-                    result.answer, result.distance, result.z = answer, m.distance, m.z
+                result.answer, m = answer_for(f, gallery)
+                if m is not None:
+                    result.distance, result.z = m.distance, m.z
             else:
                 boxes[camera] = None
             result.ms = (time.perf_counter() - t0) * 1000
