@@ -1,5 +1,6 @@
 """Faces: detection, 5-point alignment, 128-d embeddings, quality gates, open-set 1:N search,
-one frame's answer and a liveness check (the decision over frames is edge.access.walkup's). Pure computation on numpy frames (RGB, uint8).
+one frame's answer and a liveness check (the decision over frames is edge.access.walkup's). Pure
+computation on numpy frames (RGB, uint8).
 
 Models: dlib's HOG detector, the 5-point landmark model and the ResNet embedding model shipped by
 `face_recognition_models`, run through `dlib-bin` wheels. The weight files are located with
