@@ -209,8 +209,8 @@ def bench_face(data: Path) -> dict:
         cases = [(truth, decision)]
         if truth is not None:  # the same walk-up against a gallery without this person (its frames up to the decision)
             rule2, dec2 = _walk_up_rule(), None
-            for n, face in enumerate(seen):
-                if (dec2 := _decision(rule2, n, face, without[truth])) or (face is not None and face.quality.ok and face.embedding is None):
+            for n, face in enumerate(seen[:None if decided_at is None else decided_at + 1]):  # later frames were not embedded
+                if dec2 := _decision(rule2, n, face, without[truth]):
                     break
             cases.append((None, dec2))
         for want, got in cases:

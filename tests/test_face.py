@@ -48,6 +48,12 @@ def probe(pipeline, name: str) -> np.ndarray:
     return face.embedding
 
 
+def cut_off(img: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The frame with a third of the face in `box` past its left edge: a face coming into view."""
+    left, _top, right, _bottom = box
+    return np.ascontiguousarray(img[:, left + (right - left) // 3:])
+
+
 @pytest.mark.parametrize("person", sorted(PROBES))
 def test_the_same_person_is_recognised_on_another_photo(pipeline, gallery, person):
     m = gallery.search(probe(pipeline, f"{person}_{PROBES[person]}"))
@@ -66,9 +72,7 @@ def test_a_face_cut_off_by_the_frame_edge_is_not_matched(pipeline):
     `cut_off`, and matched once it is wholly in view."""
     img = rgb("Emma_Watson_0004")
     (whole,) = pipeline.analyse(img)
-    left, _top, right, _bottom = whole.box
-    edge = left + (right - left) // 3  # a third of the face past the frame's left edge
-    cut = pipeline.analyse(np.ascontiguousarray(img[:, edge:]))
+    cut = pipeline.analyse(cut_off(img, whole.box))
     assert cut and all(f.quality.reason == "cut_off" and f.embedding is None for f in cut)
     assert whole.quality.ok and whole.embedding is not None
 
@@ -114,7 +118,7 @@ def test_a_frame_answers_the_walk_up_with_a_resident_a_stranger_or_low_quality(p
     assert answer == FaceAnswer.match("Emma_Watson") and m is not None and m.person == "Emma_Watson"
     (stranger,) = pipeline.analyse(rgb("Ken_Loach_0001"))
     assert answer_for(stranger, gallery)[0] == FaceAnswer(FaceStatus.UNKNOWN)
-    cut = pipeline.analyse(np.ascontiguousarray(img[:, whole.box[0] + (whole.box[2] - whole.box[0]) // 3:]))
+    cut = pipeline.analyse(cut_off(img, whole.box))
     assert answer_for(cut[0], gallery) == (FaceAnswer(FaceStatus.LOW_QUALITY), None)
     (unembedded,) = pipeline.analyse(img, embed=False)
     assert answer_for(unembedded, gallery) == (None, None)
