@@ -176,12 +176,13 @@ def _face_store(cfg: config_mod.GatewayConfig):
 def cmd_enroll_face(args: argparse.Namespace) -> int:
     from edge.vision.enrol import EnrolError, image_files, read_rgb, templates_from
     from edge.vision.face import FaceModelsMissing, FacePipeline, Settings
+    from edge.vision.models import ModelError
 
     cfg = _load(args.config)
     store = _face_store(cfg)
     try:
         pipeline = FacePipeline(Settings.from_config(cfg.face))
-    except FaceModelsMissing as exc:
+    except (FaceModelsMissing, ModelError) as exc:
         print(f"face models: {exc}", file=sys.stderr)
         return 1
     if args.images is not None:

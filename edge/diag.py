@@ -363,18 +363,35 @@ def _cameras(cfg: config_mod.GatewayConfig, out: list[Check]) -> None:
                 store.close()
         except TemplateKeyError as exc:
             out.append(Check("face templates", "fail", str(exc), "create the key with `door-edge keygen FILE` (gateway.face_key_file)"))
+    if any(d.mode in config_mod.FACE_MODES for d in cfg.doors):
+        from edge.vision.face import FACE_MODELS, MODEL_FILES, FaceModelsMissing, model_dir
+        from edge.vision.face_embed import verified
+        from edge.vision.models import ModelError
+
+        _models(out, FACE_MODELS, "reinstall the package")
+        try:
+            info, _ = verified(model_dir() / MODEL_FILES["encoder"])
+            out.append(Check("model face weights", "ok", f"{info.meta['weights']}: the file {info.path.name} was made from"))
+        except (ModelError, FaceModelsMissing) as exc:
+            out.append(Check("model face weights", "fail", exc.problem, exc.fix))
     if any(d.mode in config_mod.PLATE_MODES for d in cfg.doors):
-        from edge.vision.models import ModelError, checked
         from edge.vision.plate import PLATE_MODELS
 
-        for name in PLATE_MODELS:
-            try:
-                info = checked(name)
-                out.append(Check(f"model {name}", "ok", f"{info.path.name}: sha256 matches the manifest"))
-            except ModelError as exc:
-                out.append(Check(f"model {name}", "fail", str(exc), "reinstall the package, or retrain (make train-plates)"))
+        _models(out, PLATE_MODELS, "reinstall the package, or retrain (make train-plates)")
     for cam in cfg.cameras:
         check_camera(cfg, cam, cfg.state_dir() / "diag", lambda *a: out.append(Check(*a)))
+
+
+def _models(out: list[Check], names: tuple[str, ...], fix: str) -> None:
+    """A check per model file: its sha256 against the manifest's."""
+    from edge.vision.models import ModelError, checked
+
+    for name in names:
+        try:
+            info = checked(name)
+            out.append(Check(f"model {name}", "ok", f"{info.path.name}: sha256 matches the manifest"))
+        except ModelError as exc:
+            out.append(Check(f"model {name}", "fail", str(exc), fix))
 
 
 def runtime_checks(cfg: config_mod.GatewayConfig) -> list[dict]:

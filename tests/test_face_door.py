@@ -159,6 +159,7 @@ def test_diag_checks_the_camera_and_writes_an_annotated_snapshot(tmp_path, pcscd
         checks = {c["name"]: c for c in json.loads(res.stdout)["checks"]}
         assert checks["camera lobby-cam"]["status"] == "ok" and "640x480" in checks["camera lobby-cam"]["detail"]
         assert checks["face templates"]["detail"].startswith("3 person(s) enrolled")
+        assert all(checks[f"model {m}"]["status"] == "ok" for m in ("face_embed", "face_cohort", "face weights"))
         snap = checks["snapshot lobby-cam"]
         assert snap["status"] == "ok" and snap["detail"].startswith("1 face(s), 1 usable")
         (png,) = (rig.root / "state" / "diag").glob("snapshot-lobby-cam-*.png")

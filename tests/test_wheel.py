@@ -68,7 +68,7 @@ def test_the_wheel_holds_the_runtime_and_its_models_only(wheel):
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == RUNTIME_TOP
     models = {Path(n).name for n in names if n.startswith("edge/models/")}
-    assert {"manifest.toml", "face_cohort.npz", *(f"{m}.onnx" for m in PLATE_MODELS)} <= models
+    assert {"manifest.toml", "face_cohort.npz", "face_embed.onnx", *(f"{m}.onnx" for m in PLATE_MODELS)} <= models
     for part in ("rigs/", "devtools/", "training/", "tests/", "/virtual/", "pki", "bench", "demo", "synth"):
         assert not [n for n in names if part in n], part
 
@@ -94,6 +94,31 @@ def test_an_installed_gateway_reads_a_plate_with_its_packaged_models(installed, 
     res = run(installed, "python", "-c", script, str(REPO / "tests" / "data" / "plates" / "car_known.jpg"), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "site-packages" in res.stdout and "[]" not in res.stdout, res.stdout
+
+
+def test_an_installed_gateway_embeds_a_face_with_its_packaged_graph_and_the_registrys_weights(installed, tmp_path):
+    """The face graph ships in the wheel without weights; they are read from the installed
+    face_recognition_models package (checked against the manifest) and must give dlib's embedding."""
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import dlib\n"
+        "import numpy as np\n"
+        "from edge.vision import models\n"
+        "from edge.vision.enrol import read_rgb\n"
+        "from edge.vision.face import MODEL_FILES, FacePipeline, model_dir\n"
+        "assert 'site-packages' in str(models.MODELS_DIR) and 'site-packages' in str(model_dir())\n"
+        "img = read_rgb(Path(sys.argv[1]))\n"
+        "pipe = FacePipeline()\n"
+        "(face,) = [f for f in pipe.analyse(img) if f.embedding is not None]\n"
+        "shape = dlib.shape_predictor(str(model_dir() / MODEL_FILES['shape5']))\n"
+        "chip = dlib.get_face_chip(img, shape(img, dlib.rectangle(*face.box)), size=150)\n"
+        "theirs = np.array(dlib.face_recognition_model_v1(str(model_dir() / MODEL_FILES['encoder'])).compute_face_descriptor(chip))\n"
+        "print('largest difference', float(np.abs(face.embedding - theirs).max()))\n"
+    )
+    res = run(installed, "python", "-c", script, str(REPO / "tests" / "data" / "faces" / "Emma_Watson_0004.jpg"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert float(res.stdout.split()[-1]) < 1e-5, res.stdout
 
 
 def test_an_installed_gateway_has_no_bench_and_says_where_it_is(installed, tmp_path):

@@ -84,9 +84,9 @@ def _write(snapshot_dir: Path, cam: CameraSection, bgr: np.ndarray) -> Path:
 def _snapshot(cfg: GatewayConfig, cam: CameraSection, rgb: np.ndarray, snapshot_dir: Path) -> tuple[str, str, str]:
     from edge.config import PLATE_MODES
     from edge.vision.face import FaceModelsMissing, FacePipeline, Settings
+    from edge.vision.models import ModelError
 
     if cfg.door(cam.door).mode in PLATE_MODES:
-        from edge.vision.models import ModelError
         from edge.vision.plate import PlateReader
 
         try:
@@ -100,7 +100,7 @@ def _snapshot(cfg: GatewayConfig, cam: CameraSection, rgb: np.ndarray, snapshot_
 
     try:
         pipeline = FacePipeline(Settings.from_config(cfg.face))
-    except FaceModelsMissing as exc:
+    except (FaceModelsMissing, ModelError) as exc:
         return "fail", str(exc), "reinstall the package (make setup)"
     faces = pipeline.analyse(rgb)
     distances: list[float | None] = [None] * len(faces)

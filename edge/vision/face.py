@@ -38,6 +38,7 @@ from edge.vision.face_embed import FaceEmbedder
 from edge.vision.models import MODELS_DIR
 
 MODEL_FILES = {"shape5": "shape_predictor_5_face_landmarks.dat", "encoder": "dlib_face_recognition_resnet_model_v1.dat"}
+FACE_MODELS = ("face_embed", "face_cohort")  # ours, in models/ (the manifest's names); the weights are MODEL_FILES'
 
 
 class FaceModelsMissing(SetupError):

@@ -19,9 +19,24 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.vision.models import MODELS_DIR, ModelError, checked
+from edge.vision.models import MODELS_DIR, ModelError, ModelInfo, checked
 
 CHIP = 150
+
+
+def verified(weights: Path, models_dir: Path = MODELS_DIR) -> tuple[ModelInfo, bytes]:
+    """The graph's manifest entry (its sha256 checked) and dlib's weight file, read, once its
+    sha256 is the one the graph was made from; ModelError naming the fix otherwise."""
+    info = checked("face_embed", models_dir)
+    try:
+        data = weights.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"{weights} is missing", "reinstall face_recognition_models (the face weights come with it)") from None
+    if weights.name != info.meta["weights"] or hashlib.sha256(data).hexdigest() != info.meta["weights_sha256"]:
+        raise ModelError(f"{weights} is not the dlib file {info.path.name} was made from ({info.meta['weights']}, sha256 "
+                         f"{info.meta['weights_sha256'][:16]}...)", "install face_recognition_models 0.3.0 (`make install`), or "
+                         f"remake the graph: {info.meta.get('command', '?')}")
+    return info, data
 
 
 class FaceEmbedder:
@@ -35,15 +50,7 @@ class FaceEmbedder:
     def __init__(self, weights: Path, models_dir: Path = MODELS_DIR, threads: int = 1):
         import onnxruntime as ort
 
-        info = checked("face_embed", models_dir)
-        try:
-            data = weights.read_bytes()
-        except FileNotFoundError:
-            raise ModelError(f"{weights} is missing", "reinstall face_recognition_models (the face weights come with it)") from None
-        if weights.name != info.meta["weights"] or hashlib.sha256(data).hexdigest() != info.meta["weights_sha256"]:
-            raise ModelError(f"{weights} is not the dlib file {info.path.name} was made from ({info.meta['weights']}, sha256 "
-                             f"{info.meta['weights_sha256'][:16]}...)", "install face_recognition_models 0.3.0 (`make install`), or "
-                             f"remake the graph: {info.meta.get('command', '?')}")
+        info, data = verified(weights, models_dir)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

@@ -33,7 +33,7 @@ from edge.config import FACE_MODES, PLATE_MODES, CameraSection, GatewayConfig
 from edge.store.faces import FaceStore, TemplateKeyError, load_template_key
 from edge.vision import VisionSetupError
 from edge.vision import worker as worker_mod
-from edge.vision.face import Settings, model_dir
+from edge.vision.face import FACE_MODELS, Settings, model_dir
 from edge.vision.worker import FaceWorker, VisionResult
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,11 @@ class VisionService:
             for name in PLATE_MODELS:
                 checked(name)
         if "face" in self.tasks.values():
+            from edge.vision.models import checked
+
             model_dir()
+            for name in FACE_MODELS:
+                checked(name)
 
     def start(self) -> None:
         self.worker.start()
