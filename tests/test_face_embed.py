@@ -58,3 +58,19 @@ def test_a_weight_file_the_graph_was_not_made_from_is_refused(tmp_path):
     with pytest.raises(ModelError) as err:
         FaceEmbedder(tmp_path / "nothing.dat")
     assert "is missing" in str(err.value)
+
+
+def test_the_graph_script_reads_dlibs_file_to_its_last_byte_and_refuses_one_cut_short():
+    """training.faces.dlib_graph reads the network as dlib's deserialisers do; the shipped graph's
+    offsets come from it, so a file it cannot read to the end exactly is refused, not guessed at."""
+    from training.faces.dlib_graph import read_network
+
+    data = WEIGHTS.read_bytes()
+    mean, layers = read_network(data)
+    kinds = [layer.kind for layer in layers]
+    assert kinds.count("con") == 29 and kinds.count("add") == 14 and kinds[-1] == "fc"
+    assert np.allclose(mean, (122.782, 117.001, 104.298), atol=1e-3)  # dlib's per-channel input means
+    offset, count = layers[0].params
+    assert count == 32 * 3 * 7 * 7 + 32 and offset + 4 * count < len(data)
+    with pytest.raises(ValueError, match="ends"):
+        read_network(data[:-1000])

@@ -43,6 +43,8 @@ class _Stream:
         self.b, self.i = data, 0
 
     def int(self) -> int:
+        if self.i >= len(self.b):
+            raise ValueError("the file ends early: not the file this reader knows")
         control = self.b[self.i]
         n = control & 0x0F
         value = int.from_bytes(self.b[self.i + 1: self.i + 1 + n], "little")
@@ -70,6 +72,8 @@ class _Stream:
         if (version := self.int()) != 2:
             raise ValueError(f"byte {self.i}: tensor version {version}, expected 2")
         n = int(np.prod([self.int() for _ in range(4)]))
+        if self.i + 4 * n > len(self.b):
+            raise ValueError(f"byte {self.i}: the file ends inside a tensor of {n} floats")
         self.i += 4 * n
         return self.i - 4 * n, n
 
@@ -84,7 +88,7 @@ class _Stream:
 class Layer:
     kind: str                       # con, affine, relu, max_pool, avg_pool, add, fc, tag, skip
     tag: int = 0                    # add: the tag it adds; tag / skip: its id
-    params: tuple[int, int] = (0, 0)
+    params: tuple[int, int] = (0, 0)  # (offset of its first float in the file, how many): con, affine, fc
     dims: dict = field(default_factory=dict)
 
 
