@@ -5,8 +5,9 @@ Data: `DIR/labels.csv` (`file,identity`; `MULTI:...` group photos are skipped). 
 least 4 images enrol their first 3 (by file name); the rest are genuine probes. Impostor probes:
 every single-image identity, and every genuine probe against a gallery without its own identity.
 
-- Ours: `edge.vision.face` (5-point alignment, augmented enrolment templates, scores normalised
-  against the fixed cohort of models/face_cohort.npz, a distance limit).
+- Ours: `edge.vision.face` (5-point alignment, dlib's embedding network run by onnxruntime
+  (edge.vision.face_embed: dlib's numbers, ~13x faster here), augmented enrolment templates, scores
+  normalised against the fixed cohort of models/face_cohort.npz, a distance limit).
 - Baseline, as face_recognition's README shows it (`face_locations` with its defaults = HOG with
   one upsampling on the whole image, `face_encodings` = 5-point model with one jitter,
   `compare_faces` at 0.6, the nearest known face): the same dlib calls its api.py makes, without
