@@ -17,7 +17,8 @@ every single-image identity, and every genuine probe against a gallery without i
   decides as the daemon does: the vision worker's answer for the nearest face of each frame
   (`answer_for`) through the walk-up rule (`edge.access.walkup` at its default settings: the same
   answer on 3 consecutive frames, a low-quality frame breaking the run); it tracks the face in a
-  region around its last box, and stops embedding once a walk-up is decided; the baseline runs its
+  region around the last frame's box (a frame without a face sends the next search to the whole frame, as
+  in the worker), and stops embedding once a walk-up is decided; the baseline runs its
   whole pipeline on every frame and opens on the first frame whose nearest known face is within
   0.6. `decision_ms` adds up the processing time from a walk-up's first frame to its decision.
 - Folds (`far_at_tar95`, `tar_at_far001`, `folds`): the stills judged fold by fold, five folds by
@@ -198,7 +199,7 @@ def bench_face(data: Path) -> dict:
             t0 = time.perf_counter()
             faces = ours.analyse(frame, embed=decided_at is None, roi=box, nearest_only=True)  # as the vision worker
             seen.append(faces[0] if faces else None)
-            box = faces[0].box if faces else box
+            box = faces[0].box if faces else None  # as the vision worker: a frame without a face sends the next search to the whole frame
             if decided_at is None:
                 decision = _decision(rule, n, faces[0] if faces else None, gallery)
                 decided_at = n if decision else None
