@@ -92,6 +92,10 @@ bench: bench-deps
 train-deps: dev fonts
 	$(VENV)/bin/pip install -q 'torch==2.13.0' -e '.[train]'
 
+# the large recogniser before its green fine-tune (train-plates-green starts from it, not from the
+# shipped file, which is already fine-tuned: running train-plates-green twice would fine-tune twice)
+LARGE_BASE := /tmp/door-edge-large2/plate_rec_large.onnx
+
 train-plates: train-deps
 	$(VENV)/bin/python -m training.plates.recognizer --real $(PLATES_TRAIN) --out /tmp/door-edge-stage1/plate_rec.onnx \
 	  --synthetic 50000 --steps 15000 --green 0.35 --seed 17
@@ -99,7 +103,7 @@ train-plates: train-deps
 	  --init /tmp/door-edge-stage1/plate_rec.pt --lr 5e-4 --synthetic 50000 --steps 8000 --green 0.4 --seed 23
 	$(VENV)/bin/python -m training.plates.recognizer --real $(PLATES_TRAIN) --size large --out /tmp/door-edge-large1/plate_rec_large.onnx \
 	  --synthetic 50000 --steps 9000 --green 0.4 --seed 101
-	$(VENV)/bin/python -m training.plates.recognizer --real $(PLATES_TRAIN) --size large --out models/plate_rec_large.onnx \
+	$(VENV)/bin/python -m training.plates.recognizer --real $(PLATES_TRAIN) --size large --out $(LARGE_BASE) \
 	  --init /tmp/door-edge-large1/plate_rec_large.pt --lr 5e-4 --synthetic 50000 --steps 5000 --green 0.4 --seed 103
 	$(VENV)/bin/python -m training.plates.detector --real $(PLATES_TRAIN) --backgrounds $(BACKGROUNDS) --out models/plate_det.onnx \
 	  --scenes 8000 --steps 4000 --seed 11
@@ -113,13 +117,14 @@ train-plates: train-deps
 # plate_prov_green (edge.vision.plate_cues.palette); the others keep plate_rec and plate_prov,
 # whose blue reads a green fine-tune would cost. Run after train-plates: it starts from its models.
 train-plates-green: train-deps
+	@test -f $(LARGE_BASE) || { echo "$(LARGE_BASE) is missing: the large recogniser's green fine-tune starts from the model make train-plates trains before it; run make train-plates"; exit 2; }
 	$(VENV)/bin/python -m training.plates.recognizer --real $(PLATES_TRAIN) --init models/plate_rec.onnx \
 	  --out /tmp/door-edge-green1/plate_rec_green.onnx --lr 4e-4 --synthetic 30000 --steps 6000 --green 0.5 --seed 31
 	$(VENV)/bin/python -m training.plates.recognizer --real $(PLATES_TRAIN) --init /tmp/door-edge-green1/plate_rec_green.onnx \
 	  --out models/plate_rec_green.onnx --lr 3e-4 --synthetic 30000 --steps 6000 --green 0.8 --seed 37
 	$(VENV)/bin/python -m training.plates.province --real $(PLATES_TRAIN) --init models/plate_prov.onnx --out models/plate_prov_green.onnx \
 	  --lr 5e-4 --synthetic 30000 --steps 3000 --green 0.8 --seed 53
-	$(VENV)/bin/python -m training.plates.recognizer --real $(PLATES_TRAIN) --size large --init models/plate_rec_large.onnx \
+	$(VENV)/bin/python -m training.plates.recognizer --real $(PLATES_TRAIN) --size large --init $(LARGE_BASE) \
 	  --out models/plate_rec_large.onnx --lr 4e-4 --synthetic 30000 --steps 2500 --green 0.5 --seed 109
 	$(VENV)/bin/python -m training.plates.manifest
 

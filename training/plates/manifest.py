@@ -100,9 +100,9 @@ MODELS = {
                          "fine-tuned on 30,000 synthetic plates, half green drawn as real ones look",
         "command": "python -m training.plates.recognizer --real ../shared/data/plates_train --size large --out /tmp/large1/plate_rec_large.onnx "
                    "--synthetic 50000 --steps 9000 --green 0.4 --seed 101 && python -m training.plates.recognizer --real "
-                   "../shared/data/plates_train --size large --out models/plate_rec_large.onnx --init /tmp/large1/plate_rec_large.pt "
+                   "../shared/data/plates_train --size large --out /tmp/large2/plate_rec_large.onnx --init /tmp/large1/plate_rec_large.pt "
                    "--lr 5e-4 --synthetic 50000 --steps 5000 --green 0.4 --seed 103 && python -m training.plates.recognizer --real "
-                   "../shared/data/plates_train --size large --init models/plate_rec_large.onnx --out models/plate_rec_large.onnx "
+                   "../shared/data/plates_train --size large --init /tmp/large2/plate_rec_large.onnx --out models/plate_rec_large.onnx "
                    "--lr 4e-4 --synthetic 30000 --steps 2500 --green 0.5 --seed 109",
         "code": "the two stages: edge/vision/train as of the commit that added this file (`git log --diff-filter=A -- "
                 "models/plate_rec_large.onnx`); the green fine-tune (BatchNorm frozen, green drawn as real ones look): " + OLD_BANK,
