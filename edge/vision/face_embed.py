@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.vision.models import MODELS_DIR, ModelError, ModelInfo, checked
+from edge.vision.models import MODELS_DIR, ModelError, ModelInfo, checked, session
 
 CHIP = 150
 
@@ -48,14 +48,8 @@ class FaceEmbedder:
     thread-safe: one per worker, as FacePipeline."""
 
     def __init__(self, weights: Path, models_dir: Path = MODELS_DIR, threads: int = 1):
-        import onnxruntime as ort
-
         info, data = verified(weights, models_dir)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.add_external_initializers_from_files_in_memory([weights.name], [data], [len(data)])
-        self._session = ort.InferenceSession(info.path.read_bytes(), opts, providers=["CPUExecutionProvider"])
+        self._session = session(info, threads, external=(weights.name, data))
 
     def embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
         """N x 128 float32 for N chips (150 x 150 x 3, RGB uint8), in one run."""

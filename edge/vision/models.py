@@ -72,11 +72,21 @@ def _digest(path: Path) -> str:
     return _digests[key]
 
 
-def session(info: ModelInfo, threads: int = 1):
-    """An onnxruntime session for a checked model (CPU; `threads` intra-op threads)."""
+def session(info: ModelInfo, threads: int = 1, *, external: tuple[str, bytes] | None = None):
+    """An onnxruntime session for a checked model (`open_session`)."""
+    return open_session(info.path, threads, external=external)
+
+
+def open_session(path: Path, threads: int = 1, *, external: tuple[str, bytes] | None = None):
+    """An onnxruntime session for an ONNX file (CPU; `threads` intra-op threads). `external`: the
+    name and contents of the file the graph keeps its weights in (external data), handed over from
+    memory, as the face graph's weights are read from dlib's file (edge.vision.face_embed)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(info.path), opts, providers=["CPUExecutionProvider"])
+    if external is not None:
+        name, data = external
+        opts.add_external_initializers_from_files_in_memory([name], [data], [len(data)])
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

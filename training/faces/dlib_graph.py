@@ -296,10 +296,10 @@ def check(graph: Path, weights: Path, data: Path, limit: int = 60) -> dict:
     """The graph against dlib's own encoder on the first `limit` photos of `data` with a face: the
     largest difference between the two embeddings of a face, and each one's time for one face."""
     import dlib
-    import onnxruntime as ort
 
     from edge.vision.enrol import read_rgb
     from edge.vision.face import MODEL_FILES, FacePipeline, model_dir
+    from edge.vision.models import open_session
 
     encoder = dlib.face_recognition_model_v1(str(weights))
     shape = dlib.shape_predictor(str(model_dir() / MODEL_FILES["shape5"]))
@@ -311,11 +311,7 @@ def check(graph: Path, weights: Path, data: Path, limit: int = 60) -> dict:
             chips.append(dlib.get_face_chip(img, shape(img, rects[0]), size=CHIP))
         if len(chips) == limit:
             break
-    raw = weights.read_bytes()
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
-    opts.add_external_initializers_from_files_in_memory([weights.name], [raw], [len(raw)])
-    sess = ort.InferenceSession(graph.read_bytes(), opts, providers=["CPUExecutionProvider"])
+    sess = open_session(graph, external=(weights.name, weights.read_bytes()))
     ours_ms, dlib_ms, diff = [], [], 0.0
     for chip in chips:
         t0 = time.perf_counter()
