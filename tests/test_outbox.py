@@ -68,3 +68,35 @@ def test_the_flusher_makes_puts_durable_without_checkpointing_each_time(tmp_path
     finally:
         fl.stop()
     assert fl.checkpoints > 1  # the stop copies the WAL into the database
+
+
+def test_a_put_notified_while_the_flusher_starts_up_is_still_made_durable(tmp_path):
+    """The flusher starts by reading the journal's last seq; a put committed and notified between
+    that read and its use (the card path is already running) must not be forgotten: its event would
+    wait, unreported upstream, until some later put woke the flusher again."""
+    ob = Outbox(open_db(tmp_path, autocheckpoint=False))
+    fl = Flusher(tmp_path, max_delay_s=0.01, checkpoint_s=3600)
+    ob.on_put.append(fl.notify)
+    put: list[int] = []
+    real = fl._conn
+
+    class PutDuringStartup:
+        """The flusher's connection, with a put landing right after its start-up read."""
+
+        def execute(self, sql, *args):
+            cur = real.execute(sql, *args)
+            if "max(seq)" in sql and not put:
+                row = cur.fetchone()  # read before the put: the stale last seq
+                put.append(ob.put(Event("door", "opened", door="d")))
+                return type("Stale", (), {"fetchone": staticmethod(lambda: row)})()
+            return cur
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    fl._conn = PutDuringStartup()
+    fl.start()
+    try:
+        wait_until(lambda: put and fl.durable_seq == put[0], 5, "the put made during start-up durable")
+    finally:
+        fl.stop()

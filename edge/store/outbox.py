@@ -275,19 +275,24 @@ class Flusher(threading.Thread):
         self._wake = threading.Event()
         self._halt = threading.Event()
         self._max_delay = max_delay_s
-        self._pending = 0
+        self._pending = 0  # the highest seq notified; under _lock (notify runs on the card path's thread)
+        self._lock = threading.Lock()
         self.durable_seq = 0
         self.flushes = 0
         self.failures = 0
         self.heartbeat = time.monotonic()
 
     def notify(self, seq: int) -> None:
-        self._pending = max(self._pending, seq)
+        with self._lock:
+            self._pending = max(self._pending, seq)
         self._wake.set()
 
     def run(self) -> None:
-        # what an earlier run left (perhaps killed before its fsync) is made durable first
-        self._pending = self._conn.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0]
+        # what an earlier run left (perhaps killed before its fsync) is made durable first; merged with,
+        # not written over, a put notified meanwhile (its wake-up is cleared by this first flush)
+        last = self._conn.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0]
+        with self._lock:
+            self._pending = max(self._pending, last)
         self._flush()
         while not self._halt.is_set():
             self._wake.wait(1.0)
@@ -300,8 +305,9 @@ class Flusher(threading.Thread):
         self._conn.close()
 
     def _flush(self) -> None:
-        self._wake.clear()
-        target = self._pending
+        with self._lock:
+            self._wake.clear()
+            target = self._pending
         try:
             wal_bytes = sync_wal(self._state_dir)
             now = time.monotonic()
