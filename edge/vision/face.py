@@ -33,6 +33,7 @@ import dlib
 import numpy as np
 
 from edge.access.walkup import FaceAnswer, FaceStatus
+from edge.config import FaceSection
 from edge.errors import SetupError
 from edge.vision.face_embed import FaceEmbedder
 from edge.vision.models import MODELS_DIR
@@ -57,16 +58,19 @@ def model_dir() -> Path:
     return d
 
 
+_CONFIGURED = FaceSection()  # the [face] section's defaults: the config is the one place they are set
+
+
 @dataclass(frozen=True)
 class Settings:
     detect_width: int = 320        # frames are downscaled to this width for detection
     upsample: int = 1              # HOG upsampling on the downscaled frame (finds faces down to ~40 px there)
-    min_face_px: int = 40          # face box width in the original frame
+    min_face_px: int = _CONFIGURED.min_face_px  # face box width in the original frame
     min_sharpness: float = 8.0     # variance of the Laplacian on the aligned face
     max_yaw: float = 0.45          # nose offset from the eyes' midline / eye distance
     max_outside: float = 0.1       # share of the face box's width that may lie past the frame's edge
-    threshold: float = 0.6         # the largest distance to the person's nearest template accepted at all
-    z_min: float = 4.0             # the least cohort-normalised score (AS-norm) accepted
+    threshold: float = _CONFIGURED.threshold  # the largest distance to the person's nearest template accepted at all
+    z_min: float = _CONFIGURED.z_min          # the least cohort-normalised score (AS-norm) accepted
 
     @classmethod
     def from_config(cls, face) -> Settings:
